@@ -1,0 +1,7 @@
+#include "commands.h"
+
+namespace fundus::cli {
+
+void add_dataset_commands(CLI::App& app) { (void)app; }
+
+}  // namespace fundus::cli

@@ -1,0 +1,21 @@
+// The `fundus` CLI: one binary, one CLI11 subcommand per task. Each cmd_*.cpp registers its
+// subcommands and turns options into calls of the library; no logic lives here.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace fundus::cli {
+
+void add_dataset_commands(CLI::App& app);    // dataset validate|stats|split
+void add_image_commands(CLI::App& app);      // preprocess, synth
+void add_model_commands(CLI::App& app);      // model info|presets
+void add_train_commands(CLI::App& app);      // train
+void add_store_commands(CLI::App& app);      // store add|remove|stats|export|check, index build|info
+void add_search_commands(CLI::App& app);     // embed, query, eval
+void add_serve_commands(CLI::App& app);      // serve, explain
+void add_demo_command(CLI::App& app);        // demo
+
+/// Shared option: compute threads (0 = all cores). Applies to torch, OpenMP and our pools.
+void add_threads_option(CLI::App& cmd, int& threads);
+
+}  // namespace fundus::cli

@@ -1,0 +1,19 @@
+# Third-party dependencies: all found as imported targets, no hard-coded paths.
+# LibTorch: Debian's TorchConfig.cmake by default; any other (e.g. a CUDA build) through
+# -DTorch_DIR=... or -DCMAKE_PREFIX_PATH=...
+find_package(Threads REQUIRED)
+find_package(Torch REQUIRED)
+find_package(OpenCV REQUIRED COMPONENTS core imgcodecs imgproc)
+find_package(OpenMP REQUIRED)          # must precede faiss: its config uses OpenMP::OpenMP_CXX
+find_package(faiss REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(SQLite3 REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)  # Debian ships no CMake config
+
+find_path(HNSWLIB_INCLUDE_DIR hnswlib/hnswlib.h REQUIRED)
+if(NOT TARGET fundus_hnswlib)
+  add_library(fundus_hnswlib INTERFACE)
+  target_include_directories(fundus_hnswlib SYSTEM INTERFACE ${HNSWLIB_INCLUDE_DIR})
+endif()

@@ -1,0 +1,42 @@
+// JSON configuration helpers (nlohmann::json). Configs are JSON objects with presets: a preset is a
+// complete object, user files and --set overrides are merged over it (RFC 7386 merge patch), unknown
+// keys are errors (a typo must not silently fall back to a default), and the resolved config is saved
+// beside every output.
+#pragma once
+
+#include <initializer_list>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace fundus {
+
+using Json = nlohmann::json;
+
+/// Parses a file; errors name the file and the line/column of the syntax error.
+Json load_json_file(const std::string& path);
+Json parse_json(const std::string& text, const std::string& source);
+/// Pretty-printed, atomic write.
+void save_json_file(const std::string& path, const Json& value);
+
+/// Deep merge: objects merge key by key, anything else in `patch` replaces; null deletes.
+Json merge_json(Json base, const Json& patch);
+/// Applies "a.b.c=value" (value parsed as JSON, else taken as a string).
+void apply_override(Json& config, const std::string& assignment);
+
+/// Throws "<context>: unknown key 'x' (known: a, b, c)" for keys of `object` not in `known`.
+void check_known_keys(const Json& object, std::initializer_list<const char*> known, const std::string& context);
+
+/// object[key] converted to T, or `fallback` when absent; a wrong type throws naming context.key.
+template <typename T>
+T json_value(const Json& object, const char* key, const T& fallback, const std::string& context = "config") {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return fallback;
+  try {
+    return it->template get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(context + "." + key + ": " + e.what());
+  }
+}
+
+}  // namespace fundus

@@ -1,0 +1,73 @@
+#include "fundus/core/json.h"
+
+#include "fundus/core/error.h"
+#include "fundus/core/io.h"
+#include "fundus/core/strings.h"
+
+namespace fundus {
+
+Json parse_json(const std::string& text, const std::string& source) {
+  try {
+    return Json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    // Convert the byte offset into line:column for humans.
+    size_t line = 1, col = 1;
+    for (size_t i = 0; i + 1 < e.byte && i < text.size(); ++i) {
+      if (text[i] == '\n') {
+        ++line;
+        col = 1;
+      } else {
+        ++col;
+      }
+    }
+    FUNDUS_THROW(source << ":" << line << ":" << col << ": invalid JSON (" << e.what() << ")");
+  }
+}
+
+Json load_json_file(const std::string& path) {
+  FUNDUS_CHECK(file_exists(path), path << ": JSON file not found");
+  return parse_json(read_file(path), path);
+}
+
+void save_json_file(const std::string& path, const Json& value) { write_file_atomic(path, value.dump(2) + "\n"); }
+
+Json merge_json(Json base, const Json& patch) {
+  base.merge_patch(patch);
+  return base;
+}
+
+void apply_override(Json& config, const std::string& assignment) {
+  auto eq = assignment.find('=');
+  FUNDUS_CHECK(eq != std::string::npos && eq > 0, "override '" << assignment << "' must look like key.path=value");
+  std::string path = assignment.substr(0, eq), text = assignment.substr(eq + 1);
+  Json value;
+  try {
+    value = Json::parse(text);
+  } catch (const nlohmann::json::exception&) {
+    value = text;
+  }
+  Json* node = &config;
+  auto keys = split(path, '.');
+  for (size_t i = 0; i + 1 < keys.size(); ++i) {
+    FUNDUS_CHECK(node->is_object() && node->contains(keys[i]), "override '" << path << "': no key '" << keys[i] << "'");
+    node = &(*node)[keys[i]];
+  }
+  FUNDUS_CHECK(node->is_object() && node->contains(keys.back()),
+               "override '" << path << "': unknown key '" << keys.back() << "'");
+  (*node)[keys.back()] = value;
+}
+
+void check_known_keys(const Json& object, std::initializer_list<const char*> known, const std::string& context) {
+  FUNDUS_CHECK(object.is_object(), context << ": expected a JSON object");
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    bool ok = false;
+    for (const char* k : known) ok = ok || it.key() == k;
+    if (!ok) {
+      std::string names;
+      for (const char* k : known) names += std::string(names.empty() ? "" : ", ") + k;
+      FUNDUS_THROW(context << ": unknown key '" << it.key() << "' (known: " << names << ")");
+    }
+  }
+}
+
+}  // namespace fundus

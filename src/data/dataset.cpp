@@ -1,0 +1,24 @@
+#include "fundus/data/dataset.h"
+
+#include <set>
+
+#include "fundus/core/strings.h"
+
+namespace fundus {
+
+const char* grade_name(int grade) {
+  static const char* names[] = {"No DR", "Mild", "Moderate", "Severe", "PDR"};
+  return grade >= 0 && grade < kNumGrades ? names[grade] : "invalid";
+}
+
+Dataset Dataset::subset(const std::string& splits) const {
+  std::set<std::string> wanted;
+  for (auto& s : split(splits, ',')) wanted.insert(trim(s));
+  Dataset out;
+  out.source = source + "[" + splits + "]";
+  for (auto& r : records)
+    if (wanted.count(r.split)) out.records.push_back(r);
+  return out;
+}
+
+}  // namespace fundus

