@@ -7,7 +7,8 @@
 namespace fundus::cli {
 
 void add_dataset_commands(CLI::App& app);    // dataset validate|stats|split
-void add_image_commands(CLI::App& app);      // preprocess, synth
+void add_image_commands(CLI::App& app);      // preprocess
+void add_synth_command(CLI::App& app);       // synth
 void add_model_commands(CLI::App& app);      // model info|presets
 void add_train_commands(CLI::App& app);      // train
 void add_store_commands(CLI::App& app);      // store add|remove|stats|export|check, index build|info

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   fundus::cli::add_demo_command(app);
   fundus::cli::add_dataset_commands(app);
   fundus::cli::add_image_commands(app);
+  fundus::cli::add_synth_command(app);
   fundus::cli::add_model_commands(app);
   fundus::cli::add_train_commands(app);
   fundus::cli::add_store_commands(app);
