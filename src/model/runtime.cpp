@@ -1,6 +1,11 @@
 #include "fundus/model/runtime.h"
 
 #include <omp.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <climits>
 #include <torch/torch.h>
 
 #include "fundus/core/concurrency.h"
@@ -8,7 +13,19 @@
 
 namespace fundus {
 
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  static const bool done = [] {
+    mallopt(M_MMAP_MAX, 0);                 // big blocks from the heap, where they can be reused
+    mallopt(M_TRIM_THRESHOLD, INT_MAX);     // and do not return the heap top to the OS
+    return true;
+  }();
+  (void)done;
+#endif
+}
+
 int set_compute_threads(int threads) {
+  keep_freed_memory();
   if (threads <= 0) threads = available_cores();
   torch::set_num_threads(threads);
   omp_set_num_threads(threads);

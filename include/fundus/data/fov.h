@@ -1,0 +1,51 @@
+// Field of view (FOV) of a fundus photograph: the bright, roughly circular retina on a dark surround.
+//
+// Method (on a copy downscaled by an integer step to at most FovOptions::work_size px, results mapped back):
+//   1. level = per-pixel max(R, G, B): the retina is red even in dark photographs, the surround is black.
+//   2. threshold t = bg + max(min_contrast, threshold_fraction * (p99 - bg)), bg = 1st percentile of level:
+//      adapts to dark images and to photographs without any black surround.
+//   3. morphological opening (cuts noise and thin bridges to text/labels in the corners), the largest
+//      connected component, holes filled (dark lesions, the fovea).
+//   4. circle: least-squares (Kasa) fit to the component's outline, ignoring outline points on the image
+//      border (fields clipped at top/bottom) and, in two rounds, outliers (camera notches, tabs).
+// When no component covers min_area_fraction of the image (a black or non-fundus image) or the component
+// fills practically the whole image (no dark surround), the result falls back to the whole image with
+// found = false and a note saying why.
+//
+// Torch-free, thread-safe (no shared state). Throws fundus::Error only for an empty or non-8-bit image.
+#pragma once
+
+#include <string>
+
+#include <opencv2/core.hpp>
+
+namespace fundus {
+
+struct FovOptions {
+  double min_contrast = 8;          // threshold at least this far above the background level (0-255)
+  double threshold_fraction = 0.1;  // ... and this fraction of the background-to-bright range
+  double min_area_fraction = 0.05;  // smaller components are not a field of view
+  int work_size = 512;              // detection runs on a copy with longer side <= this
+};
+
+struct FovResult {
+  bool found = false;        // false: whole-image fallback, `note` says why
+  std::string note;          // "" when found
+  cv::Mat mask;              // CV_8UC1, 255 inside the FOV (all 255 on fallback); input size, or input
+                             //   size / mask_step when detect_fov was asked for the coarse mask
+  int mask_step = 1;         // mask pixel (i, j) covers input pixels [i, i+1) * mask_step
+  cv::Rect bbox;             // bounding box of the mask, input pixel coordinates
+  cv::Point2d center;        // fitted circle, continuous pixel coordinates (pixel i covers [i, i+1))
+  double radius = 0;         //   may extend beyond the image when the field is clipped
+  double area_fraction = 0;  // mask pixels / image pixels
+};
+
+/// Detects the FOV of an RGB (or BGR: the channel max is order-free) CV_8UC3 or grey CV_8UC1 image.
+/// full_mask = false leaves the mask at the detection resolution (mask_step > 1 for large images),
+/// which saves upscaling it when the caller only needs it downscaled anyway.
+FovResult detect_fov(const cv::Mat& image, const FovOptions& options = {}, bool full_mask = true);
+
+/// The whole-image fallback result for an image of `size` (found = false, `note` as given).
+FovResult whole_image_fov(cv::Size size, const std::string& note);
+
+}  // namespace fundus

@@ -1,0 +1,50 @@
+// The "model" section of a run configuration (JSON), and the named presets for it. Torch-free, so
+// the CLI, the server and the trainer's config code can read and validate it cheaply.
+//
+//   {"backbone": "densenet121", "pretrained": "", "input_size": 256, "spatial_attention": true,
+//    "attention": "mirror", "aggregation": "literal", "reduction": 2, "pooling": "gem", "gem_p": 3,
+//    "combine": "concat", "head_classes": 0, "imagenet_normalize": true}
+//
+// Missing keys take the defaults below (the paper's network); unknown keys and invalid values throw
+// fundus::Error naming "<context>.<key>". `imagenet_normalize`: the network itself normalises its
+// [0,1] RGB input with ImageNet mean/std, so callers always feed [0,1] (data Normalization::none()).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "fundus/core/error.h"
+#include "fundus/core/json.h"
+
+namespace fundus {
+
+struct ModelConfig {
+  std::string backbone = "densenet121";  // mobilenet_v2 | resnet18 | resnet34 | resnet50 | densenet121
+  std::string pretrained;                // torchvision state_dict (.pth) for the backbone, or ""
+  int input_size = 256;                  // side of the square network input (used by the data pipeline)
+  bool spatial_attention = true;         // input spatial attention (method 2.2)
+  std::string attention = "mirror";      // none | mirror | self
+  std::string aggregation = "literal";   // literal | standard (mirror attention only)
+  int reduction = 2;                     // C' = C / reduction in the attention blocks
+  std::string pooling = "gem";           // gem | avg | max | rmac
+  double gem_p = 3.0;                    // initial GeM exponent (learnable)
+  std::string combine = "concat";        // concat | sum of the two mirror branches
+  int head_classes = 0;                  // grade classifier on the descriptor; 0 = none
+  bool imagenet_normalize = true;
+
+  /// Reads a model section over the defaults; validates.
+  static ModelConfig from_json(const Json& section, const std::string& context = "model");
+  Json to_json() const;
+  /// Throws naming the first invalid field.
+  void validate(const std::string& context = "model") const;
+};
+
+/// The model section of a JSON file: its "model" object when it is a full run configuration,
+/// otherwise the whole object. Resolution: preset (or the defaults) <- file section <- overrides.
+Json model_section(const Json& config);
+
+/// "paper", "cpu", "baseline-gem", "self-attention": complete model sections.
+Json model_preset(const std::string& name);
+const std::vector<std::string>& model_preset_names();
+
+}  // namespace fundus

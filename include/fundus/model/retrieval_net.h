@@ -1,0 +1,80 @@
+// The retrieval network of the method (method.md section 2): [0,1] RGB images -> L2-normalised
+// descriptors, built from a ModelConfig.
+//
+//   x [B,3,H,W] float32 (or float64), RGB in [0,1]
+//   -> ImageNet normalisation (config.imagenet_normalize)
+//   -> views x_a, x_h = flip(W), x_v = flip(H)       (attention = mirror only)
+//   -> input spatial attention (shared by the views)  (config.spatial_attention)
+//   -> backbone -> X [.,C,H',W']
+//   -> mirror: Y_h, Y_v = MirrorAttention(X_a, X_h, X_v); d_h = pool(Y_h), d_v = pool(Y_v)
+//      self  : d = pool(SelfAttention(X)); none: d = pool(X); d_h = d_v = d
+//   -> descriptor = l2normalize(concat[d_h; d_v] or d_h + d_v)  (mirror); l2normalize(d) otherwise
+//   -> logits = head(descriptor)                                (config.head_classes > 0)
+//
+// The three views go through the backbone as ONE batch of 3B images (about 10-20% faster than three
+// calls on CPU). In training mode this means every BatchNorm layer of the backbone normalises with
+// statistics over all 3B images (originals and both flips together) and updates its running
+// statistics once per step from them, instead of per view as three separate calls would; in eval
+// mode (running statistics) the result is identical to three separate calls.
+//
+// Submodule names: "spatial_attention", "backbone" (torchvision names beneath, so a torchvision
+// file maps with the prefix "backbone."), "attention" (mirror or self), "pool" (GeM: "pool.p"),
+// "head" (Linear). Not thread-safe: one forward at a time per instance (build one net per thread).
+#pragma once
+
+#include <string>
+
+#include <torch/torch.h>
+
+#include "fundus/model/attention.h"
+#include "fundus/model/backbone.h"
+#include "fundus/model/model_config.h"
+#include "fundus/model/pooling.h"
+#include "fundus/model/state_dict.h"
+
+namespace fundus {
+
+struct ModelOutput {
+  torch::Tensor descriptor;              // [B,D], unit L2 norm
+  torch::Tensor branch_h, branch_v;      // [B,C] pooled branch descriptors d_h, d_v (not normalised)
+  torch::Tensor logits;                  // [B,classes], undefined without a head
+  torch::Tensor attention_h, attention_v;  // [B,H',W'] with with_attention and attention mirror/self
+};
+
+class RetrievalNetImpl : public torch::nn::Module {
+ public:
+  /// Builds the network (torchvision init for the backbone); with load_weights and a non-empty
+  /// config.pretrained, loads it via load_pretrained() (throws when it does not fit).
+  explicit RetrievalNetImpl(const ModelConfig& config, bool load_weights = true);
+
+  ModelOutput forward(const torch::Tensor& x, bool with_attention = false);
+
+  /// Loads weights: a torchvision backbone file (keys without "backbone.": mapped into the backbone,
+  /// its classifier/fc reported as unused, every backbone entry required) or a full RetrievalNet
+  /// state_dict (keys with "backbone.": every entry required). Throws on a mismatch.
+  LoadReport load_pretrained(const std::string& path);
+
+  int64_t descriptor_dim() const;
+  int64_t feature_channels() const { return backbone->out_channels(); }
+  const ModelConfig& config() const { return config_; }
+
+  /// Architecture summary: parameters per part and in total, descriptor dim, feature map size at
+  /// config.input_size (found by a no-grad eval forward of one zero image; the mode is restored).
+  Json summary();
+
+  Backbone backbone;
+  SpatialAttention spatial_attention{nullptr};
+  MirrorAttention mirror{nullptr};
+  SelfAttention self_attention{nullptr};
+  Pooling pool{nullptr};
+  torch::nn::Linear head{nullptr};
+
+ private:
+  ModelConfig config_;
+};
+TORCH_MODULE(RetrievalNet);
+
+/// A readable multi-line rendering of RetrievalNetImpl::summary().
+std::string format_model_summary(const Json& summary);
+
+}  // namespace fundus

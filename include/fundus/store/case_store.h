@@ -1,0 +1,181 @@
+// The case store: one SQLite database per collection holding the graded cases, the models that
+// embedded them and their descriptor vectors. It is the source of truth; vector indexes are derived
+// from it (fundus/index/store_index.h).
+//
+// Schema (PRAGMA user_version, ordered migrations in case_store.cpp):
+//   cases(id, external_id UNIQUE, image_path, content_hash, grade, patient, eye, split, meta, added_at)
+//   models(id, name, config, checkpoint_hash, preprocessing, descriptor_dim, created_at,
+//          embeddings_version)                       UNIQUE(checkpoint_hash, preprocessing)
+//   embeddings(case_id, model_id, vector BLOB float32 little-endian)  PK(case_id, model_id),
+//          both foreign keys ON DELETE CASCADE
+//   store_info(key, value): 'store_id', a random id fixed at creation (tells index files which
+//          store they were built from)
+// v1 = cases/models/embeddings; v2 = store_info + models.embeddings_version (index staleness).
+// A database with a newer user_version than this build knows is refused with a clear error.
+//
+// Connection settings: WAL journal (readers never block the writer), synchronous=NORMAL (durable
+// against process crashes; a power cut may lose the last commits but never corrupts), foreign keys
+// on, busy timeout (default 10 s) so several processes can share one file.
+//
+// Thread safety: one CaseStore may be shared by several threads; every call takes an internal
+// mutex around the single connection. Several processes (or several CaseStore objects) may open
+// the same file; writers wait for each other up to the busy timeout, then fail with a clear error.
+//
+// Writes: every multi-row write is one transaction (all or nothing); a failure mid-way rolls back
+// and throws fundus::Error. Errors name the database path and the offending case/model.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fundus/data/dataset.h"
+
+namespace fundus {
+
+namespace sqlite {
+class Database;
+}
+
+/// Schema version written by this build.
+constexpr int kStoreSchemaVersion = 2;
+
+struct StoredCase {
+  int64_t id = 0;            // store id (primary key, never reused after a removal)
+  std::string external_id;   // the dataset's case id (CaseRecord::id), unique in the store
+  std::string image_path;    // absolute path at import time
+  std::string content_hash;  // sha256 hex of the image bytes
+  int grade = -1;            // 0..4
+  std::string patient, eye, split;
+  std::string meta = "{}";   // free JSON text
+  std::string added_at;      // UTC, ISO 8601
+
+  /// As a dataset record (id = external_id).
+  CaseRecord to_record() const;
+};
+
+struct ModelInfo {
+  int64_t id = 0;
+  std::string name;
+  std::string config = "{}";         // JSON text
+  std::string checkpoint_hash;       // sha256 of the checkpoint file
+  std::string preprocessing = "{}";  // JSON text (input size, normalisation, ...)
+  int descriptor_dim = 0;
+  std::string created_at;
+  int64_t embeddings_version = 0;    // bumped by every write that changes this model's embeddings
+};
+
+struct StoreStats {
+  int64_t cases = 0;
+  int64_t per_grade[kNumGrades] = {};
+  std::map<std::string, int64_t> per_split;  // "" = no split
+  int64_t patients = 0;                       // distinct patient keys (an unknown patient counts per case)
+  int64_t models = 0;
+  std::map<int64_t, int64_t> embeddings_per_model;  // model id -> vectors (models without any: 0)
+};
+
+/// Row-major [rows x dim] float32 descriptors with their case ids, ordered by case id.
+struct EmbeddingMatrix {
+  int64_t model_id = 0;
+  int dim = 0;
+  std::vector<int64_t> case_ids;
+  std::vector<float> vectors;
+  int64_t rows() const { return int64_t(case_ids.size()); }
+  const float* row(int64_t i) const { return vectors.data() + i * dim; }
+};
+
+struct StoreCheck {
+  std::vector<std::string> problems;  // empty when the store is healthy
+  bool ok() const { return problems.empty(); }
+};
+
+struct AddCasesResult {
+  std::vector<int64_t> ids;  // store id for each input record, in input order (existing id when skipped)
+  int64_t added = 0;
+  int64_t skipped = 0;       // identical duplicates already in the store
+};
+
+struct StoreOptions {
+  bool create = true;        // create the file (and schema) when missing; false: error if missing
+  bool check = false;        // run check() at open and throw listing the problems
+  int busy_timeout_ms = 10000;
+};
+
+class CaseStore {
+ public:
+  /// Opens or creates the store at `path`, migrating an older schema. Throws naming `path` for a
+  /// missing file (create=false), a non-SQLite or corrupt file, or a schema newer than this build.
+  explicit CaseStore(const std::string& path, const StoreOptions& options = {});
+  ~CaseStore();
+  CaseStore(const CaseStore&) = delete;
+  CaseStore& operator=(const CaseStore&) = delete;
+
+  const std::string& path() const { return path_; }
+  /// Random id fixed when the store was created (index files record it).
+  std::string store_id() const;
+  int schema_version() const;
+
+  // ---- cases ---------------------------------------------------------------------------------
+  /// Imports every record in one transaction, hashing the image files on `threads` threads
+  /// (0 = all cores). Duplicates by external id: a record identical to the stored case (same
+  /// content hash and grade) is skipped and reports the existing id, so re-running an import is a
+  /// no-op; a conflicting one (different image bytes or grade) is rejected and nothing is written.
+  /// Also throws (writing nothing) for an unreadable image, a grade outside 0-4 or an id that
+  /// occurs twice in `dataset`; messages name the dataset source and line.
+  AddCasesResult add_cases(const Dataset& dataset, int threads = 0);
+  /// One case (server use), same duplicate rules; `meta` must be JSON text; `content_hash` is
+  /// computed from the image file when empty. Returns the store id.
+  int64_t add_case(const CaseRecord& record, const std::string& meta = "{}", const std::string& content_hash = "");
+  /// Deletes cases and (cascading) their embeddings in one transaction; unknown ids are ignored.
+  /// Returns how many cases were deleted. Store ids are never reused (AUTOINCREMENT).
+  int64_t remove_cases(const std::vector<int64_t>& ids);
+  std::optional<StoredCase> get_case(int64_t id) const;
+  std::optional<StoredCase> find_by_external_id(const std::string& external_id) const;
+  /// Cases ordered by id; `splits` is a comma-separated filter ("train,val"), "" = all.
+  std::vector<StoredCase> list_cases(const std::string& splits = "") const;
+  StoreStats stats() const;
+
+  // ---- models --------------------------------------------------------------------------------
+  /// Registers a model; idempotent: the same checkpoint hash and preprocessing return the existing
+  /// id (a different descriptor_dim for them is an error). config/preprocessing must be JSON text.
+  int64_t register_model(const std::string& name, const std::string& config, const std::string& checkpoint_hash,
+                         const std::string& preprocessing, int descriptor_dim);
+  std::optional<ModelInfo> get_model(int64_t id) const;
+  std::vector<ModelInfo> list_models() const;
+
+  // ---- embeddings ----------------------------------------------------------------------------
+  /// Inserts or replaces one vector per case id (`vectors` row-major [case_ids.size() x dim], dim
+  /// must equal the model's descriptor_dim, values finite) in one transaction. Unknown model or case
+  /// ids throw and nothing is written.
+  void put_embeddings(int64_t model_id, const std::vector<int64_t>& case_ids, const float* vectors, int dim);
+  EmbeddingMatrix get_embeddings(int64_t model_id) const;
+  /// One case's vector, or nullopt when it has none for this model.
+  std::optional<std::vector<float>> get_embedding(int64_t model_id, int64_t case_id) const;
+  /// Case ids that have a vector for the model, ascending (cheap: no vectors are read).
+  std::vector<int64_t> embedding_ids(int64_t model_id) const;
+  /// Cases with no vector for the model yet (resumable embedding), ordered by id.
+  std::vector<StoredCase> cases_without_embedding(int64_t model_id) const;
+
+  // ---- export / check ------------------------------------------------------------------------
+  /// CSV with header id,external_id,image_path,content_hash,grade,patient,eye,split,meta,added_at.
+  void export_cases_csv(const std::string& path) const;
+  /// NumPy .npy float32 [rows x dim] plus a CSV (row,case_id,external_id) naming each row.
+  void export_embeddings(int64_t model_id, const std::string& npy_path, const std::string& ids_csv_path) const;
+  /// PRAGMA integrity_check + foreign_key_check, vectors whose size differs from their model's
+  /// descriptor_dim, meta that is not valid JSON.
+  StoreCheck check() const;
+
+ private:
+  void migrate();
+  int64_t model_dim(int64_t model_id) const;  // throws for an unknown model; caller holds mu_
+
+  std::string path_;
+  std::unique_ptr<sqlite::Database> db_;
+  mutable std::mutex mu_;
+};
+
+}  // namespace fundus

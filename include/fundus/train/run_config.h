@@ -1,0 +1,84 @@
+// A complete run configuration (JSON), its presets and its resolution:
+//   preset  <-  --config FILE  <-  --set key.path=value ...   (RFC 7386 merge, unknown keys are errors)
+// The resolved configuration is saved beside every output (RUN/config.json, inside checkpoints).
+//
+//   {"preset": "cpu",
+//    "model": {...ModelConfig}, "loss": {...LossConfig}, "optim": {...}, "train": {...},
+//    "sampler": {...SamplerOptions}, "preprocess": {...PreprocessOptions}, "augment": {...AugmentOptions}}
+//
+// preprocess.size always equals model.input_size (set from it; a different explicit value is an error).
+// Torch-free: the CLI and the server parse configurations without LibTorch headers.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "fundus/core/json.h"
+#include "fundus/data/augment.h"
+#include "fundus/data/preprocess.h"
+#include "fundus/data/sampler.h"
+#include "fundus/model/model_config.h"
+
+namespace fundus {
+
+struct OptimConfig {
+  std::string name = "adam";        // adam | adamw | sgd
+  double lr = 1e-3;
+  double weight_decay = 1e-5;
+  double beta1 = 0.9, beta2 = 0.999;  // adam/adamw
+  double momentum = 0.9;            // sgd (Nesterov off)
+  std::string schedule = "constant";  // constant | step | cosine (cosine includes the warm-up)
+  double warmup_epochs = 0;         // linear warm-up from lr/100 (fractional epochs allowed)
+  int step_size = 10;               // step: multiply by step_gamma every step_size epochs
+  double step_gamma = 0.1;
+  double min_lr = 0;                // cosine floor
+  double clip_grad_norm = 0;        // 0 = off
+  int freeze_backbone_epochs = 0;   // backbone parameters frozen for the first N epochs
+
+  static OptimConfig from_json(const Json& section, const std::string& context = "optim");
+  Json to_json() const;
+  /// Learning rate at fractional epoch t = epoch + batch / batches_per_epoch, for `epochs` in all.
+  double lr_at(double t, int epochs) const;
+};
+
+struct TrainSettings {
+  int epochs = 20;
+  uint64_t seed = 1;
+  int threads = 0;                  // compute threads, 0 = all cores
+  int workers = 2;                  // data-loader threads
+  int prefetch_batches = 4;
+  bool augment = true;              // use the "augment" section on the training split
+  std::string select = "val_mAP@10";  // best checkpoint by: val_P@10 | val_mAP@10 | val_macro_P@10 | train_loss
+  int val_every = 1;                // validate every N epochs (and after the last)
+  int val_batch_size = 32;
+  std::string cache_dir;            // preprocessed-image cache ("" = RUN/../cache is not assumed: none)
+  int64_t stop_after_steps = 0;     // testing aid: behave as if interrupted after this global step
+  int64_t max_steps_per_epoch = 0;  // 0 = the whole epoch
+
+  static TrainSettings from_json(const Json& section, const std::string& context = "train");
+  Json to_json() const;
+};
+
+struct RunConfig {
+  std::string preset;  // informational: the preset the config started from
+  ModelConfig model;
+  Json loss;           // validated by the trainer's LossConfig (kept as JSON to stay torch-free)
+  OptimConfig optim;
+  TrainSettings train;
+  SamplerOptions sampler;
+  PreprocessOptions preprocess;
+  AugmentOptions augment;
+
+  static RunConfig from_json(const Json& config, const std::string& context = "config");
+  Json to_json() const;
+};
+
+/// "paper", "cpu", "baseline-gem", "self-attention", "tiny": complete run configurations.
+Json run_preset(const std::string& name);
+const std::vector<std::string>& run_preset_names();
+
+/// Resolves preset <- file <- overrides and validates everything (including the loss section).
+RunConfig resolve_run_config(const std::string& preset, const std::string& config_file,
+                             const std::vector<std::string>& overrides);
+
+}  // namespace fundus

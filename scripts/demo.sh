@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Quickstart 1: install dependencies, build, and run the end-to-end demo on synthetic data.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+"$here/scripts/install-deps.sh"
+"$here/scripts/build.sh"
+"$here/build/bin/fundus" demo --out "${DEMO_OUT:-$here/demo-out}" "$@"

@@ -1,0 +1,157 @@
+#include "fundus/model/retrieval_net.h"
+
+#include <sstream>
+
+#include "fundus/core/error.h"
+#include "fundus/core/strings.h"
+
+namespace fundus {
+
+RetrievalNetImpl::RetrievalNetImpl(const ModelConfig& config, bool load_weights) : config_(config) {
+  config_.validate();
+  if (config_.spatial_attention) spatial_attention = register_module("spatial_attention", SpatialAttention());
+  backbone = register_module("backbone", make_backbone(config_.backbone));
+  const int64_t c = backbone->out_channels();
+  if (config_.attention == "mirror")
+    mirror = register_module("attention", MirrorAttention(c, config_.reduction, parse_aggregation(config_.aggregation)));
+  else if (config_.attention == "self")
+    self_attention = register_module("attention", SelfAttention(c, config_.reduction));
+  pool = register_module("pool", Pooling(parse_pooling(config_.pooling), config_.gem_p));
+  if (config_.head_classes > 0)
+    head = register_module("head", torch::nn::Linear(descriptor_dim(), config_.head_classes));
+  if (load_weights && !config_.pretrained.empty()) load_pretrained(config_.pretrained);
+}
+
+int64_t RetrievalNetImpl::descriptor_dim() const {
+  const int64_t c = backbone->out_channels();
+  return config_.attention == "mirror" && config_.combine == "concat" ? 2 * c : c;
+}
+
+ModelOutput RetrievalNetImpl::forward(const torch::Tensor& input, bool with_attention) {
+  FUNDUS_CHECK(input.dim() == 4 && input.size(1) == 3 && input.size(2) >= 32 && input.size(3) >= 32,
+               "model input must be [B,3,H,W] with H,W >= 32, got " << input.sizes());
+  FUNDUS_CHECK(input.is_floating_point(), "model input must be a float tensor, got " << input.scalar_type());
+  torch::Tensor x = input;
+  if (config_.imagenet_normalize) {
+    auto opts = x.options();
+    x = (x - torch::tensor({0.485, 0.456, 0.406}, opts).view({1, 3, 1, 1})) /
+        torch::tensor({0.229, 0.224, 0.225}, opts).view({1, 3, 1, 1});
+  }
+  ModelOutput out;
+  torch::Tensor d_h, d_v;
+  if (mirror) {
+    const int64_t b = x.size(0);
+    x = torch::cat({x, x.flip({3}), x.flip({2})}, 0);
+    if (spatial_attention) x = spatial_attention(x);
+    torch::Tensor f = backbone->forward(x);
+    auto m = mirror(f.narrow(0, 0, b), f.narrow(0, b, b), f.narrow(0, 2 * b, b), with_attention);
+    d_h = pool(m.y_h);
+    d_v = pool(m.y_v);
+    out.attention_h = m.attention_h;
+    out.attention_v = m.attention_v;
+    out.descriptor = config_.combine == "concat" ? torch::cat({d_h, d_v}, 1) : d_h + d_v;
+  } else {
+    if (spatial_attention) x = spatial_attention(x);
+    torch::Tensor f = backbone->forward(x);
+    if (self_attention) {
+      auto s = self_attention(f, with_attention);
+      f = s.y;
+      out.attention_h = out.attention_v = s.attention;
+    }
+    d_h = d_v = pool(f);
+    out.descriptor = d_h;
+  }
+  out.branch_h = d_h;
+  out.branch_v = d_v;
+  out.descriptor = torch::nn::functional::normalize(out.descriptor,
+                                                    torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
+  if (head) out.logits = head(out.descriptor);
+  return out;
+}
+
+LoadReport RetrievalNetImpl::load_pretrained(const std::string& path) {
+  StateDict state = read_state_dict(path);
+  LoadOptions options;
+  bool full = false;
+  for (const auto& item : state)
+    if (starts_with(item.key(), "backbone.")) full = true;
+  if (!full) {
+    options.add_prefix = "backbone.";
+    options.allow_missing_prefixes = {"spatial_attention.", "attention.", "pool.", "head."};
+    options.ignore_unexpected_prefixes = torchvision_head_prefixes();
+  }
+  try {
+    return load_into(*this, state, options);
+  } catch (const Error& e) {
+    FUNDUS_THROW(path << ": cannot load into the " << config_.backbone << " model: " << e.message());
+  }
+}
+
+Json RetrievalNetImpl::summary() {
+  auto count = [](const std::shared_ptr<torch::nn::Module>& m) {
+    int64_t n = 0;
+    if (m)
+      for (const auto& p : m->parameters()) n += p.numel();
+    return n;
+  };
+  Json parts = Json::object();
+  int64_t total = 0;
+  for (const auto& child : named_children()) {
+    int64_t n = count(child.value());
+    parts[child.key()] = n;
+    total += n;
+  }
+  int64_t trainable = 0;
+  for (const auto& p : parameters())
+    if (p.requires_grad()) trainable += p.numel();
+  bool was_training = is_training();
+  eval();
+  torch::Tensor f;
+  {
+    torch::NoGradGuard no_grad;
+    auto p = parameters().front();
+    f = backbone->forward(torch::zeros({1, 3, config_.input_size, config_.input_size}, p.options()));
+  }
+  train(was_training);
+  return Json{{"config", config_.to_json()},
+              {"parameters", parts},
+              {"parameters_total", total},
+              {"parameters_trainable", trainable},
+              {"feature_channels", feature_channels()},
+              {"feature_map", {f.size(2), f.size(3)}},
+              {"descriptor_dim", descriptor_dim()}};
+}
+
+std::string format_model_summary(const Json& s) {
+  const Json& c = s.at("config");
+  std::ostringstream os;
+  std::string attention = c.at("attention").get<std::string>();
+  if (attention == "mirror")
+    attention += " attention (" + c.at("aggregation").get<std::string>() + ", reduction " +
+                 std::to_string(c.at("reduction").get<int>()) + ", branches " + c.at("combine").get<std::string>() + ")";
+  else
+    attention += attention == "none" ? " (no attention block)" : " attention (non-local, reduction " +
+                                                                    std::to_string(c.at("reduction").get<int>()) + ")";
+  int size = c.at("input_size").get<int>();
+  os << "backbone:      " << c.at("backbone").get<std::string>() << " ("
+     << (c.at("pretrained").get<std::string>().empty() ? "no pretrained weights" : c.at("pretrained").get<std::string>())
+     << ")\n"
+     << "input:         " << size << "x" << size << " RGB in [0,1]"
+     << (c.at("imagenet_normalize").get<bool>() ? ", ImageNet-normalised inside the model" : "") << "; spatial attention "
+     << (c.at("spatial_attention").get<bool>() ? "on" : "off") << "\n"
+     << "attention:     " << attention << "\n"
+     << "pooling:       " << c.at("pooling").get<std::string>()
+     << (c.at("pooling") == "gem" ? strprintf(" (p init %g, learnable)", c.at("gem_p").get<double>()) : "") << "\n"
+     << "feature map:   " << s.at("feature_channels").get<int64_t>() << " x " << s.at("feature_map")[0].get<int64_t>()
+     << " x " << s.at("feature_map")[1].get<int64_t>() << "\n"
+     << "descriptor:    " << s.at("descriptor_dim").get<int64_t>() << "-d, L2-normalised\n"
+     << "head:          "
+     << (c.at("head_classes").get<int>() > 0 ? std::to_string(c.at("head_classes").get<int>()) + " classes" : "none")
+     << "\n"
+     << "parameters:\n";
+  for (const auto& [part, n] : s.at("parameters").items()) os << strprintf("  %-20s %12lld\n", part.c_str(), static_cast<long long>(n.get<int64_t>()));
+  os << strprintf("  %-20s %12lld\n", "total", static_cast<long long>(s.at("parameters_total").get<int64_t>()));
+  return os.str();
+}
+
+}  // namespace fundus

@@ -1,0 +1,63 @@
+#include "fundus/train/embed.h"
+
+#include <cstring>
+
+#include "fundus/core/hash.h"
+#include "fundus/core/progress.h"
+#include "fundus/data/loader.h"
+#include "fundus/train/checkpoint.h"
+
+namespace fundus {
+
+TrainedModel load_trained_model(const std::string& path) {
+  Checkpoint ckpt = load_checkpoint(path);
+  TrainedModel m;
+  m.config = RunConfig::from_json(ckpt.meta["config"], path + ": config");
+  m.net = RetrievalNet(m.config.model, /*load_weights=*/false);
+  LoadOptions options;  // strict: every entry must fit
+  try {
+    load_into(*m.net, ckpt.model, options);
+  } catch (const Error& e) {
+    FUNDUS_THROW(path << ": checkpoint weights do not fit its own model config: " << e.message());
+  }
+  m.net->eval();
+  m.checkpoint_path = path;
+  m.checkpoint_sha256 = sha256_file(path);
+  m.meta = std::move(ckpt.meta);
+  return m;
+}
+
+torch::Tensor embed_batch(RetrievalNetImpl& net, const torch::Tensor& images) {
+  c10::InferenceMode guard;
+  return net.forward(images).descriptor.to(torch::kCPU, torch::kFloat32).contiguous();
+}
+
+Embeddings embed_dataset(RetrievalNetImpl& net, const PreprocessOptions& preprocess, const Dataset& dataset,
+                         const EmbedOptions& options) {
+  FUNDUS_CHECK(net.is_training() == false, "embed_dataset: the model must be in eval mode");
+  Embeddings out;
+  out.rows = int64_t(dataset.size());
+  out.dim = net.descriptor_dim();
+  out.data.assign(size_t(out.rows * out.dim), 0.f);
+  if (out.rows == 0) return out;
+  LoaderOptions base;
+  base.preprocess = preprocess;
+  base.normalization = Normalization::none();  // the network normalises its [0,1] input itself
+  base.workers = options.workers;
+  base.cache_dir = options.cache_dir;
+  DataLoader loader(dataset, eval_loader_options(base, options.batch_size));
+  loader.start_epoch(0);
+  std::unique_ptr<Progress> progress;
+  if (options.progress) progress = std::make_unique<Progress>(options.label, out.rows, "img");
+  while (auto batch = loader.next()) {
+    torch::Tensor d = embed_batch(net, batch->images);
+    for (size_t i = 0; i < batch->indices.size(); ++i)
+      std::memcpy(out.data.data() + batch->indices[i] * out.dim, d[int64_t(i)].data_ptr<float>(),
+                  size_t(out.dim) * sizeof(float));
+    if (progress) progress->advance(int64_t(batch->indices.size()));
+  }
+  if (progress) progress->finish();
+  return out;
+}
+
+}  // namespace fundus

@@ -1,0 +1,209 @@
+#include "fundus/train/run_config.h"
+
+#include <cmath>
+
+#include "fundus/core/error.h"
+#include "fundus/loss/loss.h"
+
+namespace fundus {
+
+// ---- optimiser ----------------------------------------------------------------------------------
+OptimConfig OptimConfig::from_json(const Json& s, const std::string& ctx) {
+  check_known_keys(s, {"name", "lr", "weight_decay", "betas", "momentum", "schedule", "warmup_epochs", "step_size",
+                       "step_gamma", "min_lr", "clip_grad_norm", "freeze_backbone_epochs"},
+                   ctx);
+  OptimConfig c;
+  c.name = json_value(s, "name", c.name, ctx);
+  c.lr = json_value(s, "lr", c.lr, ctx);
+  c.weight_decay = json_value(s, "weight_decay", c.weight_decay, ctx);
+  if (s.contains("betas")) {
+    auto b = json_value(s, "betas", std::vector<double>{}, ctx);
+    FUNDUS_CHECK(b.size() == 2, ctx << ".betas: expected two numbers");
+    c.beta1 = b[0];
+    c.beta2 = b[1];
+  }
+  c.momentum = json_value(s, "momentum", c.momentum, ctx);
+  c.schedule = json_value(s, "schedule", c.schedule, ctx);
+  c.warmup_epochs = json_value(s, "warmup_epochs", c.warmup_epochs, ctx);
+  c.step_size = json_value(s, "step_size", c.step_size, ctx);
+  c.step_gamma = json_value(s, "step_gamma", c.step_gamma, ctx);
+  c.min_lr = json_value(s, "min_lr", c.min_lr, ctx);
+  c.clip_grad_norm = json_value(s, "clip_grad_norm", c.clip_grad_norm, ctx);
+  c.freeze_backbone_epochs = json_value(s, "freeze_backbone_epochs", c.freeze_backbone_epochs, ctx);
+  FUNDUS_CHECK(c.name == "adam" || c.name == "adamw" || c.name == "sgd",
+               ctx << ".name: '" << c.name << "' is not adam, adamw or sgd");
+  FUNDUS_CHECK(c.schedule == "constant" || c.schedule == "step" || c.schedule == "cosine",
+               ctx << ".schedule: '" << c.schedule << "' is not constant, step or cosine");
+  FUNDUS_CHECK(c.lr > 0 && std::isfinite(c.lr), ctx << ".lr: must be positive");
+  FUNDUS_CHECK(c.weight_decay >= 0, ctx << ".weight_decay: must be >= 0");
+  FUNDUS_CHECK(c.beta1 >= 0 && c.beta1 < 1 && c.beta2 >= 0 && c.beta2 < 1, ctx << ".betas: must be in [0, 1)");
+  FUNDUS_CHECK(c.warmup_epochs >= 0, ctx << ".warmup_epochs: must be >= 0");
+  FUNDUS_CHECK(c.step_size >= 1, ctx << ".step_size: must be >= 1");
+  FUNDUS_CHECK(c.min_lr >= 0 && c.min_lr <= c.lr, ctx << ".min_lr: must be in [0, lr]");
+  FUNDUS_CHECK(c.clip_grad_norm >= 0, ctx << ".clip_grad_norm: must be >= 0");
+  FUNDUS_CHECK(c.freeze_backbone_epochs >= 0, ctx << ".freeze_backbone_epochs: must be >= 0");
+  return c;
+}
+
+Json OptimConfig::to_json() const {
+  return {{"name", name},           {"lr", lr},
+          {"weight_decay", weight_decay}, {"betas", {beta1, beta2}},
+          {"momentum", momentum},   {"schedule", schedule},
+          {"warmup_epochs", warmup_epochs}, {"step_size", step_size},
+          {"step_gamma", step_gamma}, {"min_lr", min_lr},
+          {"clip_grad_norm", clip_grad_norm}, {"freeze_backbone_epochs", freeze_backbone_epochs}};
+}
+
+double OptimConfig::lr_at(double t, int epochs) const {
+  double base = lr;
+  if (schedule == "step") base = lr * std::pow(step_gamma, std::floor(t / step_size));
+  if (schedule == "cosine") {
+    double span = std::max(1e-9, double(epochs) - warmup_epochs);
+    double progress = std::clamp((t - warmup_epochs) / span, 0.0, 1.0);
+    base = min_lr + 0.5 * (lr - min_lr) * (1 + std::cos(M_PI * progress));
+  }
+  if (warmup_epochs > 0 && t < warmup_epochs) {
+    double w = t / warmup_epochs;
+    return base * (0.01 + 0.99 * w);
+  }
+  return base;
+}
+
+// ---- training settings --------------------------------------------------------------------------
+TrainSettings TrainSettings::from_json(const Json& s, const std::string& ctx) {
+  check_known_keys(s, {"epochs", "seed", "threads", "workers", "prefetch_batches", "augment", "select", "val_every",
+                       "val_batch_size", "cache_dir", "stop_after_steps", "max_steps_per_epoch"},
+                   ctx);
+  TrainSettings t;
+  t.epochs = json_value(s, "epochs", t.epochs, ctx);
+  t.seed = json_value(s, "seed", t.seed, ctx);
+  t.threads = json_value(s, "threads", t.threads, ctx);
+  t.workers = json_value(s, "workers", t.workers, ctx);
+  t.prefetch_batches = json_value(s, "prefetch_batches", t.prefetch_batches, ctx);
+  t.augment = json_value(s, "augment", t.augment, ctx);
+  t.select = json_value(s, "select", t.select, ctx);
+  t.val_every = json_value(s, "val_every", t.val_every, ctx);
+  t.val_batch_size = json_value(s, "val_batch_size", t.val_batch_size, ctx);
+  t.cache_dir = json_value(s, "cache_dir", t.cache_dir, ctx);
+  t.stop_after_steps = json_value(s, "stop_after_steps", t.stop_after_steps, ctx);
+  t.max_steps_per_epoch = json_value(s, "max_steps_per_epoch", t.max_steps_per_epoch, ctx);
+  FUNDUS_CHECK(t.epochs >= 1, ctx << ".epochs: must be >= 1");
+  FUNDUS_CHECK(t.threads >= 0 && t.workers >= 0 && t.prefetch_batches >= 1,
+               ctx << ": threads/workers must be >= 0 and prefetch_batches >= 1");
+  FUNDUS_CHECK(t.select == "val_P@10" || t.select == "val_mAP@10" || t.select == "val_macro_P@10" ||
+                   t.select == "train_loss",
+               ctx << ".select: '" << t.select << "' is not val_P@10, val_mAP@10, val_macro_P@10 or train_loss");
+  FUNDUS_CHECK(t.val_every >= 1 && t.val_batch_size >= 1, ctx << ": val_every and val_batch_size must be >= 1");
+  FUNDUS_CHECK(t.stop_after_steps >= 0 && t.max_steps_per_epoch >= 0, ctx << ": step limits must be >= 0");
+  return t;
+}
+
+Json TrainSettings::to_json() const {
+  return {{"epochs", epochs},           {"seed", seed},
+          {"threads", threads},         {"workers", workers},
+          {"prefetch_batches", prefetch_batches}, {"augment", augment},
+          {"select", select},           {"val_every", val_every},
+          {"val_batch_size", val_batch_size}, {"cache_dir", cache_dir},
+          {"stop_after_steps", stop_after_steps}, {"max_steps_per_epoch", max_steps_per_epoch}};
+}
+
+// ---- whole configuration ------------------------------------------------------------------------
+RunConfig RunConfig::from_json(const Json& c, const std::string& ctx) {
+  check_known_keys(c, {"preset", "model", "loss", "optim", "train", "sampler", "preprocess", "augment"}, ctx);
+  auto section = [&](const char* key) { return c.contains(key) && !c.at(key).is_null() ? c.at(key) : Json::object(); };
+  RunConfig r;
+  r.preset = json_value(c, "preset", std::string(), ctx);
+  r.model = ModelConfig::from_json(section("model"), ctx + ".model");
+  r.loss = LossConfig::from_json(section("loss"), ctx + ".loss").to_json();
+  r.optim = OptimConfig::from_json(section("optim"), ctx + ".optim");
+  r.train = TrainSettings::from_json(section("train"), ctx + ".train");
+  r.sampler = SamplerOptions::from_json(section("sampler"));
+  Json pre = section("preprocess");
+  if (pre.contains("size"))
+    FUNDUS_CHECK(pre["size"] == r.model.input_size,
+                 ctx << ".preprocess.size (" << pre["size"] << ") differs from model.input_size ("
+                     << r.model.input_size << "); set model.input_size only");
+  pre["size"] = r.model.input_size;
+  r.preprocess = PreprocessOptions::from_json(pre);
+  r.augment = AugmentOptions::from_json(section("augment"));
+  return r;
+}
+
+Json RunConfig::to_json() const {
+  return {{"preset", preset},           {"model", model.to_json()},
+          {"loss", loss},               {"optim", optim.to_json()},
+          {"train", train.to_json()},   {"sampler", sampler.to_json()},
+          {"preprocess", preprocess.to_json()}, {"augment", augment.to_json()}};
+}
+
+// ---- presets ------------------------------------------------------------------------------------
+const std::vector<std::string>& run_preset_names() {
+  static const std::vector<std::string> names = {"paper", "cpu", "baseline-gem", "self-attention", "tiny"};
+  return names;
+}
+
+Json run_preset(const std::string& name) {
+  Json p;
+  if (name == "paper") {
+    // The authors' protocol (method.md section 4): DenseNet-121, 256 px, FTL, Adam 1e-3, constant LR,
+    // batch 32, 20 epochs, plain shuffling, the epoch with the lowest training loss kept.
+    p = {{"model", model_preset("paper")},
+         {"loss", {{"ftl", {{"weight", 1.0}, {"degree", "minmax"}}}}},
+         {"optim", {{"name", "adam"}, {"lr", 1e-3}, {"weight_decay", 1e-5}, {"schedule", "constant"}}},
+         {"train", {{"epochs", 20}, {"select", "train_loss"}}},
+         {"sampler", {{"kind", "shuffled"}, {"batch_size", 32}}}};
+  } else if (name == "cpu") {
+    // The light model for CPUs: ImageNet MobileNetV2 + mirror attention + GeM + FTL. Fine-tuning a
+    // pretrained backbone wants a smaller LR than the paper's 1e-3; grade-balanced batches give FTL
+    // negatives and positives in every batch.
+    p = {{"model", model_preset("cpu")},
+         {"loss", {{"ftl", {{"weight", 1.0}, {"degree", "minmax"}}}}},
+         {"optim", {{"name", "adam"}, {"lr", 3e-4}, {"weight_decay", 1e-5}, {"schedule", "cosine"},
+                    {"warmup_epochs", 1}}},
+         {"train", {{"epochs", 15}, {"select", "val_mAP@10"}}},
+         {"sampler", {{"kind", "balanced"}, {"batch_size", 20}, {"grades_per_batch", 5}}}};
+  } else if (name == "baseline-gem") {
+    p = run_preset("cpu");
+    p["model"] = model_preset("baseline-gem");
+    p["loss"] = {{"ftl", {{"weight", 0.0}}}, {"batch_hard", {{"weight", 1.0}, {"margin", 0.1}}}};
+  } else if (name == "self-attention") {
+    // The authors' SANet-style ablation, trained with sigmoid BCE on a grade head.
+    p = run_preset("paper");
+    p["model"] = model_preset("self-attention");
+    p["loss"] = {{"ftl", {{"weight", 0.0}}}, {"bce", {{"weight", 1.0}}}};
+  } else if (name == "tiny") {
+    // For tests and smoke runs: a small random-init MobileNetV2 at 64 px, two short epochs.
+    Json m = model_preset("cpu");
+    m["pretrained"] = "";
+    m["input_size"] = 64;
+    p = {{"model", m},
+         {"loss", {{"ftl", {{"weight", 1.0}}}}},
+         {"optim", {{"name", "adam"}, {"lr", 1e-3}}},
+         {"train", {{"epochs", 2}, {"workers", 1}, {"select", "val_mAP@10"}, {"val_batch_size", 16}}},
+         {"sampler", {{"kind", "balanced"}, {"batch_size", 10}, {"grades_per_batch", 5}}},
+         {"augment", {{"rotation_deg", 15}}}};
+  } else {
+    FUNDUS_THROW("unknown preset '" << name << "' (presets: paper, cpu, baseline-gem, self-attention, tiny)");
+  }
+  p["preset"] = name;
+  return RunConfig::from_json(p, "preset " + name).to_json();
+}
+
+RunConfig resolve_run_config(const std::string& preset, const std::string& config_file,
+                             const std::vector<std::string>& overrides) {
+  Json config = preset.empty() ? RunConfig().to_json() : run_preset(preset);
+  std::string context = preset.empty() ? "config" : "preset " + preset;
+  if (!config_file.empty()) {
+    Json file = load_json_file(config_file);
+    FUNDUS_CHECK(file.is_object(), config_file << ": expected a JSON object");
+    // A config file may name its own starting preset.
+    if (preset.empty() && file.contains("preset") && file["preset"].is_string())
+      config = run_preset(file["preset"].get<std::string>());
+    config = merge_json(config, file);
+    context = config_file;
+  }
+  for (const auto& o : overrides) apply_override(config, o);
+  return RunConfig::from_json(config, context);
+}
+
+}  // namespace fundus

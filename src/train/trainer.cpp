@@ -1,0 +1,418 @@
+#include "fundus/train/trainer.h"
+
+#include <csignal>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "fundus/core/csv.h"
+#include "fundus/core/io.h"
+#include "fundus/core/log.h"
+#include "fundus/core/progress.h"
+#include "fundus/core/strings.h"
+#include "fundus/data/dataset_io.h"
+#include "fundus/data/loader.h"
+#include "fundus/eval/retrieval_eval.h"
+#include "fundus/loss/loss.h"
+#include "fundus/model/runtime.h"
+#include "fundus/train/checkpoint.h"
+#include "fundus/train/embed.h"
+
+namespace fundus {
+
+Json TrainSummary::to_json() const {
+  return {{"steps", steps},
+          {"epochs_completed", epochs_completed},
+          {"interrupted", interrupted},
+          {"select", select},
+          {"best_value", best_value},
+          {"best_epoch", best_epoch},
+          {"images_per_second", images_per_second},
+          {"last_validation", last_validation},
+          {"best_checkpoint", best_checkpoint},
+          {"last_checkpoint", last_checkpoint}};
+}
+
+namespace {
+
+// ---- Ctrl-C: the first one asks the loop to checkpoint and stop; a second one kills the process.
+std::atomic<int> g_interrupts{0};
+extern "C" void on_sigint(int) {
+  if (++g_interrupts >= 2) {
+    std::signal(SIGINT, SIG_DFL);
+    std::raise(SIGINT);
+  }
+}
+class SigintGuard {
+ public:
+  SigintGuard() {
+    g_interrupts = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_);
+  }
+  ~SigintGuard() { sigaction(SIGINT, &old_, nullptr); }
+  bool interrupted() const { return g_interrupts > 0; }
+
+ private:
+  struct sigaction old_ {};
+};
+
+// ---- data checks before any compute ----------------------------------------------------------
+struct Splits {
+  Dataset train, val;
+};
+
+Splits prepare_data(const TrainRequest& req) {
+  FUNDUS_CHECK(file_exists(req.data), req.data << ": training manifest not found");
+  LoadResult loaded = load_dataset(req.data);
+  FUNDUS_CHECK(loaded.problems.empty(), req.data << ": " << loaded.problems.size()
+                                                 << " problem(s); fix them or write a clean manifest with "
+                                                    "`fundus dataset validate --skip-bad`:\n"
+                                                 << format_problems(loaded.problems, 20));
+  std::set<std::string> present;
+  for (const auto& r : loaded.dataset.records) present.insert(r.split.empty() ? "(none)" : r.split);
+  auto splits_text = join(std::vector<std::string>(present.begin(), present.end()), ", ");
+  Splits s{loaded.dataset.subset(req.train_split), loaded.dataset.subset(req.val_split)};
+  FUNDUS_CHECK(!s.train.records.empty(), req.data << ": no images in split '" << req.train_split
+                                                  << "' (splits present: " << splits_text
+                                                  << "); make one with `fundus dataset split`");
+  FUNDUS_CHECK(!s.val.records.empty() || req.config.train.select == "train_loss",
+               req.data << ": no images in validation split '" << req.val_split << "' (splits present: "
+                        << splits_text << "); train.select=" << req.config.train.select
+                        << " needs one (or use train.select=train_loss)");
+  std::vector<std::string> missing;
+  for (const Dataset* d : {&s.train, &s.val})
+    for (const auto& r : d->records)
+      if (!file_exists(r.image_path)) missing.push_back(r.image_path);
+  FUNDUS_CHECK(missing.empty(), req.data << ": " << missing.size() << " image file(s) missing, e.g. " << missing[0]);
+  std::set<int> grades;
+  for (const auto& r : s.train.records) grades.insert(r.grade);
+  if (grades.size() < 2) FUNDUS_WARN("training split has a single grade: pair losses have no negatives");
+  return s;
+}
+
+// ---- optimiser -------------------------------------------------------------------------------
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& c, std::vector<torch::Tensor> params) {
+  if (c.name == "adam")
+    return std::make_unique<torch::optim::Adam>(
+        params, torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).weight_decay(c.weight_decay));
+  if (c.name == "adamw")
+    return std::make_unique<torch::optim::AdamW>(
+        params, torch::optim::AdamWOptions(c.lr).betas({c.beta1, c.beta2}).weight_decay(c.weight_decay));
+  return std::make_unique<torch::optim::SGD>(
+      params, torch::optim::SGDOptions(c.lr).momentum(c.momentum).weight_decay(c.weight_decay));
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& group : opt.param_groups()) group.options().set_lr(lr);
+}
+
+std::string optimizer_bytes(torch::optim::Optimizer& opt) {
+  torch::serialize::OutputArchive archive;
+  opt.save(archive);
+  std::ostringstream out;
+  archive.save_to(out);
+  return out.str();
+}
+
+void load_optimizer(torch::optim::Optimizer& opt, const std::string& bytes, const std::string& source) {
+  FUNDUS_CHECK(!bytes.empty(), source << ": checkpoint has no optimiser state (not a training checkpoint)");
+  std::istringstream in(bytes);
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(in);
+    opt.load(archive);
+  } catch (const c10::Error& e) {
+    FUNDUS_THROW(source << ": optimiser state does not fit this configuration (" << e.what_without_backtrace()
+                        << ")");
+  }
+}
+
+// ---- logs ------------------------------------------------------------------------------------
+const std::vector<std::string> kCsvColumns = {
+    "kind",     "epoch",      "step",        "lr",         "loss",        "ftl",       "batch_hard",
+    "contrastive", "ce",      "bce",         "relevance_mean", "images_per_s", "train_loss", "val_P@10",
+    "val_mAP@10", "val_macro_P@10", "val_macro_mAP@10", "chance_P@10", "chance_macro_P@10", "seconds"};
+
+class MetricsLog {
+ public:
+  MetricsLog(const std::string& dir, bool append) {
+    auto mode = append ? std::ios::app : std::ios::trunc;
+    std::string csv = join_path(dir, "metrics.csv");
+    bool header = !append || !file_exists(csv);
+    jsonl_.open(join_path(dir, "metrics.jsonl"), mode);
+    csv_.open(csv, mode);
+    FUNDUS_CHECK(jsonl_ && csv_, dir << ": cannot write metrics files");
+    if (header) csv_ << csv_line(kCsvColumns);
+  }
+  void write(const Json& row) {
+    jsonl_ << row.dump() << "\n";
+    std::vector<std::string> fields;
+    for (const auto& c : kCsvColumns) {
+      auto it = row.find(c);
+      if (it == row.end() || it->is_null())
+        fields.emplace_back();
+      else
+        fields.push_back(it->is_string() ? it->get<std::string>() : it->dump());
+    }
+    csv_ << csv_line(fields);
+    jsonl_.flush();
+    csv_.flush();
+  }
+
+ private:
+  std::ofstream jsonl_, csv_;
+};
+
+// ---- validation: val queries against the train gallery ---------------------------------------
+EvalSet eval_set(const Embeddings& e, const Dataset& d) {
+  EvalSet s{VectorsView{e.data.data(), e.rows, e.dim}, {}, {}};
+  for (const auto& r : d.records) {
+    s.keys.push_back({r.id, r.patient});
+    s.grades.push_back(r.grade);
+  }
+  return s;
+}
+
+Json validate(RetrievalNetImpl& net, const RunConfig& cfg, const Splits& splits) {
+  net.eval();
+  EmbedOptions eo;
+  eo.batch_size = cfg.train.val_batch_size;
+  eo.workers = cfg.train.workers;
+  eo.cache_dir = cfg.train.cache_dir;
+  eo.label = "validate";
+  Embeddings q = embed_dataset(net, cfg.preprocess, splits.val, eo);
+  Embeddings g = embed_dataset(net, cfg.preprocess, splits.train, eo);
+  EvalOptions opt;
+  opt.ks = {1, 5, 10};
+  opt.exclude_same_patient = true;  // fellow-eye leakage off, whatever the split
+  opt.progress = false;
+  opt.chance_rounds = 50;
+  RetrievalReport r = evaluate_retrieval(eval_set(q, splits.val), eval_set(g, splits.train), opt);
+  net.train();
+  return {{"val_P@10", r.value("micro", "P@10")},
+          {"val_mAP@10", r.value("micro", "mAP@10")},
+          {"val_macro_P@10", r.value("macro", "P@10")},
+          {"val_macro_mAP@10", r.value("macro", "mAP@10")},
+          {"val_kNN_acc", r.knn_accuracy},
+          {"chance_P@10", r.chance("micro", "P@10")},
+          {"chance_macro_P@10", r.chance("macro", "P@10")}};
+}
+
+// The config fields that must match for an exact resume (epochs, threads, workers may change).
+Json resume_identity(Json config) {
+  for (const char* k : {"epochs", "threads", "workers", "prefetch_batches", "stop_after_steps", "cache_dir",
+                        "val_batch_size", "val_every"})
+    config["train"].erase(k);
+  config.erase("preset");
+  return config;
+}
+
+struct RunState {
+  int epoch = 0;          // next epoch to run
+  int64_t batch = 0;      // next batch within it
+  int64_t step = 0;       // global steps done
+  double loss_sum = 0;    // running sums of the current epoch (for train_loss selection)
+  int64_t loss_count = 0;
+  double best_value = 0;
+  int best_epoch = -1;
+  Json history = Json::array();
+  Json last_validation;
+
+  Json to_json() const {
+    return {{"epoch", epoch},           {"batch", batch},           {"step", step},
+            {"loss_sum", loss_sum},     {"loss_count", loss_count}, {"best_value", best_value},
+            {"best_epoch", best_epoch}, {"history", history},       {"last_validation", last_validation}};
+  }
+  static RunState from_json(const Json& j) {
+    RunState s;
+    s.epoch = j.at("epoch");
+    s.batch = j.at("batch");
+    s.step = j.at("step");
+    s.loss_sum = j.at("loss_sum");
+    s.loss_count = j.at("loss_count");
+    s.best_value = j.at("best_value");
+    s.best_epoch = j.at("best_epoch");
+    s.history = j.at("history");
+    s.last_validation = j.value("last_validation", Json());
+    return s;
+  }
+};
+
+}  // namespace
+
+TrainSummary train_model(const TrainRequest& req) {
+  const RunConfig& cfg = req.config;
+  const LossConfig loss_cfg = LossConfig::from_json(cfg.loss);
+  FUNDUS_CHECK(!loss_cfg.needs_logits() || cfg.model.head_classes > 0,
+               "loss uses ce/bce but model.head_classes is 0 (no classifier head)");
+  Splits splits = prepare_data(req);
+  const std::string ckpt_dir = join_path(req.out_dir, "checkpoints");
+  const std::string last_path = join_path(ckpt_dir, "last.ckpt"), best_path = join_path(ckpt_dir, "best.ckpt");
+  FUNDUS_CHECK(req.resume || !file_exists(last_path),
+               req.out_dir << " already holds a run; continue it with --resume or choose another --out");
+  FUNDUS_CHECK(!req.resume || file_exists(last_path), last_path << ": nothing to resume (checkpoint not found)");
+  make_dirs(ckpt_dir);
+
+  int threads = set_compute_threads(cfg.train.threads);
+  seed_torch(cfg.train.seed);
+  RetrievalNet net(cfg.model, /*load_weights=*/!req.resume);
+  auto optimizer = make_optimizer(cfg.optim, net->parameters());
+  RunState st;
+  if (req.resume) {
+    Checkpoint ckpt = load_checkpoint(last_path);
+    FUNDUS_CHECK(resume_identity(ckpt.meta["config"]) == resume_identity(cfg.to_json()),
+                 last_path << ": the configuration differs from the run's (only train.epochs, threads, "
+                              "workers and logging may change on --resume)");
+    load_into(*net, ckpt.model, {});
+    load_optimizer(*optimizer, ckpt.optimizer_state, last_path);
+    st = RunState::from_json(ckpt.meta.at("state"));
+    FUNDUS_INFO("resuming " << req.out_dir << " at epoch " << st.epoch + 1 << ", batch " << st.batch
+                            << " (step " << st.step << ")");
+  }
+  save_json_file(join_path(req.out_dir, "config.json"), cfg.to_json());
+
+  LoaderOptions lo;
+  lo.sampler = cfg.sampler;
+  lo.preprocess = cfg.preprocess;
+  lo.augment = cfg.train.augment;
+  lo.augmentation = cfg.augment;
+  lo.normalization = Normalization::none();  // the network normalises its [0,1] input
+  lo.seed = cfg.train.seed;
+  lo.workers = cfg.train.workers;
+  lo.prefetch_batches = cfg.train.prefetch_batches;
+  lo.cache_dir = cfg.train.cache_dir;
+  DataLoader loader(splits.train, lo);
+  int64_t per_epoch = loader.batches_per_epoch();
+  if (cfg.train.max_steps_per_epoch > 0) per_epoch = std::min(per_epoch, cfg.train.max_steps_per_epoch);
+  const int epochs = cfg.train.epochs;
+  const bool lower_is_better = cfg.train.select == "train_loss";
+
+  FUNDUS_INFO("train: " << splits.train.size() << " images (" << per_epoch << " batches of "
+                        << cfg.sampler.batch_size << "), val: " << splits.val.size() << ", " << epochs
+                        << " epochs, " << threads << " threads, model " << cfg.model.backbone << "/"
+                        << cfg.model.attention << " " << cfg.model.input_size << "px");
+
+  TrainSummary summary;
+  summary.select = cfg.train.select;
+  summary.last_checkpoint = last_path;
+  MetricsLog log(req.out_dir, req.resume);
+  SigintGuard sigint;
+  auto make_checkpoint = [&](bool with_optimizer) {
+    Checkpoint c;
+    c.meta = {{"config", cfg.to_json()}, {"state", st.to_json()}};
+    c.model = module_state_dict(*net);
+    if (with_optimizer) c.optimizer_state = optimizer_bytes(*optimizer);
+    return c;
+  };
+  const auto run_start = std::chrono::steady_clock::now();
+  double train_seconds = 0;
+  int64_t images_seen = 0;
+  Progress progress("train", std::max<int64_t>(0, per_epoch * epochs - st.step), "step");
+
+  for (int epoch = st.epoch; epoch < epochs; ++epoch) {
+    bool frozen = epoch < cfg.optim.freeze_backbone_epochs;
+    for (auto& p : net->backbone->parameters()) p.set_requires_grad(!frozen);
+    net->train();
+    loader.start_epoch(epoch, st.batch);
+    for (int64_t b = st.batch; b < per_epoch; ++b) {
+      auto batch = loader.next();
+      if (!batch) break;
+      auto t0 = std::chrono::steady_clock::now();
+      double lr = cfg.optim.lr_at(epoch + double(b) / double(per_epoch), epochs);
+      set_lr(*optimizer, lr);
+      ModelOutput out = net->forward(batch->images);
+      LossResult loss = compute_loss(loss_cfg, {out.descriptor, out.branch_h, out.branch_v, out.logits, batch->grades});
+      optimizer->zero_grad();
+      loss.total.backward();
+      if (cfg.optim.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.optim.clip_grad_norm);
+      optimizer->step();
+      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      int64_t n = batch->images.size(0);
+      train_seconds += seconds;
+      images_seen += n;
+      ++st.step;
+      st.batch = b + 1;
+      double total = loss.parts.at("total");
+      st.loss_sum += total;
+      ++st.loss_count;
+      Json row = {{"kind", "step"}, {"epoch", epoch + 1}, {"step", st.step}, {"lr", lr},
+                  {"loss", total},  {"images_per_s", n / seconds}, {"seconds", seconds}};
+      for (const auto& [k, v] : loss.parts)
+        if (k != "total") row[k] = v;
+      log.write(row);
+      progress.advance(1, strprintf("ep %d/%d loss %.4f %.1f img/s", epoch + 1, epochs, total,
+                                    images_seen / std::max(1e-9, train_seconds)));
+      bool stop_requested = cfg.train.stop_after_steps > 0 && st.step >= cfg.train.stop_after_steps;
+      if (sigint.interrupted() || stop_requested) {
+        save_checkpoint(last_path, make_checkpoint(true));
+        progress.finish("interrupted");
+        FUNDUS_INFO("interrupted at step " << st.step << ": checkpoint saved to " << last_path
+                                           << "; continue with --resume");
+        summary.interrupted = true;
+        summary.steps = st.step;
+        summary.epochs_completed = epoch;
+        summary.best_value = st.best_value;
+        summary.best_epoch = st.best_epoch;
+        summary.best_checkpoint = st.best_epoch >= 0 ? best_path : "";
+        summary.images_per_second = images_seen / std::max(1e-9, train_seconds);
+        return summary;
+      }
+    }
+
+    // End of epoch: validation, selection, checkpoints.
+    double train_loss = st.loss_count ? st.loss_sum / double(st.loss_count) : 0.0;
+    Json epoch_row = {{"kind", "epoch"}, {"epoch", epoch + 1}, {"step", st.step}, {"train_loss", train_loss}};
+    bool validate_now = !splits.val.records.empty() && ((epoch + 1) % cfg.train.val_every == 0 || epoch + 1 == epochs);
+    if (validate_now) {
+      st.last_validation = validate(*net, cfg, splits);
+      epoch_row.update(st.last_validation);
+    }
+    epoch_row["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+    log.write(epoch_row);
+    st.history.push_back(epoch_row);
+    bool has_value = lower_is_better || validate_now;
+    double value = lower_is_better ? train_loss : validate_now ? epoch_row.value(cfg.train.select, 0.0) : 0.0;
+    bool improved = has_value && (st.best_epoch < 0 || (lower_is_better ? value < st.best_value : value > st.best_value));
+    if (improved) {
+      st.best_value = value;
+      st.best_epoch = epoch + 1;
+    }
+    st.epoch = epoch + 1;
+    st.batch = 0;
+    st.loss_sum = 0;
+    st.loss_count = 0;
+    if (improved) save_checkpoint(best_path, make_checkpoint(false));
+    save_checkpoint(last_path, make_checkpoint(true));
+    std::string val_text = validate_now ? strprintf(" val P@10 %.3f mAP@10 %.3f macro-P@10 %.3f (chance %.3f / %.3f)",
+                                                    epoch_row["val_P@10"].get<double>(),
+                                                    epoch_row["val_mAP@10"].get<double>(),
+                                                    epoch_row["val_macro_P@10"].get<double>(),
+                                                    epoch_row["chance_P@10"].get<double>(),
+                                                    epoch_row["chance_macro_P@10"].get<double>())
+                                         : "";
+    FUNDUS_INFO("epoch " << epoch + 1 << "/" << epochs << ": train loss " << strprintf("%.4f", train_loss) << val_text
+                         << (improved ? "  [best]" : ""));
+  }
+  progress.finish();
+
+  summary.steps = st.step;
+  summary.epochs_completed = st.epoch;
+  summary.best_value = st.best_value;
+  summary.best_epoch = st.best_epoch;
+  summary.last_validation = st.last_validation;
+  summary.images_per_second = images_seen / std::max(1e-9, train_seconds);
+  if (file_exists(best_path)) {
+    summary.best_checkpoint = best_path;
+    write_state_dict(join_path(req.out_dir, "best.pth"), load_checkpoint(best_path).model);
+  }
+  save_json_file(join_path(req.out_dir, "summary.json"), summary.to_json());
+  return summary;
+}
+
+}  // namespace fundus

@@ -1,0 +1,36 @@
+// Small real datasets on disk for the dataset reader/validator/split tests (data and CLI suites):
+// real JPEG/PNG files written with OpenCV, CSVs written as text.
+#pragma once
+
+#include <string>
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "fundus/core/io.h"
+#include "fundus/data/image_io.h"
+
+namespace fundus::test {
+
+/// A w x h RGB image with a disc and a gradient (so that JPEG has real entropy data); `seed` varies it.
+inline cv::Mat fundus_like_image(int w, int h, int seed = 0) {
+  cv::Mat img(h, w, CV_8UC3);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      img.at<cv::Vec3b>(y, x) = cv::Vec3b(uint8_t((x * 3 + seed * 17) & 255), uint8_t((y * 5 + seed) & 255), uint8_t((x ^ y) & 255));
+  cv::circle(img, {w / 2, h / 2}, std::min(w, h) / 3, cv::Scalar(200, 90, 40), -1);
+  return img;
+}
+
+/// Writes a real image (format by extension: .jpg/.jpeg/.png), creating the folder.
+inline void write_test_image(const std::string& path, int w = 64, int h = 48, int seed = 0) {
+  make_dirs(parent_dir(path));
+  write_image_rgb(path, fundus_like_image(w, h, seed));
+}
+
+inline void write_text(const std::string& path, const std::string& text) {
+  make_dirs(parent_dir(path));
+  write_file_atomic(path, text);
+}
+
+}  // namespace fundus::test

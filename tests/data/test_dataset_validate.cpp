@@ -1,0 +1,158 @@
+// Validation: corrupt, truncated and fake images become problems naming the CSV line; nothing crashes.
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "dataset_fixtures.h"
+#include "fundus/core/error.h"
+#include "fundus/core/io.h"
+#include "fundus/core/rng.h"
+#include "fundus/data/validate.h"
+#include "test_support.h"
+
+namespace fundus {
+namespace {
+
+using test::write_test_image;
+using test::write_text;
+
+// A dataset of good and broken images:
+//   line 2 good.jpg, 3 truncated.jpg (half of a real JPEG), 4 random.jpg (random bytes), 5 zero.jpg,
+//   6 ok.png, 7 cut.png, 8 missing.jpg (no file), 9 header.jpg (JPEG markers around text)
+std::string make_broken_dataset(const test::TempDir& dir) {
+  write_test_image(dir.file("good.jpg"), 320, 240, 1);
+  write_test_image(dir.file("ok.png"), 64, 48, 2);
+  std::string jpeg = read_file(dir.file("good.jpg"));
+  write_text(dir.file("truncated.jpg"), jpeg.substr(0, jpeg.size() / 2));
+  Rng rng(5);
+  std::string noise(4000, '\0');
+  for (char& c : noise) c = char(rng.below(256));
+  noise[0] = 'x';  // never a valid magic
+  write_text(dir.file("random.jpg"), noise);
+  write_text(dir.file("zero.jpg"), "");
+  std::string png = read_file(dir.file("ok.png"));
+  write_text(dir.file("cut.png"), png.substr(0, png.size() - 20));
+  // JPEG start and end markers around text: no frame header.
+  std::string fake = "\xFF\xD8";
+  for (int i = 0; i < 20; ++i) fake += "not a JPEG segment ";
+  write_text(dir.file("header.jpg"), fake + "\xFF\xD9");
+  write_text(dir.file("labels.csv"),
+             "image,grade\ngood.jpg,0\ntruncated.jpg,1\nrandom.jpg,2\nzero.jpg,3\nok.png,4\ncut.png,0\n"
+             "missing.jpg,1\nheader.jpg,2\n");
+  return dir.file("labels.csv");
+}
+
+TEST(DatasetValidate, ReportsEveryBrokenImageWithItsLine) {
+  test::TempDir dir;
+  std::string csv = make_broken_dataset(dir);
+  ValidateOptions o;
+  o.threads = 2;
+  o.progress = false;
+  ValidationResult v = validate_dataset(csv, {}, o);
+  EXPECT_EQ(v.rows, 8u);
+  EXPECT_EQ(v.images_checked, 7u);
+  ASSERT_EQ(v.dataset.size(), 2u) << format_problems(v.problems);
+  EXPECT_EQ(v.dataset.records[0].id, "good");
+  EXPECT_EQ(v.dataset.records[1].image_path, dir.file("ok.png"));
+
+  std::map<int, DatasetProblem> at;
+  for (const DatasetProblem& p : v.problems) at[p.line] = p;
+  ASSERT_EQ(at.size(), 6u) << format_problems(v.problems);
+  for (int line : {3, 4, 5, 7, 8, 9}) ASSERT_TRUE(at.count(line)) << "line " << line << "\n" << format_problems(v.problems);
+  EXPECT_EQ(at[8].kind, ProblemKind::missing_image);
+  for (int line : {3, 4, 5, 7, 9}) {
+    EXPECT_EQ(at[line].kind, ProblemKind::corrupt_image);
+    EXPECT_EQ(at[line].source, csv);
+  }
+  EXPECT_EQ(at[3].message, "image '" + dir.file("truncated.jpg") + "': truncated JPEG (no end-of-image marker)");
+  EXPECT_NE(at[4].message.find("not an image"), std::string::npos) << at[4].message;
+  EXPECT_NE(at[5].message.find("empty file (0 bytes)"), std::string::npos) << at[5].message;
+  EXPECT_NE(at[7].message.find("truncated PNG"), std::string::npos) << at[7].message;
+  EXPECT_NE(at[9].message.find("corrupt JPEG header"), std::string::npos) << at[9].message;
+  EXPECT_NE(at[3].to_string().find("labels.csv:3: image '"), std::string::npos);
+
+  // Default: fail with the full list and a count per kind.
+  try {
+    require_valid(v, false);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    std::string m = e.message();
+    EXPECT_NE(m.find("corrupt_image " + std::to_string(v.problems.size() - 1)), std::string::npos) << m;
+    EXPECT_NE(m.find("missing_image 1"), std::string::npos) << m;
+    for (const DatasetProblem& p : v.problems) EXPECT_NE(m.find(p.to_string()), std::string::npos) << m;
+  }
+  // --skip-bad: the good rows.
+  EXPECT_EQ(require_valid(v, true).size(), 2u);
+  Json j = validation_to_json(v);
+  EXPECT_EQ(j["usable"], 2);
+  EXPECT_EQ(j["rows"], 8);
+  EXPECT_EQ(j["problems"].size(), v.problems.size());
+  EXPECT_EQ(j["problem_counts"]["missing_image"], 1);
+}
+
+TEST(DatasetValidate, SameProblemsWithOneOrManyThreads) {
+  test::TempDir dir;
+  std::string csv = make_broken_dataset(dir);
+  ValidateOptions o;
+  o.progress = false;
+  o.threads = 1;
+  ValidationResult one = validate_dataset(csv, {}, o);
+  o.threads = 4;
+  ValidationResult four = validate_dataset(csv, {}, o);
+  EXPECT_EQ(problems_to_json(one.problems), problems_to_json(four.problems));
+
+  std::vector<DatasetProblem> direct = check_images(load_dataset(csv).dataset, o);
+  ASSERT_EQ(direct.size(), 5u);
+  EXPECT_EQ(direct[0].source, dir.file("truncated.jpg"));
+  EXPECT_EQ(direct[0].message, "truncated JPEG (no end-of-image marker)");
+}
+
+TEST(DatasetValidate, QuickModeDoesNotReadImages) {
+  test::TempDir dir;
+  std::string csv = make_broken_dataset(dir);
+  ValidateOptions o;
+  o.check_images = false;
+  o.progress = false;
+  ValidationResult v = validate_dataset(csv, {}, o);
+  EXPECT_EQ(v.images_checked, 0u);
+  ASSERT_EQ(v.problems.size(), 1u);
+  EXPECT_EQ(v.problems[0].kind, ProblemKind::missing_image);
+  EXPECT_EQ(v.dataset.size(), 7u);
+}
+
+TEST(DatasetValidate, EmptyDatasetIsAProblemEvenWithSkipBad) {
+  test::TempDir dir;
+  write_text(dir.file("labels.csv"), "image,grade\n");
+  ValidationResult v = validate_dataset(dir.file("labels.csv"), {}, {true, 1, false});
+  ASSERT_EQ(v.problems.size(), 1u);
+  EXPECT_EQ(v.problems[0].kind, ProblemKind::empty_dataset);
+  EXPECT_THROW(require_valid(v, true), Error);
+
+  write_text(dir.file("bad.csv"), "image,grade\nnothere.jpg,1\n");
+  ValidationResult b = validate_dataset(dir.file("bad.csv"), {}, {true, 1, false});
+  ASSERT_EQ(b.problems.size(), 2u);
+  EXPECT_EQ(b.problems[1].message, "no usable rows (every row has a problem)");
+  EXPECT_THROW(require_valid(b, true), Error);
+}
+
+TEST(DatasetValidate, FolderLayoutProblemsNameTheImage) {
+  test::TempDir dir;
+  write_test_image(dir.file("root/1/a.jpg"));
+  write_text(dir.file("root/1/b.jpg"), "not a jpeg at all");
+  ValidationResult v = validate_dataset(dir.file("root"), {}, {true, 2, false});
+  ASSERT_EQ(v.problems.size(), 1u);
+  EXPECT_EQ(v.problems[0].source, dir.file("root/1/b.jpg"));
+  EXPECT_EQ(v.problems[0].line, 0);
+  EXPECT_EQ(v.problems[0].to_string(), dir.file("root/1/b.jpg") + ": not an image (unknown format)");
+}
+
+TEST(DatasetValidate, RahimTinyIsClean) {
+  FUNDUS_REQUIRE_SHARED_DATASET(dir, "rahim-dr-tiny");
+  ValidationResult v = validate_dataset(dir + "/labels.csv", {}, {true, 2, false});
+  EXPECT_TRUE(v.ok()) << format_problems(v.problems);
+  EXPECT_EQ(v.images_checked, 25u);
+  EXPECT_EQ(v.dataset.size(), 25u);
+}
+
+}  // namespace
+}  // namespace fundus

@@ -1,0 +1,212 @@
+// Field-of-view detection: synthetic fields with known centre and radius (centred, dark, notched,
+// off-centre, clipped, with corner labels, large), fallbacks, and crops of the real rahim-dr-tiny images.
+#include <cmath>
+
+#include <gtest/gtest.h>
+#include <opencv2/imgproc.hpp>
+
+#include "fundus/core/csv.h"
+#include "fundus/data/fov.h"
+#include "fundus/data/image_io.h"
+#include "test_preprocess_fixtures.h"
+#include "test_support.h"
+
+namespace fundus {
+namespace {
+
+using test::disc_mask;
+using test::iou;
+using test::synthetic_field;
+
+// Detects the FOV of a synthetic field and checks mask IoU and circle parameters against the truth.
+void expect_fov(const cv::Mat& img, const cv::Mat& truth, cv::Point2d c, double r, double tol = 0.01) {
+  FovResult f = detect_fov(img);
+  ASSERT_TRUE(f.found) << f.note;
+  EXPECT_TRUE(f.note.empty());
+  ASSERT_EQ(f.mask.size(), img.size());
+  ASSERT_EQ(f.mask.type(), CV_8UC1);
+  EXPECT_GT(iou(f.mask, truth), 0.95);
+  EXPECT_NEAR(f.center.x, c.x, tol * r);
+  EXPECT_NEAR(f.center.y, c.y, tol * r);
+  EXPECT_NEAR(f.radius, r, tol * r);
+  // The fitted circle covers the true disc.
+  EXPECT_GT(iou(disc_mask(img.size(), f.center, f.radius), disc_mask(img.size(), c, r)), 0.97);
+  EXPECT_EQ(f.bbox, cv::boundingRect(f.mask));
+  EXPECT_NEAR(f.area_fraction, cv::countNonZero(f.mask) / double(img.total()), 0.01);
+}
+
+TEST(Fov, CentredCircle) {
+  cv::Size size(400, 300);
+  cv::Point2d c(200, 150);
+  cv::Mat img = synthetic_field(size, c, 130);
+  expect_fov(img, disc_mask(size, c, 130), c, 130);
+  FovResult f = detect_fov(img);
+  EXPECT_NEAR(f.bbox.x, 70, 2);
+  EXPECT_NEAR(f.bbox.width, 260, 3);
+}
+
+TEST(Fov, DarkImage) {
+  cv::Size size(360, 300);
+  cv::Point2d c(175.5, 152.25);
+  double r = 120;
+  cv::Mat img = synthetic_field(size, c, r, 0.14, 7);  // retina red channel ~20-30 on a 0-3 surround
+  double max_red;
+  cv::minMaxLoc(img.reshape(1, 0), nullptr, &max_red);
+  ASSERT_LT(max_red, 40);
+  expect_fov(img, disc_mask(size, c, r), c, r);
+}
+
+TEST(Fov, NotchedBorder) {
+  cv::Size size(400, 400);
+  cv::Point2d c(200, 200);
+  double r = 160;
+  cv::Mat img = synthetic_field(size, c, r, 1.0, 3);
+  // A camera notch: a rectangular bite into the rim at the upper right.
+  cv::Point2d rim(c.x + r * std::cos(-CV_PI / 4), c.y + r * std::sin(-CV_PI / 4));
+  cv::RotatedRect bite(rim, cv::Size2f(float(0.25 * r), float(0.2 * r)), -45.f);
+  cv::Point2f corners[4];
+  bite.points(corners);
+  std::vector<cv::Point> poly(corners, corners + 4);
+  cv::fillConvexPoly(img, poly, cv::Scalar::all(0));
+  cv::Mat truth = disc_mask(size, c, r);
+  cv::fillConvexPoly(truth, poly, cv::Scalar(0));
+  ASSERT_LT(cv::countNonZero(truth), cv::countNonZero(disc_mask(size, c, r)) - 300);  // the notch is real
+  expect_fov(img, truth, c, r);  // the circle ignores the notch
+}
+
+TEST(Fov, OffCentreField) {
+  cv::Size size(420, 300);
+  cv::Point2d c(140.5, 170);
+  double r = 110;
+  expect_fov(synthetic_field(size, c, r, 1.0, 4), disc_mask(size, c, r), c, r);
+}
+
+TEST(Fov, FieldClippedAtTopAndBottom) {
+  // Like rahim-dr: the circle is wider than the image is tall.
+  cv::Size size(512, 342);
+  cv::Point2d c(256, 171);
+  double r = 186;
+  cv::Mat img = synthetic_field(size, c, r, 1.0, 5);
+  expect_fov(img, disc_mask(size, c, r), c, r);
+  FovResult f = detect_fov(img);
+  EXPECT_EQ(f.bbox.y, 0);
+  EXPECT_EQ(f.bbox.height, 342);
+  EXPECT_GT(f.radius, 342 / 2.0 + 10);  // radius from the side arcs, not from the clipped height
+}
+
+TEST(Fov, TextLabelsInCornersAreIgnored) {
+  cv::Size size(480, 360);
+  cv::Point2d c(250, 185);
+  double r = 150;
+  cv::Mat img = synthetic_field(size, c, r, 0.8, 6);
+  cv::putText(img, "OD 2021-03-04", cv::Point(4, 20), cv::FONT_HERSHEY_SIMPLEX, 0.55, cv::Scalar::all(255), 2);
+  cv::putText(img, "ID 00417", cv::Point(360, 350), cv::FONT_HERSHEY_SIMPLEX, 0.5, cv::Scalar::all(230), 2);
+  cv::rectangle(img, cv::Rect(440, 4, 30, 18), cv::Scalar::all(255), cv::FILLED);  // a logo
+  expect_fov(img, disc_mask(size, c, r), c, r);
+  FovResult f = detect_fov(img);
+  EXPECT_GE(f.bbox.y, 30);         // above: text rows excluded
+  EXPECT_LE(f.bbox.br().x, 405);   // right: logo and text excluded
+}
+
+TEST(Fov, LargeImageUsesDownscaledDetectionAccurately) {
+  cv::Size size(1600, 1100);
+  cv::Point2d c(801.3, 548.7);
+  double r = 530;
+  expect_fov(synthetic_field(size, c, r, 1.0, 8), disc_mask(size, c, r), c, r, 0.005);
+}
+
+TEST(Fov, CoarseMaskAgreesWithTheFullOne) {
+  cv::Size size(1601, 1103);  // not a multiple of the step: the remainder must still be covered
+  cv::Point2d c(820, 560);
+  double r = 540;  // clipped at the bottom
+  cv::Mat img = synthetic_field(size, c, r, 1.0, 9);
+  FovResult full = detect_fov(img), coarse = detect_fov(img, FovOptions{}, false);
+  ASSERT_TRUE(coarse.found);
+  EXPECT_EQ(full.mask_step, 1);
+  EXPECT_EQ(coarse.mask_step, 4);  // ceil(1601 / 512)
+  EXPECT_EQ(coarse.mask.size(), cv::Size(400, 275));
+  EXPECT_EQ(coarse.center, full.center);
+  EXPECT_EQ(coarse.radius, full.radius);
+  EXPECT_NEAR(coarse.bbox.x, full.bbox.x, 4);
+  EXPECT_NEAR(coarse.bbox.width, full.bbox.width, 8);
+  EXPECT_EQ(coarse.bbox.br().y, 1103);  // touches the bottom edge like the full box
+  EXPECT_EQ(full.bbox.br().y, 1103);
+  cv::Mat up;
+  cv::resize(coarse.mask, up, cv::Size(1600, 1100), 0, 0, cv::INTER_NEAREST);
+  EXPECT_GT(iou(up, full.mask(cv::Rect(0, 0, 1600, 1100))), 0.98);
+}
+
+TEST(Fov, GreyImageInput) {
+  cv::Size size(300, 300);
+  cv::Point2d c(150, 150);
+  cv::Mat rgb = synthetic_field(size, c, 120), grey;
+  cv::cvtColor(rgb, grey, cv::COLOR_RGB2GRAY);
+  expect_fov(grey, disc_mask(size, c, 120), c, 120);
+}
+
+TEST(Fov, BlackImageFallsBackToWholeImage) {
+  cv::Mat black = cv::Mat::zeros(200, 300, CV_8UC3);
+  FovResult f = detect_fov(black);
+  EXPECT_FALSE(f.found);
+  EXPECT_NE(f.note.find("no field of view"), std::string::npos) << f.note;
+  EXPECT_EQ(f.bbox, cv::Rect(0, 0, 300, 200));
+  EXPECT_EQ(cv::countNonZero(f.mask), 300 * 200);
+  EXPECT_DOUBLE_EQ(f.area_fraction, 1.0);
+  EXPECT_DOUBLE_EQ(f.center.x, 150);
+  EXPECT_DOUBLE_EQ(f.center.y, 100);
+}
+
+TEST(Fov, TinyBrightSpotIsNotAField) {
+  cv::Mat img = cv::Mat::zeros(200, 300, CV_8UC3);
+  cv::circle(img, {50, 50}, 12, cv::Scalar(200, 100, 50), cv::FILLED);  // 2.4% of the image
+  FovResult f = detect_fov(img);
+  EXPECT_FALSE(f.found);
+  EXPECT_NE(f.note.find("covers"), std::string::npos) << f.note;
+}
+
+TEST(Fov, NonFundusImageWithoutDarkSurroundFallsBack) {
+  cv::Mat img(240, 320, CV_8UC3, cv::Scalar(120, 140, 160));
+  cv::randu(img, cv::Scalar::all(80), cv::Scalar::all(200));
+  FovResult f = detect_fov(img);
+  EXPECT_FALSE(f.found);
+  EXPECT_NE(f.note.find("no dark surround"), std::string::npos) << f.note;
+  EXPECT_EQ(f.bbox, cv::Rect(0, 0, 320, 240));
+}
+
+TEST(Fov, RejectsWrongImageTypes) {
+  EXPECT_THROW(detect_fov(cv::Mat()), Error);
+  EXPECT_THROW(detect_fov(cv::Mat::zeros(10, 10, CV_32FC3)), Error);
+}
+
+TEST(Fov, RealTinyImagesCropToTheRetina) {
+  FUNDUS_REQUIRE_SHARED_DATASET(dir, "rahim-dr-tiny");
+  CsvTable labels = read_csv(dir + "/labels.csv");
+  size_t col = labels.require_column("image");
+  ASSERT_EQ(labels.rows.size(), 25u);
+  for (const CsvRow& row : labels.rows) {
+    std::string path = dir + "/images/" + labels.field(row, col);
+    SCOPED_TRACE(path);
+    cv::Mat img = decode_image_rgb(path);
+    FovResult f = detect_fov(img);
+    ASSERT_TRUE(f.found) << f.note;
+    // These fields are clipped at the top and bottom (the retina is ~1.18x the image height): the box
+    // spans the fitted diameter horizontally and the whole height vertically.
+    EXPECT_NEAR(f.bbox.width, 2 * f.radius, 0.03 * 2 * f.radius);
+    EXPECT_NEAR(f.bbox.height, std::min(double(img.rows), 2 * f.radius), 0.03 * 2 * f.radius);
+    EXPECT_NEAR(f.center.x, f.bbox.x + f.bbox.width / 2.0, 2.0);
+    // Bright pixels (the retina) lie inside the crop, and the crop is mostly retina.
+    cv::Mat ch[3], level, bright;
+    cv::split(img, ch);
+    cv::max(ch[0], ch[1], level);
+    cv::max(level, ch[2], level);
+    bright = level > 40;
+    double inside = cv::countNonZero(bright(f.bbox)) / double(cv::countNonZero(bright));
+    EXPECT_GT(inside, 0.95);
+    EXPECT_GT(cv::countNonZero(bright(f.bbox)) / double(f.bbox.area()), 0.8);
+    EXPECT_GT(f.radius, 0.45 * img.rows);
+    EXPECT_LT(f.radius, 0.75 * img.rows);
+  }
+}
+
+}  // namespace
+}  // namespace fundus
