@@ -97,6 +97,7 @@ def main():
     ap.add_argument("--iters", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--side", default="python", help="label of this run in the output")
     a = ap.parse_args()
     batch = a.batch or (16 if a.model == "cpu" else 8)
     size = a.size or (224 if a.model == "cpu" else 256)
@@ -122,7 +123,7 @@ def main():
             times.append(time.perf_counter() - t0)
     times.sort()
     median = times[len(times) // 2]
-    print(json.dumps({"side": "python", "model": a.model, "mode": a.mode, "batch": batch, "size": size,
+    print(json.dumps({"side": a.side, "model": a.model, "mode": a.mode, "batch": batch, "size": size,
                       "threads": a.threads, "channels_last": False, "iters": a.iters,
                       "s_per_iter_median": median, "img_per_s": batch / median}), flush=True)
 

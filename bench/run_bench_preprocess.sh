@@ -19,11 +19,13 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 by = {(r["impl"], r["mode"], r["threads"]): r for r in rows}
-print("\n| mode | threads | C++ img/s | Python img/s | C++ / Python |")
-print("|---|---|---|---|---|")
+print("\n| mode | threads | C++ img/s | Python img/s | wall ratio | C++ CPU ms/img | Python CPU ms/img | CPU ratio |")
+print("|---|---|---|---|---|---|---|---|")
 for mode, peer in (("cold", "cold"), ("cold-oversample-1.25", "cold"), ("warm", "warm")):
     for t in (1, 2):
         c, p = by.get(("cpp", mode, t)), by.get(("python", peer, t))
         if c and p:
-            print(f"| {mode} (reduce {c['reduce']}) | {t} | {c['images_per_s']:.0f} | {p['images_per_s']:.0f} | {c['images_per_s'] / p['images_per_s']:.2f}x |")
+            print(f"| {mode} (reduce {c['reduce']}) | {t} | {c['images_per_s']:.0f} | {p['images_per_s']:.0f} | "
+                  f"{c['images_per_s'] / p['images_per_s']:.2f}x | {c['cpu_ms_per_image']:.2f} | {p['cpu_ms_per_image']:.2f} | "
+                  f"{p['cpu_ms_per_image'] / c['cpu_ms_per_image']:.2f}x |")
 PY

@@ -155,8 +155,11 @@ cv::Mat decode_image_rgb(const std::string& path, int reduce) {
 void write_image_rgb(const std::string& path, const cv::Mat& image, int jpeg_quality) {
   FUNDUS_CHECK(image.type() == CV_8UC3 || image.type() == CV_8UC1, path << ": write_image_rgb expects CV_8UC3 or CV_8UC1");
   std::string ext = to_lower(path.substr(path.find_last_of('.') == std::string::npos ? path.size() : path.find_last_of('.')));
-  cv::Mat out = image;
-  if (image.channels() == 3) cv::cvtColor(image, out, cv::COLOR_RGB2BGR);
+  cv::Mat out;  // a separate buffer: converting in place would swap the caller's channels
+  if (image.channels() == 3)
+    cv::cvtColor(image, out, cv::COLOR_RGB2BGR);
+  else
+    out = image;
   std::vector<uchar> buf;
   std::vector<int> params;
   if (ext == ".jpg" || ext == ".jpeg") params = {cv::IMWRITE_JPEG_QUALITY, jpeg_quality};

@@ -346,13 +346,15 @@ class Unpickler {
   std::map<std::string, Py> storages_;
 };
 
-void flatten(const Py& dict, const std::string& prefix, StateDict& out) {
+void flatten(const Py& dict, const std::string& prefix, StateDict& out, const std::string& source) {
   for (const auto& [key, value] : dict->entries) {
     std::string name = prefix + (key->kind == PyValue::Kind::Str ? key->s : std::to_string(key->i));
-    if (value->kind == PyValue::Kind::Tensor)
+    if (value->kind == PyValue::Kind::Tensor) {
+      FUNDUS_CHECK(!out.contains(name), source << ": tensor name '" << name << "' occurs twice after flattening");
       out.insert(name, value->tensor);
-    else if (value->kind == PyValue::Kind::Dict)
-      flatten(value, name + ".", out);
+    } else if (value->kind == PyValue::Kind::Dict) {
+      flatten(value, name + ".", out, source);
+    }
   }
 }
 
@@ -446,7 +448,7 @@ StateDict parse_state_dict(const std::string& bytes, const std::string& source) 
                source << ": not a state_dict: the saved object is a " << kind_name(root->kind)
                       << (root->s.empty() ? "" : " (" + root->s + ")") << ", expected a dict of tensors");
   StateDict out;
-  flatten(root, "", out);
+  flatten(root, "", out, source);
   return out;
 }
 

@@ -130,10 +130,11 @@ RunConfig RunConfig::from_json(const Json& c, const std::string& ctx) {
 }
 
 Json RunConfig::to_json() const {
-  return {{"preset", preset},           {"model", model.to_json()},
-          {"loss", loss},               {"optim", optim.to_json()},
-          {"train", train.to_json()},   {"sampler", sampler.to_json()},
-          {"preprocess", preprocess.to_json()}, {"augment", augment.to_json()}};
+  Json pre = preprocess.to_json();
+  pre.erase("size");  // derived from model.input_size: one source of truth
+  return {{"preset", preset},         {"model", model.to_json()}, {"loss", loss},
+          {"optim", optim.to_json()}, {"train", train.to_json()}, {"sampler", sampler.to_json()},
+          {"preprocess", pre},        {"augment", augment.to_json()}};
 }
 
 // ---- presets ------------------------------------------------------------------------------------

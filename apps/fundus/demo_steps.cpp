@@ -1,0 +1,117 @@
+#include "demo_steps.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+
+#include "fundus/core/io.h"
+#include "fundus/core/strings.h"
+#include "fundus/data/dataset_io.h"
+#include "fundus/data/preprocess.h"
+#include "fundus/data/split.h"
+#include "fundus/data/synth.h"
+#include "fundus/data/validate.h"
+#include "fundus/train/trainer.h"
+
+namespace fundus::cli {
+
+namespace {
+void banner(int step, const std::string& title) {
+  std::cout << "\n== " << step << ". " << title << " ==\n" << std::flush;
+}
+
+// ImageNet weights make the short demo training meaningful; the project works without them.
+std::string find_pretrained(const std::string& given) {
+  if (!given.empty()) {
+    FUNDUS_CHECK(file_exists(given), given << ": pretrained weights not found");
+    return given;
+  }
+  const char* env = std::getenv("FUNDUS_PRETRAINED");
+  std::vector<std::string> candidates;
+  if (env && *env) candidates.push_back(env);
+  candidates.push_back("../shared/models/mobilenet_v2_imagenet1k.pth");
+  candidates.push_back(std::string(FUNDUS_SHARED_DIR) + "/models/mobilenet_v2_imagenet1k.pth");
+  for (const auto& c : candidates)
+    if (file_exists(c)) return c;
+  return "";
+}
+}  // namespace
+
+void run_demo(const DemoOptions& o) {
+  auto start = std::chrono::steady_clock::now();
+  if (o.fresh) std::system(("rm -rf '" + o.out + "'").c_str());
+  make_dirs(o.out);
+  const std::string synth_dir = join_path(o.out, "synth"), split_dir = join_path(o.out, "split"),
+                    run_dir = join_path(o.out, "run");
+  std::cout << "fundus demo: the whole pipeline on synthetic fundus images -> " << o.out << "\n"
+            << "(research tool, not a diagnostic device)\n";
+
+  banner(1, "generate synthetic fundus photographs with graded lesions");
+  SynthOptions so;
+  so.count = o.count;
+  so.size = 256;
+  so.seed = o.seed;
+  so.out_dir = synth_dir;
+  so.threads = o.threads;
+  SynthDatasetResult synth = generate_synthetic_dataset(so);
+  std::cout << format_synth_summary(synth);
+
+  banner(2, "validate the dataset");
+  ValidateOptions vo;
+  vo.threads = o.threads;
+  ValidationResult valid = validate_dataset(synth.labels_csv, {}, vo);
+  std::cout << validation_summary(valid) << "\n";
+  const Dataset& dataset = require_valid(valid, false);
+
+  banner(3, "split by patient, stratified by grade");
+  SplitOptions sp;
+  sp.seed = o.seed;
+  Dataset split = split_dataset(dataset, sp);
+  SplitSummary summary = summarize_split(split, sp);
+  write_split(split_dir, split, summary);
+  std::cout << format_split_summary(summary);
+
+  banner(4, "preprocess: field-of-view crop (before/after images)");
+  std::vector<InspectionInput> inputs;
+  for (size_t i = 0; i < split.records.size() && inputs.size() < 4; i += split.records.size() / 4)
+    inputs.push_back({split.records[i].id, split.records[i].image_path});
+  PreprocessOptions po;
+  po.size = o.input_size;
+  Json images = write_preprocess_inspection(inputs, po, join_path(o.out, "preprocess"), o.threads);
+  std::cout << format_inspection_table(images) << "-> " << join_path(o.out, "preprocess") << "\n";
+
+  banner(5, "train the retrieval network (mirror attention + GeM + fine triplet loss)");
+  std::string pretrained = find_pretrained(o.pretrained);
+  std::vector<std::string> overrides = {"model.input_size=" + std::to_string(o.input_size),
+                                        "train.epochs=" + std::to_string(o.epochs),
+                                        "train.threads=" + std::to_string(o.threads),
+                                        "train.cache_dir=\"" + join_path(o.out, "cache") + "\"",
+                                        "optim.lr=0.0005", "optim.warmup_epochs=0.5"};
+  if (!pretrained.empty()) {
+    overrides.push_back("model.pretrained=\"" + pretrained + "\"");
+    std::cout << "backbone: MobileNetV2 with ImageNet weights from " << pretrained << "\n";
+  } else {
+    std::cout << "backbone: MobileNetV2 from random initialisation (no ImageNet weights found; pass "
+                 "--pretrained FILE for much better results)\n";
+  }
+  TrainRequest tr;
+  tr.config = resolve_run_config("cpu", "", overrides);
+  tr.data = join_path(split_dir, "manifest.csv");
+  tr.out_dir = run_dir;
+  if (file_exists(join_path(run_dir, "checkpoints/last.ckpt"))) std::system(("rm -rf '" + run_dir + "'").c_str());
+  TrainSummary ts = train_model(tr);
+  std::cout << strprintf("trained %lld steps at %.1f img/s; best %s %.3f at epoch %d\n", (long long)ts.steps,
+                         ts.images_per_second, ts.select.c_str(), ts.best_value, ts.best_epoch);
+  if (ts.last_validation.is_object())
+    std::cout << strprintf("validation P@10 %.3f (chance %.3f), macro P@10 %.3f (chance %.3f)\n",
+                           ts.last_validation.value("val_P@10", 0.0), ts.last_validation.value("chance_P@10", 0.0),
+                           ts.last_validation.value("val_macro_P@10", 0.0),
+                           ts.last_validation.value("chance_macro_P@10", 0.0));
+
+  run_demo_retrieval(o, split_dir, ts.best_checkpoint);
+
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::cout << "\ndemo finished in " << strprintf("%.0f", seconds) << " s; everything is in " << o.out << "\n";
+}
+
+}  // namespace fundus::cli

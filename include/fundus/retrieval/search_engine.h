@@ -1,0 +1,132 @@
+// The similar-case search engine: a trained model, a case store and its vector index, loaded once
+// and shared by the CLI (`fundus query`) and the HTTP server.
+//
+//   SearchEngine engine({.store_path = "cases.db", .checkpoint_path = "run/checkpoints/best.ckpt"});
+//   QueryResult r = engine.query_file("new.jpg", {.k = 10});
+//   for (auto& hit : r.hits) ... hit.info.grade, hit.similarity ...
+//
+// Construction registers the model in the store (idempotent), embeds cases that have no vector
+// for it yet, and loads the index file (or rebuilds it from the store when it is missing, stale or
+// corrupt).
+//
+// Query: decode (structure check, pixel cap from the header) -> preprocess (FOV crop at the model's
+// input size) -> embed -> index search (with extra candidates when filters apply; an exact search over
+// the store's vectors when filtering leaves fewer than k) -> hits with case info -> similarity-weighted
+// k-NN grade vote (eval/metrics.h knn_vote). add_case with an empty record id derives the id from the
+// content hash ("img-<16 hex>"); adding the same image and grade again then returns the existing case.
+//
+// Thread safety: every public method may be called concurrently. Queries run in parallel (up to
+// `inference_replicas` model copies; further queries wait), adds and removes are serialised and
+// visible to every query that starts after they return; the store is written before the index, so
+// an acknowledged add survives a crash (the index is rebuilt from the store on the next start).
+// Torch-free header (the implementation holds the model).
+#pragma once
+
+#include <array>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+#include "fundus/core/json.h"
+#include "fundus/data/dataset.h"
+#include "fundus/data/preprocess.h"
+
+namespace fundus {
+
+struct EngineOptions {
+  std::string store_path;
+  std::string checkpoint_path;
+  std::string index_path;              // "" = <store_path>.model<id>.index
+  std::string index_spec = "exact";    // "exact", "hnsw:M=32,efc=200,ef=64", "ivfpq:..."
+  std::string image_dir;               // where added images are kept; "" = <store dir>/images
+  std::string cache_dir;               // preprocessed-image cache for embedding, "" = none
+  int threads = 0;                     // compute threads, 0 = all cores
+  int inference_replicas = 1;          // model copies for concurrent queries
+  int64_t max_image_pixels = 40000000; // larger decoded images are rejected (fundus::Error)
+  bool embed_missing = true;           // embed cases without a vector at start-up
+  bool progress = true;
+  bool create_store = true;            // false: a missing store file is an error
+};
+
+struct CaseInfo {
+  int64_t id = 0;            // store id
+  std::string external_id;
+  std::string image_path;
+  int grade = -1;
+  std::string patient, eye, split;
+  Json meta = Json::object();
+  std::string added_at;
+};
+
+struct SearchHit {
+  CaseInfo info;
+  float similarity = 0;      // cosine, in [-1, 1]
+  int rank = 0;              // 1-based
+};
+
+struct GradeEstimate {
+  int grade = -1;                             // similarity-weighted k-NN vote; -1 without hits
+  double confidence = 0;                      // winning share of the vote
+  std::array<double, 5> votes{};              // share per grade, sums to 1
+};
+
+struct QueryOptions {
+  int k = 10;                        // 1..1000
+  std::string exclude_patient;       // drop hits of this patient (fellow-eye leakage off)
+  std::vector<int> grades;           // keep only hits of these grades; empty = all
+  bool with_attention = false;       // fill QueryResult::attention_overlay
+};
+
+struct QueryResult {
+  std::vector<SearchHit> hits;       // sorted by similarity, descending
+  GradeEstimate estimate;
+  cv::Mat preprocessed;              // RGB CV_8UC3, the network's input (FOV crop)
+  cv::Mat attention_overlay;         // RGB heat-map overlay, empty unless with_attention
+  Json timing_ms = Json::object();   // decode, embed, search, total
+};
+
+class SearchEngine {
+ public:
+  explicit SearchEngine(const EngineOptions& options);
+  ~SearchEngine();
+  SearchEngine(const SearchEngine&) = delete;
+  SearchEngine& operator=(const SearchEngine&) = delete;
+
+  /// Throws fundus::Error naming `source` for undecodable, truncated or oversized images.
+  QueryResult query_image_bytes(std::string_view bytes, const std::string& source, const QueryOptions& options);
+  QueryResult query_file(const std::string& path, const QueryOptions& options);
+
+  std::optional<CaseInfo> get_case(int64_t id) const;
+  /// Adds a graded case: keeps a copy of the image in image_dir, stores, embeds and indexes it.
+  /// `record.image_path` is ignored; record.id is the external id ("" = derived from the content hash).
+  /// Throws for a bad image, a grade outside 0-4, a duplicate external id or malformed meta.
+  CaseInfo add_case(std::string_view image_bytes, const std::string& source, const CaseRecord& record,
+                    const Json& meta = Json::object());
+  /// Removes from the store and the index; false for an unknown id.
+  bool remove_case(int64_t id);
+
+  /// Attention overlay (RGB) of a stored case's preprocessed image.
+  cv::Mat case_attention_overlay(int64_t id);
+
+  /// Writes the index file now (it is also written by the destructor after adds/removes; a stale or
+  /// missing file is rebuilt from the store at the next start either way).
+  void save_index();
+  const std::string& index_path() const;
+  /// The model's preprocessing (input size, FOV crop, ...): how QueryResult::preprocessed was made.
+  const PreprocessOptions& preprocess_options() const;
+
+  Json stats() const;    // store stats + index description + model
+  Json health() const;   // {"status":"ok", ...}
+  int64_t model_id() const;
+  int64_t size() const;  // indexed cases
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fundus

@@ -1,0 +1,359 @@
+#include "fundus/retrieval/search_engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+
+#include "fundus/core/error.h"
+#include "fundus/core/hash.h"
+#include "fundus/core/io.h"
+#include "fundus/core/log.h"
+#include "fundus/data/image_io.h"
+#include "fundus/data/preprocess.h"
+#include "fundus/eval/metrics.h"
+#include "fundus/eval/ranking.h"
+#include "fundus/index/rw_lock.h"
+#include "fundus/index/store_index.h"
+#include "fundus/model/runtime.h"
+#include "fundus/retrieval/embed_store.h"
+#include "fundus/retrieval/model_runner.h"
+#include "fundus/store/case_store.h"
+#include "fundus/store/store_report.h"
+
+namespace fundus {
+
+namespace {
+
+constexpr int kMaxQueryK = 1000;
+
+double ms_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+}
+
+CaseInfo to_info(const StoredCase& c) {
+  CaseInfo i;
+  i.id = c.id;
+  i.external_id = c.external_id;
+  i.image_path = c.image_path;
+  i.grade = c.grade;
+  i.patient = c.patient;
+  i.eye = c.eye;
+  i.split = c.split;
+  i.meta = parse_json(c.meta, "meta of case " + std::to_string(c.id));
+  i.added_at = c.added_at;
+  return i;
+}
+
+bool keep_hit(const StoredCase& c, const QueryOptions& o) {
+  if (!o.exclude_patient.empty() && c.patient == o.exclude_patient) return false;
+  return o.grades.empty() || std::find(o.grades.begin(), o.grades.end(), c.grade) != o.grades.end();
+}
+
+const char* extension_for(ImageFormat f) {
+  switch (f) {
+    case ImageFormat::jpeg: return ".jpg";
+    case ImageFormat::png: return ".png";
+    case ImageFormat::tiff: return ".tif";
+    case ImageFormat::bmp: return ".bmp";
+    default: return ".img";
+  }
+}
+
+}  // namespace
+
+struct SearchEngine::Impl {
+  struct Replica {
+    std::unique_ptr<ModelRunner> model;
+    std::mutex mu;
+  };
+
+  EngineOptions options;
+  std::unique_ptr<CaseStore> store;
+  std::vector<std::unique_ptr<Replica>> replicas;
+  std::atomic<size_t> next_replica{0};
+  int64_t model_id = 0;
+  std::string index_path, image_dir;
+  std::unique_ptr<VectorIndex> index;
+  IndexLoadReport index_report;
+  // Queries hold it shared while they read the index and the store; adds/removes hold it exclusively
+  // around their store + index writes, so a query never sees one without the other.
+  mutable WriterPriorityMutex state_mu;
+  std::atomic<bool> index_dirty{false};
+
+  // Runs f(model) on a free replica (or waits for one, round robin).
+  template <typename F>
+  auto with_model(F&& f) {
+    const size_t n = replicas.size(), start = next_replica++ % n;
+    for (size_t i = 0; i < n; ++i) {
+      Replica& r = *replicas[(start + i) % n];
+      std::unique_lock<std::mutex> lock(r.mu, std::try_to_lock);
+      if (lock.owns_lock()) return f(*r.model);
+    }
+    Replica& r = *replicas[start];
+    std::lock_guard<std::mutex> lock(r.mu);
+    return f(*r.model);
+  }
+
+  const PreprocessOptions& preprocess() const { return replicas.front()->model->preprocess(); }
+
+  // Checks the bytes before decoding anything big, then decodes and preprocesses.
+  PreprocessResult decode_checked(std::string_view bytes, const std::string& source) const {
+    std::string problem = image_structure_problem(bytes);
+    FUNDUS_CHECK(problem.empty(), source << ": " << problem);
+    ImageInfo info = image_info_from_bytes(bytes, source);
+    const int64_t pixels = int64_t(info.width) * int64_t(info.height);
+    FUNDUS_CHECK(info.width > 0 && info.height > 0, source << ": image has no pixels");
+    FUNDUS_CHECK(pixels <= options.max_image_pixels, source << ": image of " << info.width << "x" << info.height << " = "
+                                                            << pixels << " pixels exceeds the limit of "
+                                                            << options.max_image_pixels);
+    return preprocess_fundus_bytes(bytes, source, preprocess());
+  }
+
+  // Exact scores against every stored vector of the model, filtered; for when the index candidates
+  // were filtered away. Caller holds state_mu.
+  std::vector<SearchHit> exact_search(const std::vector<float>& q, const QueryOptions& o) const {
+    EmbeddingMatrix m = store->get_embeddings(model_id);
+    std::unordered_map<int64_t, StoredCase> cases;
+    for (StoredCase& c : store->list_cases()) cases.emplace(c.id, std::move(c));
+    std::vector<std::pair<float, int64_t>> scored;  // (score, row)
+    for (int64_t i = 0; i < m.rows(); ++i) {
+      auto it = cases.find(m.case_ids[size_t(i)]);
+      if (it != cases.end() && keep_hit(it->second, o)) scored.emplace_back(dot_product(q.data(), m.row(i), m.dim), i);
+    }
+    const size_t n = std::min(scored.size(), size_t(o.k));
+    // Descending score, ties by ascending case id (the index's order).
+    std::partial_sort(scored.begin(), scored.begin() + n, scored.end(), [&](const auto& a, const auto& b) {
+      return a.first > b.first || (a.first == b.first && m.case_ids[size_t(a.second)] < m.case_ids[size_t(b.second)]);
+    });
+    std::vector<SearchHit> hits;
+    for (size_t i = 0; i < n; ++i)
+      hits.push_back({to_info(cases.at(m.case_ids[size_t(scored[i].second)])), scored[i].first, 0});
+    return hits;
+  }
+
+  // Caller holds state_mu (shared).
+  std::vector<SearchHit> search(const std::vector<float>& q, const QueryOptions& o) const {
+    const int64_t n = index->size();
+    std::vector<SearchHit> hits;
+    if (n == 0) return hits;
+    const bool filtered = !o.exclude_patient.empty() || !o.grades.empty();
+    const int64_t fetch = std::min<int64_t>(n, filtered ? std::max<int64_t>(4 * int64_t(o.k), o.k + 64) : o.k);
+    SearchResult sr = index->search(1, q.data(), int(fetch));
+    for (int j = 0; j < sr.k && int(hits.size()) < o.k; ++j) {
+      const int64_t id = sr.ids[size_t(j)];
+      if (id < 0) break;
+      auto c = store->get_case(id);
+      if (c && keep_hit(*c, o)) hits.push_back({to_info(*c), sr.scores[size_t(j)], 0});
+    }
+    if (filtered && int(hits.size()) < o.k && fetch < n) hits = exact_search(q, o);
+    return hits;
+  }
+
+  void save_index_locked() {
+    index->save(index_path, store_provenance(*store, model_id));
+    index_dirty = false;
+  }
+};
+
+SearchEngine::SearchEngine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
+  Impl& e = *impl_;
+  e.options = options;
+  FUNDUS_CHECK(!options.store_path.empty(), "search engine: no store path");
+  FUNDUS_CHECK(!options.checkpoint_path.empty(), "search engine: no model checkpoint");
+  FUNDUS_CHECK(options.inference_replicas >= 1 && options.inference_replicas <= 64,
+               "search engine: inference_replicas must be in 1..64, got " << options.inference_replicas);
+  FUNDUS_CHECK(options.max_image_pixels > 0, "search engine: max_image_pixels must be > 0");
+  set_compute_threads(options.threads);
+  StoreOptions so;
+  so.create = options.create_store;
+  e.store = std::make_unique<CaseStore>(options.store_path, so);
+  auto first = std::make_unique<Impl::Replica>();
+  first->model = std::make_unique<ModelRunner>(options.checkpoint_path);
+  e.replicas.push_back(std::move(first));
+  for (int i = 1; i < options.inference_replicas; ++i) {
+    auto r = std::make_unique<Impl::Replica>();
+    r->model = e.replicas.front()->model->clone();
+    e.replicas.push_back(std::move(r));
+  }
+  ModelRunner& model = *e.replicas.front()->model;
+  e.model_id = register_model(*e.store, model);
+  if (options.embed_missing) {
+    EmbedStoreOptions eo;
+    eo.cache_dir = options.cache_dir;
+    eo.progress = options.progress;
+    eo.build_index = false;
+    EmbedStoreResult r = embed_store(*e.store, model, eo);
+    if (r.embedded > 0) FUNDUS_INFO(r.summary());
+  }
+  e.index_path = options.index_path.empty() ? default_index_path(options.store_path, e.model_id) : options.index_path;
+  e.index = load_or_rebuild_index(*e.store, e.model_id, e.index_path, options.index_spec, &e.index_report,
+                                  options.threads);
+  std::string dir = parent_dir(options.store_path);
+  e.image_dir = options.image_dir.empty() ? join_path(dir.empty() ? "." : dir, "images") : options.image_dir;
+}
+
+SearchEngine::~SearchEngine() {
+  if (!impl_ || !impl_->index_dirty) return;
+  try {
+    std::unique_lock<WriterPriorityMutex> lock(impl_->state_mu);
+    impl_->save_index_locked();
+  } catch (const std::exception& ex) {
+    // The store is the source of truth: the next start rebuilds the index.
+    FUNDUS_WARN("could not save the index " << impl_->index_path << ": " << ex.what());
+  }
+}
+
+QueryResult SearchEngine::query_image_bytes(std::string_view bytes, const std::string& source, const QueryOptions& o) {
+  Impl& e = *impl_;
+  FUNDUS_CHECK(o.k >= 1 && o.k <= kMaxQueryK, "query: k must be in 1.." << kMaxQueryK << ", got " << o.k);
+  for (int g : o.grades) FUNDUS_CHECK(g >= 0 && g < kNumGrades, "query: grade filter " << g << " outside 0-4");
+  const auto t0 = std::chrono::steady_clock::now();
+  QueryResult r;
+  PreprocessResult p = e.decode_checked(bytes, source);
+  r.preprocessed = p.image;
+  const double t_decode = ms_since(t0);
+  auto t = std::chrono::steady_clock::now();
+  std::vector<float> q = e.with_model([&](ModelRunner& m) { return m.embed(p.image); });
+  const double t_embed = ms_since(t);
+  t = std::chrono::steady_clock::now();
+  {
+    std::shared_lock<WriterPriorityMutex> lock(e.state_mu);
+    r.hits = e.search(q, o);
+  }
+  const double t_search = ms_since(t);
+  for (size_t i = 0; i < r.hits.size(); ++i) r.hits[i].rank = int(i) + 1;
+
+  std::vector<int> grades;
+  std::vector<float> scores;
+  for (const SearchHit& h : r.hits) {
+    grades.push_back(h.info.grade);
+    scores.push_back(h.similarity);
+  }
+  GradeVote vote = knn_vote(grades, scores);
+  r.estimate.grade = vote.grade;
+  r.estimate.confidence = vote.confidence;
+  double total = 0;
+  for (const SearchHit& h : r.hits) {
+    const double w = std::max(double(h.similarity), 0.0) + 1e-6;  // knn_vote's weights (metrics.h)
+    r.estimate.votes[size_t(h.info.grade)] += w;
+    total += w;
+  }
+  if (total > 0)
+    for (double& v : r.estimate.votes) v /= total;
+
+  r.timing_ms = Json{{"decode", t_decode}, {"embed", t_embed}, {"search", t_search}};
+  if (o.with_attention) {
+    t = std::chrono::steady_clock::now();
+    r.attention_overlay = e.with_model([&](ModelRunner& m) { return m.explain(p.image).overlay; });
+    r.timing_ms["attention"] = ms_since(t);
+  }
+  r.timing_ms["total"] = ms_since(t0);
+  return r;
+}
+
+QueryResult SearchEngine::query_file(const std::string& path, const QueryOptions& options) {
+  FUNDUS_CHECK(file_exists(path), path << ": image file not found");
+  return query_image_bytes(read_file(path), path, options);
+}
+
+std::optional<CaseInfo> SearchEngine::get_case(int64_t id) const {
+  auto c = impl_->store->get_case(id);
+  if (!c) return std::nullopt;
+  return to_info(*c);
+}
+
+CaseInfo SearchEngine::add_case(std::string_view bytes, const std::string& source, const CaseRecord& record,
+                                const Json& meta) {
+  Impl& e = *impl_;
+  FUNDUS_CHECK(record.grade >= 0 && record.grade < kNumGrades,
+               source << ": grade " << record.grade << " outside 0-" << kNumGrades - 1);
+  FUNDUS_CHECK(meta.is_object(), source << ": meta must be a JSON object, got " << meta.type_name());
+  PreprocessResult p = e.decode_checked(bytes, source);
+  const std::string hash = sha256_hex(bytes);
+  CaseRecord rec = record;
+  rec.id = record.id.empty() ? "img-" + hash.substr(0, 16) : record.id;
+  rec.split = record.split;
+  // Content-addressed copy: the same bytes always land in the same file, written atomically.
+  make_dirs(e.image_dir);
+  rec.image_path = join_path(e.image_dir, hash + extension_for(image_info_from_bytes(bytes, source).format));
+  if (!file_exists(rec.image_path)) write_file_atomic(rec.image_path, bytes);
+  std::vector<float> v = e.with_model([&](ModelRunner& m) { return m.embed(p.image); });
+
+  std::unique_lock<WriterPriorityMutex> lock(e.state_mu);
+  if (auto existing = e.store->find_by_external_id(rec.id)) {
+    FUNDUS_CHECK(record.id.empty(), source << ": a case with id '" << rec.id << "' is already in the store (id "
+                                           << existing->id << ")");
+    FUNDUS_CHECK(existing->grade == rec.grade,
+                 source << ": this image is already in the store as case " << existing->id << " with grade "
+                        << existing->grade << ", not " << rec.grade);
+    if (e.index->contains(existing->id)) return to_info(*existing);  // the same upload again
+  }
+  const int64_t id = e.store->add_case(rec, meta.dump(), hash);
+  try {
+    e.store->put_embeddings(e.model_id, {id}, v.data(), int(v.size()));
+  } catch (...) {
+    e.store->remove_cases({id});  // all or nothing
+    throw;
+  }
+  if (!e.index->contains(id)) e.index->add(1, &id, v.data());
+  e.index_dirty = true;
+  return to_info(*e.store->get_case(id));
+}
+
+bool SearchEngine::remove_case(int64_t id) {
+  Impl& e = *impl_;
+  std::unique_lock<WriterPriorityMutex> lock(e.state_mu);
+  if (e.store->remove_cases({id}) == 0) return false;
+  e.index->remove({id});
+  e.index_dirty = true;
+  return true;
+}
+
+cv::Mat SearchEngine::case_attention_overlay(int64_t id) {
+  Impl& e = *impl_;
+  auto c = e.store->get_case(id);
+  FUNDUS_CHECK(c, e.options.store_path << ": no case with id " << id);
+  cv::Mat image = preprocess_fundus_file(c->image_path, e.preprocess()).image;
+  return e.with_model([&](ModelRunner& m) { return m.explain(image).overlay; });
+}
+
+void SearchEngine::save_index() {
+  std::unique_lock<WriterPriorityMutex> lock(impl_->state_mu);
+  impl_->save_index_locked();
+}
+
+const std::string& SearchEngine::index_path() const { return impl_->index_path; }
+const PreprocessOptions& SearchEngine::preprocess_options() const { return impl_->preprocess(); }
+
+Json SearchEngine::stats() const {
+  const Impl& e = *impl_;
+  ModelRunner& m = *e.replicas.front()->model;
+  Json j = store_stats_to_json(e.store->stats(), e.store->list_models());
+  j["index"] = {{"spec", e.index->describe()},
+                {"size", e.index->size()},
+                {"path", e.index_path},
+                {"rebuilt_at_start", e.index_report.rebuilt},
+                {"rebuild_reason", e.index_report.reason}};
+  j["model"] = {{"id", e.model_id},
+                {"name", m.display_name()},
+                {"checkpoint", m.checkpoint_path()},
+                {"checkpoint_sha256", m.checkpoint_sha256()},
+                {"descriptor_dim", m.descriptor_dim()},
+                {"input_size", m.input_size()},
+                {"backbone", m.config().model.backbone},
+                {"attention", m.config().model.attention},
+                {"replicas", e.replicas.size()}};
+  return j;
+}
+
+Json SearchEngine::health() const {
+  return Json{{"status", "ok"}, {"model_id", impl_->model_id}, {"indexed", size()}};
+}
+
+int64_t SearchEngine::model_id() const { return impl_->model_id; }
+int64_t SearchEngine::size() const { return impl_->index->size(); }
+
+}  // namespace fundus

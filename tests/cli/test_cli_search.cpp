@@ -1,0 +1,144 @@
+// `fundus embed | query | eval | explain` end to end through the real binary, on a synthetic set and
+// a checkpoint from a (very short) real training run.
+#include <gtest/gtest.h>
+
+#include "fundus/core/io.h"
+#include "fundus/core/json.h"
+#include "test_support.h"
+
+namespace fundus {
+namespace {
+
+using test::shell_quote;
+
+struct CliSetup {
+  test::TempDir dir;
+  std::string synth, manifest, ckpt, store;
+};
+
+// Runs the CLI with logging limited to errors, so --json output parses.
+test::CommandResult cli(const std::string& args) {
+  return test::run_command("FUNDUS_QUIET=1 FUNDUS_LOG=error " + shell_quote(FUNDUS_CLI) + " " + args);
+}
+
+const CliSetup& setup() {
+  static std::unique_ptr<CliSetup> s = [] {
+    auto s = std::make_unique<CliSetup>();
+    s->synth = s->dir.file("syn");
+    auto r = cli("synth --out " + shell_quote(s->synth) + " --count 24 --size 128 --seed 3");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    r = cli("dataset split " + shell_quote(s->synth + "/labels.csv") + " --out " + shell_quote(s->dir.file("sp")));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    s->manifest = s->dir.file("sp/manifest.csv");
+    r = cli("train --preset tiny --data " + shell_quote(s->manifest) + " --out " + shell_quote(s->dir.file("run")) +
+            " --epochs 1 --set train.max_steps_per_epoch=2 --threads 2");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    s->ckpt = s->dir.file("run/checkpoints/best.ckpt");
+    s->store = s->dir.file("cases.db");
+    r = cli("store add --store " + shell_quote(s->store) + " --data " + shell_quote(s->manifest));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return s;
+  }();
+  return *s;
+}
+
+std::string model_store() {
+  return " --model " + shell_quote(setup().ckpt) + " --store " + shell_quote(setup().store);
+}
+
+}  // namespace
+
+TEST(CliSearch, EmbedIsResumable) {
+  const CliSetup& s = setup();
+  ASSERT_TRUE(file_exists(s.ckpt));
+  auto r = cli("embed" + model_store() + " --limit 10 --batch 4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("embedded 10 cases"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("14 still to do"), std::string::npos) << r.output;
+  r = cli("embed" + model_store() + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  Json j = parse_json(r.output, "embed --json");
+  EXPECT_EQ(j["embedded"], 14);
+  EXPECT_EQ(j["already"], 10);
+  EXPECT_EQ(j["index_size"], 24);
+  EXPECT_TRUE(file_exists(j["index_path"].get<std::string>()));
+  r = cli("embed" + model_store());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("embedded 0 cases"), std::string::npos) << r.output;
+  r = cli("embed --model " + shell_quote(s.ckpt) + " --store " + shell_quote(s.dir.file("missing.db")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("error:"), std::string::npos) << r.output;
+}
+
+TEST(CliSearch, QueryTableJsonSheetAndErrors) {
+  const CliSetup& s = setup();
+  std::string image = s.synth + "/images/synth0002_L.jpg";
+  auto r = cli("query " + shell_quote(image) + model_store() + " -k 3 --json --sheet " +
+               shell_quote(s.dir.file("sheet.jpg")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  Json j = parse_json(r.output, "query --json");
+  ASSERT_EQ(j.size(), 1u);
+  ASSERT_EQ(j[0]["hits"].size(), 3u);
+  EXPECT_EQ(j[0]["hits"][0]["external_id"], "synth0002_L");
+  EXPECT_NEAR(j[0]["hits"][0]["similarity"].get<double>(), 1.0, 1e-4);
+  EXPECT_TRUE(j[0]["estimate"]["grade"].get<int>() >= 0);
+  EXPECT_TRUE(file_exists(s.dir.file("sheet.jpg")));
+
+  r = cli("query " + shell_quote(image) + model_store() + " -k 4 --exclude-patient synth0002 --grades 1,2,3,4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("grade estimate:"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("synth0002_"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find(" 0 No DR "), std::string::npos) << r.output;
+
+  r = cli("query " + shell_quote(image) + model_store() + " --grades 7");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("grade filter 7"), std::string::npos) << r.output;
+  r = cli("query " + shell_quote(s.dir.file("nope.jpg")) + model_store());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("nope.jpg: image file not found"), std::string::npos) << r.output;
+}
+
+TEST(CliSearch, EvalWritesReports) {
+  const CliSetup& s = setup();
+  std::string out = s.dir.file("eval");
+  auto r = cli("eval --model " + shell_quote(s.ckpt) + " --data " + shell_quote(s.manifest) + " --out " +
+               shell_quote(out) + " --k 1,5,10 --exclude-same-patient");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("| metric |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Leakage effect"), std::string::npos) << r.output;
+  for (const char* f : {"eval.json", "eval.csv", "eval.md", "per_query.csv", "report.html", "config.json"})
+    EXPECT_TRUE(file_exists(out + "/" + f)) << f;
+  Json j = load_json_file(out + "/eval.json");
+  EXPECT_TRUE(j["options"]["exclude_same_patient"].get<bool>());
+  EXPECT_FALSE(j["other_setting"]["options"]["exclude_same_patient"].get<bool>());
+  r = cli("eval --model " + shell_quote(s.ckpt) + " --data " + shell_quote(s.manifest) + " --relevance nonsense");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("error:"), std::string::npos) << r.output;
+}
+
+TEST(CliSearch, ExplainPanelAndLocalisation) {
+  const CliSetup& s = setup();
+  std::string image = s.synth + "/images/synth0005_R.jpg";
+  auto r = cli("explain " + shell_quote(image) + " --model " + shell_quote(s.ckpt) + " -o " +
+               shell_quote(s.dir.file("panel.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("mirror-attention"), std::string::npos) << r.output;
+  EXPECT_TRUE(file_exists(s.dir.file("panel.png")));
+  r = cli("explain " + shell_quote(image) + model_store() + " --case synth0002_L --method gradcam --json -o " +
+          shell_quote(s.dir.file("gc.png")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  Json j = parse_json(r.output, "explain --json");
+  EXPECT_EQ(j["method"], "grad-cam");
+  EXPECT_EQ(j["reference"], "synth0002_L");
+  r = cli("explain --localisation --model " + shell_quote(s.ckpt) + " --data " + shell_quote(s.manifest) +
+          " --split train --masks " + shell_quote(s.synth + "/masks") + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  j = parse_json(r.output, "explain --localisation --json");
+  EXPECT_GT(j["evaluated"].get<int>(), 0);
+  EXPECT_GE(j["pointing_hit_rate"].get<double>(), 0.0);
+  r = cli("explain " + shell_quote(image) + " --model " + shell_quote(s.ckpt));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("-o OUT.png"), std::string::npos) << r.output;
+}
+
+}  // namespace fundus

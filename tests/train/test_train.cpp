@@ -1,0 +1,249 @@
+// Trainer, run configuration, checkpoints and the embedder, on a small synthetic dataset.
+#include <cmath>
+#include <fstream>
+
+#include <torch/torch.h>
+
+#include "fundus/core/io.h"
+#include "fundus/data/dataset_io.h"
+#include "fundus/data/split.h"
+#include "fundus/data/synth.h"
+#include "fundus/train/checkpoint.h"
+#include "fundus/train/embed.h"
+#include "fundus/train/trainer.h"
+#include "test_support.h"
+
+using namespace fundus;
+
+namespace {
+
+// One synthetic dataset shared by the tests of this file (generated once, ~2 s).
+const std::string& synthetic_manifest() {
+  static test::TempDir* dir = new test::TempDir();  // lives for the whole test program
+  static std::string manifest = [] {
+    SynthOptions o;
+    o.count = 40;
+    o.size = 128;
+    o.seed = 5;
+    o.out_dir = dir->file("synth");
+    generate_synthetic_dataset(o);
+    Dataset d = load_dataset(dir->file("synth/labels.csv")).dataset;
+    SplitOptions so;
+    so.val_fraction = 0.2;
+    so.test_fraction = 0.2;
+    Dataset s = split_dataset(d, so);
+    write_split(dir->file("split"), s, summarize_split(s, so));
+    return dir->file("split/manifest.csv");
+  }();
+  return manifest;
+}
+
+std::vector<double> step_losses(const std::string& run) {
+  std::vector<double> out;
+  std::ifstream in(run + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    Json j = Json::parse(line);
+    if (j["kind"] == "step") out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+
+TrainRequest tiny_request(const std::string& out, const std::vector<std::string>& overrides = {}) {
+  TrainRequest r;
+  std::vector<std::string> o = {"train.threads=2", "train.workers=2"};
+  o.insert(o.end(), overrides.begin(), overrides.end());
+  r.config = resolve_run_config("tiny", "", o);
+  r.data = synthetic_manifest();
+  r.out_dir = out;
+  return r;
+}
+
+}  // namespace
+
+TEST(RunConfig, PresetsResolveAndValidate) {
+  for (const auto& name : run_preset_names()) {
+    RunConfig c = RunConfig::from_json(run_preset(name));
+    EXPECT_EQ(c.preset, name);
+    EXPECT_EQ(c.preprocess.size, c.model.input_size) << name;
+  }
+  RunConfig paper = RunConfig::from_json(run_preset("paper"));
+  EXPECT_EQ(paper.model.backbone, "densenet121");
+  EXPECT_EQ(paper.model.input_size, 256);
+  EXPECT_EQ(paper.sampler.batch_size, 32);
+  EXPECT_EQ(paper.train.epochs, 20);
+  EXPECT_DOUBLE_EQ(paper.optim.lr, 1e-3);
+  EXPECT_EQ(paper.train.select, "train_loss");
+  RunConfig base = RunConfig::from_json(run_preset("baseline-gem"));
+  EXPECT_EQ(base.model.attention, "none");
+  EXPECT_GT(base.loss["batch_hard"]["weight"].get<double>(), 0);
+  EXPECT_THROW(run_preset("nope"), Error);
+  RunConfig o = resolve_run_config("cpu", "", {"optim.lr=0.01", "model.input_size=160"});
+  EXPECT_DOUBLE_EQ(o.optim.lr, 0.01);
+  EXPECT_EQ(o.preprocess.size, 160);
+  EXPECT_THROW(resolve_run_config("cpu", "", {"optim.lrr=0.01"}), Error);
+  EXPECT_THROW(resolve_run_config("cpu", "", {"optim.schedule=\"wavy\""}), Error);
+  Json bad = run_preset("cpu");
+  bad["preprocess"]["size"] = 300;
+  EXPECT_THROW(RunConfig::from_json(bad), Error);
+  // Round trip.
+  EXPECT_EQ(RunConfig::from_json(o.to_json()).to_json(), o.to_json());
+}
+
+TEST(RunConfig, LearningRateSchedules) {
+  OptimConfig c;
+  c.lr = 1.0;
+  EXPECT_DOUBLE_EQ(c.lr_at(3.7, 10), 1.0);
+  c.schedule = "step";
+  c.step_size = 2;
+  c.step_gamma = 0.5;
+  EXPECT_DOUBLE_EQ(c.lr_at(1.9, 10), 1.0);
+  EXPECT_DOUBLE_EQ(c.lr_at(2.0, 10), 0.5);
+  EXPECT_DOUBLE_EQ(c.lr_at(5.0, 10), 0.25);
+  c.schedule = "cosine";
+  c.warmup_epochs = 1;
+  c.min_lr = 0.1;
+  EXPECT_NEAR(c.lr_at(0.0, 11), 0.01, 1e-12);        // warm-up starts at lr/100
+  EXPECT_NEAR(c.lr_at(0.5, 11), 0.505, 1e-12);       // halfway through the warm-up
+  EXPECT_NEAR(c.lr_at(1.0, 11), 1.0, 1e-12);         // cosine starts at lr
+  EXPECT_NEAR(c.lr_at(6.0, 11), 0.55, 1e-12);        // middle: (lr + min) / 2
+  EXPECT_NEAR(c.lr_at(11.0, 11), 0.1, 1e-12);        // end: min_lr
+}
+
+TEST(Checkpoint, RoundTripAndRejections) {
+  test::TempDir dir;
+  Checkpoint c;
+  c.meta = {{"config", run_preset("tiny")}, {"state", {{"epoch", 3}}}};
+  c.model.insert("a.weight", torch::arange(6, torch::kFloat32).reshape({2, 3}));
+  c.model.insert("a.count", torch::tensor(int64_t(7)));
+  c.optimizer_state = std::string("opt\0state", 9);
+  std::string p = dir.file("x.ckpt");
+  save_checkpoint(p, c);
+  Checkpoint r = load_checkpoint(p);
+  EXPECT_EQ(r.meta["state"]["epoch"], 3);
+  EXPECT_EQ(r.meta["format"], "fundus-checkpoint");
+  EXPECT_TRUE(torch::equal(r.model["a.weight"], c.model["a.weight"]));
+  EXPECT_EQ(r.model["a.count"].item<int64_t>(), 7);
+  EXPECT_EQ(r.optimizer_state, c.optimizer_state);
+  std::string bytes = read_file(p);
+  write_file_atomic(p, bytes.substr(0, bytes.size() / 2));
+  try {
+    load_checkpoint(p);
+    FAIL() << "truncated checkpoint accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  write_file_atomic(p, "PK\x03\x04 this is a zip, not a checkpoint");
+  try {
+    load_checkpoint(p);
+    FAIL() << "foreign file accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a checkpoint file"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Trainer, ResumeReproducesUninterruptedRun) {
+  test::TempDir dir;
+  TrainSummary full = train_model(tiny_request(dir.file("full")));
+  EXPECT_FALSE(full.interrupted);
+  EXPECT_EQ(full.epochs_completed, 2);
+  std::vector<double> expected = step_losses(dir.file("full"));
+  ASSERT_GE(expected.size(), 4u);
+  for (double l : expected) EXPECT_TRUE(std::isfinite(l));
+
+  // Interrupt in the middle of the first epoch, then resume to the end.
+  int64_t stop = int64_t(expected.size()) / 2 - 1;
+  TrainSummary part = train_model(tiny_request(dir.file("resumed"), {"train.stop_after_steps=" + std::to_string(stop)}));
+  EXPECT_TRUE(part.interrupted);
+  EXPECT_EQ(part.steps, stop);
+  TrainRequest again = tiny_request(dir.file("resumed"));
+  again.resume = true;
+  TrainSummary rest = train_model(again);
+  EXPECT_FALSE(rest.interrupted);
+  EXPECT_EQ(rest.steps, full.steps);
+  std::vector<double> got = step_losses(dir.file("resumed"));
+  ASSERT_EQ(got.size(), expected.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_DOUBLE_EQ(got[i], expected[i]) << "step " << i + 1;
+  EXPECT_DOUBLE_EQ(rest.best_value, full.best_value);
+
+  // Outputs of a finished run.
+  for (const char* f : {"config.json", "metrics.csv", "summary.json", "best.pth", "checkpoints/best.ckpt"})
+    EXPECT_TRUE(file_exists(dir.file(std::string("full/") + f))) << f;
+  Json summary = load_json_file(dir.file("full/summary.json"));
+  EXPECT_TRUE(summary["last_validation"].contains("val_P@10"));
+  double p10 = summary["last_validation"]["val_P@10"], chance = summary["last_validation"]["chance_P@10"];
+  EXPECT_GE(p10, 0.0);
+  EXPECT_LE(p10, 1.0);
+  EXPECT_GT(chance, 0.0);
+
+  // A second run into the same folder must not overwrite it silently.
+  EXPECT_THROW(train_model(tiny_request(dir.file("full"))), Error);
+  // Resuming with a different configuration is refused.
+  TrainRequest changed = tiny_request(dir.file("full"), {"optim.lr=0.5"});
+  changed.resume = true;
+  EXPECT_THROW(train_model(changed), Error);
+}
+
+TEST(Trainer, WrongDataFailsBeforeCompute) {
+  test::TempDir dir;
+  TrainRequest missing = tiny_request(dir.file("a"));
+  missing.data = dir.file("nope.csv");
+  EXPECT_THROW(train_model(missing), Error);
+  // A manifest whose validation split is empty.
+  Dataset d = load_dataset(synthetic_manifest()).dataset;
+  for (auto& r : d.records)
+    if (r.split == "val") r.split = "train";
+  write_manifest(dir.file("noval.csv"), d);
+  TrainRequest noval = tiny_request(dir.file("b"));
+  noval.data = dir.file("noval.csv");
+  try {
+    train_model(noval);
+    FAIL() << "empty validation split accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no images in validation split 'val'"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(file_exists(dir.file("b/checkpoints/last.ckpt")));
+  TrainRequest nosplit = tiny_request(dir.file("c"));
+  nosplit.train_split = "training";
+  EXPECT_THROW(train_model(nosplit), Error);
+  // Truncated manifest image: missing file.
+  d.records[0].image_path = dir.file("gone.jpg");
+  write_manifest(dir.file("gone.csv"), d);
+  TrainRequest gone = tiny_request(dir.file("d"), {"train.select=\"train_loss\""});
+  gone.data = dir.file("gone.csv");
+  EXPECT_THROW(train_model(gone), Error);
+}
+
+TEST(Embed, DeterministicDescriptors) {
+  test::TempDir dir;
+  RunConfig cfg = resolve_run_config("tiny", "", {});
+  torch::manual_seed(3);
+  RetrievalNet net(cfg.model, false);
+  Checkpoint c;
+  c.meta = {{"config", cfg.to_json()}, {"state", Json::object()}};
+  c.model = module_state_dict(*net);
+  save_checkpoint(dir.file("m.ckpt"), c);
+  TrainedModel m = load_trained_model(dir.file("m.ckpt"));
+  EXPECT_EQ(m.checkpoint_sha256.size(), 64u);
+  Dataset d = load_dataset(synthetic_manifest()).dataset.subset("test");
+  ASSERT_GT(d.size(), 2u);
+  EmbedOptions eo;
+  eo.progress = false;
+  eo.batch_size = 3;
+  Embeddings a = embed_dataset(*m.net, m.config.preprocess, d, eo);
+  eo.batch_size = 3;
+  eo.workers = 1;
+  Embeddings b = embed_dataset(*m.net, m.config.preprocess, d, eo);
+  ASSERT_EQ(a.rows, int64_t(d.size()));
+  EXPECT_EQ(a.dim, m.net->descriptor_dim());
+  EXPECT_EQ(a.data, b.data);  // bit-identical for the same batches
+  for (int64_t i = 0; i < a.rows; ++i) {
+    double n = 0;
+    for (int64_t j = 0; j < a.dim; ++j) n += double(a.row(i)[j]) * a.row(i)[j];
+    EXPECT_NEAR(n, 1.0, 1e-4);
+  }
+  // Another batch composition: equal within float rounding.
+  eo.batch_size = 8;
+  Embeddings c8 = embed_dataset(*m.net, m.config.preprocess, d, eo);
+  for (size_t i = 0; i < a.data.size(); ++i) EXPECT_NEAR(a.data[i], c8.data[i], 1e-4);
+}
