@@ -75,12 +75,7 @@ int main(int argc, char** argv) {
   ModelConfig config = ModelConfig::from_json(model_preset(o.model == "cpu" ? "cpu" : "paper"));
   RetrievalNet net(config, false);
   torch::Tensor x = torch::rand({o.batch, 3, o.size, o.size});
-  if (o.channels_last) {
-    // NHWC activations: oneDNN then avoids reordering between its blocked layout and NCHW.
-    for (auto& p : net->parameters())
-      if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
-    x = x.contiguous(torch::MemoryFormat::ChannelsLast);
-  }
+  net->use_channels_last(o.channels_last);
   torch::Tensor w = torch::randn({o.batch, net->descriptor_dim()});
   torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(1e-4));
   std::vector<double> times;

@@ -167,6 +167,12 @@ int main(int argc, char** argv) try {
   const int64_t indexed = health["indexed"], stored = stats["cases"];
   const bool consistent = indexed == expected && stored == expected;
   const double qps = double(latencies.size()) / elapsed;
+  // The machine may be shared: record how busy it was.
+  double load1 = 0;
+  try {
+    load1 = std::stod(fundus::read_file("/proc/loadavg"));
+  } catch (const std::exception&) {
+  }
 
   std::cout << fundus::strprintf(
                    "%-28s clients %d writers %d: %6.2f queries/s  p50 %7.1f ms  p90 %7.1f ms  p99 %7.1f ms  "
@@ -182,7 +188,8 @@ int main(int argc, char** argv) try {
                       {"p50_ms", percentile(latencies, 50)}, {"p90_ms", percentile(latencies, 90)},
                       {"p99_ms", percentile(latencies, 99)}, {"adds", adds.load()},
                       {"deletes", deletes.load()}, {"failures", failures.load()},
-                      {"consistent", consistent}, {"cases", stored}, {"indexed", indexed}, {"expected", expected}};
+                      {"consistent", consistent}, {"cases", stored}, {"indexed", indexed}, {"expected", expected},
+                      {"load1", load1}};
   std::cout << out.dump() << "\n";
   return failures == 0 && consistent ? 0 : 1;
 } catch (const std::exception& e) {

@@ -231,6 +231,11 @@ void add_explain(CLI::App& app) {
     }
     Explanation e = model.explain(preprocess_fundus_file(a->image, model.preprocess()).image, a->explain, reference);
     write_image_rgb(a->out, e.panel, 95);
+    if (e.method != "grad-cam" && !reference_id.empty()) {
+      std::cerr << "note: --case only steers Grad-CAM maps (--method gradcam); the " << e.method
+                << " map does not depend on it\n";
+      reference_id.clear();
+    }
     if (a->json)
       std::cout << Json{{"image", a->image}, {"method", e.method}, {"out", a->out}, {"reference", reference_id},
                         {"feature_grid", {e.feature_grid.width, e.feature_grid.height}}}

@@ -27,11 +27,19 @@ int64_t RetrievalNetImpl::descriptor_dim() const {
   return config_.attention == "mirror" && config_.combine == "concat" ? 2 * c : c;
 }
 
+void RetrievalNetImpl::use_channels_last(bool on) {
+  auto format = on ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
+  torch::NoGradGuard no_grad;
+  for (auto& p : parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(format));
+  channels_last_ = on;
+}
+
 ModelOutput RetrievalNetImpl::forward(const torch::Tensor& input, bool with_attention) {
   FUNDUS_CHECK(input.dim() == 4 && input.size(1) == 3 && input.size(2) >= 32 && input.size(3) >= 32,
                "model input must be [B,3,H,W] with H,W >= 32, got " << input.sizes());
   FUNDUS_CHECK(input.is_floating_point(), "model input must be a float tensor, got " << input.scalar_type());
-  torch::Tensor x = input;
+  torch::Tensor x = channels_last_ ? input.contiguous(torch::MemoryFormat::ChannelsLast) : input;
   if (config_.imagenet_normalize) {
     auto opts = x.options();
     x = (x - torch::tensor({0.485, 0.456, 0.406}, opts).view({1, 3, 1, 1})) /

@@ -92,10 +92,10 @@ std::vector<ReportFigure> example_sheets(const EvalRunResult& r, const EvalSet& 
       if (gi < 0) break;
       const CaseRecord& gr = r.gallery.records[size_t(gi)];
       hits.push_back({load(gr.image_path), "#" + std::to_string(c + 1) + " " + grade_name(gr.grade),
-                      strprintf("%.3f ", ranking.score[size_t(int64_t(j) * ranking.k + c)]) + gr.id, gr.grade});
+                      strprintf("%.4f ", ranking.score[size_t(int64_t(j) * ranking.k + c)]) + gr.id, gr.grade});
     }
     ContactSheetOptions so;
-    so.thumb = 120;
+    so.thumb = 140;
     so.columns = int(hits.size()) + 1;
     figures.push_back({"Query " + qr.id + " (" + grade_name(qr.grade) + ") and its top " + std::to_string(hits.size()) +
                            "; frame colour = grade, number = cosine similarity",

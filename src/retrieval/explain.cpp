@@ -20,6 +20,7 @@ cv::Mat normalize_heat(const cv::Mat& map) {
   // Relative range: an exactly uniform attention block (untrained) still shows float noise.
   if (!(hi - lo > 1e-6 * std::max(1.0, std::abs(hi)))) return cv::Mat::zeros(f.size(), CV_32F);
   f.convertTo(f, CV_32F, 1.0 / (hi - lo), -lo / (hi - lo));
+  cv::min(cv::max(f, 0.0), 1.0, f);  // float rounding of the affine map
   return f;
 }
 

@@ -165,7 +165,9 @@ LocalisationReport evaluate_localisation(ModelRunner& model, const LocalisationO
     cv::Mat(mask > 0).convertTo(lesion, CV_32F, 1.0 / 255);
     lesion = map_to_preprocessed(lesion, p, pre);
     fov = map_to_preprocessed(p.fov.mask, p, pre) > 127;
-    if (cv::sum(lesion.mul(fov, 1.0 / 255))[0] <= 0) {
+    cv::Mat lesion_in_fov = cv::Mat::zeros(lesion.size(), CV_32F);
+    lesion.copyTo(lesion_in_fov, fov);
+    if (cv::sum(lesion_in_fov)[0] <= 0) {
       ++rep.without_lesions;
       continue;
     }

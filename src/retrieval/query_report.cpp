@@ -65,7 +65,7 @@ cv::Mat render_query_sheet(const QueryResult& r, const PreprocessOptions& pre, c
   for (const SearchHit& h : r.hits) {
     SheetTile t;
     t.title = "#" + std::to_string(h.rank) + " " + grade_name(h.info.grade);
-    t.subtitle = strprintf("%.3f ", double(h.similarity)) + h.info.external_id;
+    t.subtitle = strprintf("%.4f ", double(h.similarity)) + h.info.external_id;
     t.grade = h.info.grade;
     try {
       t.image = preprocess_fundus_file(h.info.image_path, pre).image;

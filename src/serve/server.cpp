@@ -323,8 +323,19 @@ void Server::Impl::setup() {
   http.set_keep_alive_timeout(opt.keep_alive_timeout_s);
   http.set_default_headers({{"X-Content-Type-Options", "nosniff"}, {"Referrer-Policy", "no-referrer"}});
 
-  http.set_pre_routing_handler([](const Request&, Response&) {
+  http.set_pre_routing_handler([](const Request& req, Response& res) {
     tl_request_start = Clock::now();
+    // cpp-httplib 0.11 enforces the upload limit only through Content-Length: chunked bodies and
+    // bodies read until the connection closes would grow without bound. Refuse them before reading.
+    bool chunked = req.has_header("Transfer-Encoding");
+    bool unsized_post = (req.method == "POST" || req.method == "PUT" || req.method == "PATCH") &&
+                        !req.has_header("Content-Length");
+    if (chunked || unsized_post) {
+      send_error(res, 411, "length_required",
+                 "uploads need a Content-Length header (chunked transfer encoding is not accepted)");
+      res.set_header("Connection", "close");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     return httplib::Server::HandlerResponse::Unhandled;
   });
   http.set_exception_handler([](const Request& req, Response& res, std::exception_ptr ep) {

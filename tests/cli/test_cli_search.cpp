@@ -31,7 +31,7 @@ const CliSetup& setup() {
     EXPECT_EQ(r.exit_code, 0) << r.output;
     s->manifest = s->dir.file("sp/manifest.csv");
     r = cli("train --preset tiny --data " + shell_quote(s->manifest) + " --out " + shell_quote(s->dir.file("run")) +
-            " --epochs 1 --set train.max_steps_per_epoch=2 --threads 2");
+            " --epochs 1 --set train.max_steps_per_epoch=2 --set train.select=train_loss --threads 2");
     EXPECT_EQ(r.exit_code, 0) << r.output;
     s->ckpt = s->dir.file("run/checkpoints/best.ckpt");
     s->store = s->dir.file("cases.db");
@@ -78,17 +78,26 @@ TEST(CliSearch, QueryTableJsonSheetAndErrors) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   Json j = parse_json(r.output, "query --json");
   ASSERT_EQ(j.size(), 1u);
+  // (Which case ranks first is the engine tests' business: a 2-step model barely separates images.)
   ASSERT_EQ(j[0]["hits"].size(), 3u);
-  EXPECT_EQ(j[0]["hits"][0]["external_id"], "synth0002_L");
-  EXPECT_NEAR(j[0]["hits"][0]["similarity"].get<double>(), 1.0, 1e-4);
+  EXPECT_EQ(j[0]["hits"][0]["rank"], 1);
+  EXPECT_GE(j[0]["hits"][0]["similarity"].get<double>(), j[0]["hits"][2]["similarity"].get<double>());
   EXPECT_TRUE(j[0]["estimate"]["grade"].get<int>() >= 0);
+  EXPECT_EQ(j[0]["sheet"], s.dir.file("sheet.jpg"));
   EXPECT_TRUE(file_exists(s.dir.file("sheet.jpg")));
 
-  r = cli("query " + shell_quote(image) + model_store() + " -k 4 --exclude-patient synth0002 --grades 1,2,3,4");
+  r = cli("query " + shell_quote(image) + model_store() + " -k 4 --exclude-patient synth0002 --grades 1,2,3,4 --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  j = parse_json(r.output, "query --json");
+  ASSERT_EQ(j[0]["hits"].size(), 4u);
+  for (const Json& h : j[0]["hits"]) {
+    EXPECT_NE(h["patient"], "synth0002");
+    EXPECT_NE(h["grade"], 0);
+  }
+  r = cli("query " + shell_quote(image) + model_store() + " -k 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("rank  id"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("grade estimate:"), std::string::npos) << r.output;
-  EXPECT_EQ(r.output.find("synth0002_"), std::string::npos) << r.output;
-  EXPECT_EQ(r.output.find(" 0 No DR "), std::string::npos) << r.output;
 
   r = cli("query " + shell_quote(image) + model_store() + " --grades 7");
   EXPECT_EQ(r.exit_code, 1);

@@ -3,6 +3,8 @@
 #include "fundus/core/io.h"
 #include "fundus/core/progress.h"
 #include "fundus/data/dataset_io.h"
+#include "fundus/data/preprocess.h"
+#include "fundus/data/tensor.h"
 #include "fundus/data/split.h"
 #include "fundus/data/synth.h"
 #include "fundus/model/retrieval_net.h"
@@ -12,12 +14,50 @@
 
 namespace fundus::test {
 
+namespace {
+
+// Every synthetic image of the fixture's first 20, preprocessed: [n,3,s,s] in [0,1].
+torch::Tensor calibration_images(const PreprocessOptions& pre) {
+  std::vector<cv::Mat> images;
+  for (size_t i = 0; i < 20; ++i) {
+    SynthCaseSpec spec;
+    spec.size = 128;
+    spec.grade = int(i % 5);
+    spec.right_eye = i % 2;
+    spec.layout_seed = 100 + i;
+    spec.eye_seed = 200 + i;
+    images.push_back(preprocess_fundus(render_synthetic_fundus(spec).image, pre).image);
+  }
+  return images_to_tensor(images, Normalization::none());
+}
+
+// A randomly initialised net in eval mode with the default BatchNorm statistics (mean 0, variance 1)
+// saturates: every image gets practically the same descriptor and a flat attention map. One
+// train-mode pass with momentum 1 sets each BatchNorm's running statistics to those of real images
+// (layer by layer, as eval mode will see them), which makes the random features informative.
+void calibrate_batchnorm(RetrievalNetImpl& net, const torch::Tensor& images) {
+  std::vector<torch::nn::BatchNorm2dImpl*> bns;
+  for (const auto& m : net.modules())
+    if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) bns.push_back(bn);
+  for (auto* bn : bns) bn->options.momentum(1.0);
+  {
+    torch::NoGradGuard no_grad;
+    net.train();
+    net.forward(images);
+  }
+  for (auto* bn : bns) bn->options.momentum(0.1);
+  net.eval();
+}
+
+}  // namespace
+
 void write_random_checkpoint(const std::string& path, const std::string& attention, uint64_t seed) {
   Json config = run_preset("tiny");
   config["model"]["attention"] = attention;
   RunConfig rc = RunConfig::from_json(config, "test config");
   seed_torch(seed);
   RetrievalNet net(rc.model, /*load_weights=*/false);
+  calibrate_batchnorm(*net, calibration_images(rc.preprocess));
   Checkpoint c;
   c.meta = {{"config", rc.to_json()}, {"state", Json::object()}};
   c.model = module_state_dict(*net);

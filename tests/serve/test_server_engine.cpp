@@ -23,6 +23,9 @@ namespace {
 
 // Built once for the suite: DIR/data (30 synthetic images), DIR/extra (2 more, not in the store),
 // DIR/run (tiny model checkpoint), DIR/base/cases.db with every case embedded and indexed.
+// The tiny preset with a ResNet-18: a randomly initialised MobileNetV2 maps every image to the same
+// descriptor (cosine 1.0 between all cases, BN running statistics still at their defaults), so
+// "the added case comes first" would be decided by tie-breaking; ResNet-18 keeps images apart.
 class EngineServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -34,7 +37,7 @@ class EngineServerTest : public ::testing::Test {
           "synth --out " + d + "/extra --count 2 --size 128 --seed 977",
           "dataset split " + d + "/data/labels.csv --out " + d + "/split --seed 2",
           "train --preset tiny --data " + d + "/split/manifest.csv --out " + d +
-              "/run --epochs 1 --set train.max_steps_per_epoch=1 --set train.select=train_loss",
+              "/run --epochs 1 --set train.max_steps_per_epoch=1 --set train.select=train_loss --set model.backbone=resnet18",
           "store add --store " + d + "/base/cases.db --data " + d + "/split/manifest.csv"}) {
       CommandResult r = run_cli(args);
       ASSERT_EQ(r.exit_code, 0) << "fundus " << args << "\n" << r.output;
@@ -301,13 +304,14 @@ TEST_F(EngineServerTest, CliServeSurvivesAHardKillWithoutLosingAcknowledgedAdds)
   EXPECT_NE(read_file(work.file("serve2.log")).find("stopped"), std::string::npos);
 }
 
-TEST_F(EngineServerTest, CliServeRefusesAMissingStore) {
-  CommandResult r = run_cli("serve --port 0 --store " + shell_quote(work.file("nope.db")) + " --model " +
-                            shell_quote(checkpoint));
+TEST(CliServe, RefusesAMissingStoreWithoutCreatingIt) {
+  TempDir dir;
+  CommandResult r = run_cli("serve --port 0 --store " + shell_quote(dir.file("nope.db")) + " --model " +
+                            shell_quote(dir.file("model.ckpt")));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("error: "), std::string::npos);
-  EXPECT_NE(r.output.find("nope.db"), std::string::npos);
-  EXPECT_FALSE(file_exists(work.file("nope.db")));
+  EXPECT_NE(r.output.find("nope.db"), std::string::npos) << r.output;
+  EXPECT_FALSE(file_exists(dir.file("nope.db")));
 }
 
 }  // namespace

@@ -23,12 +23,15 @@ mkdir -p "$out"
 export FUNDUS_QUIET=1
 step() { echo "== $*"; }
 
+# The tiny preset with a ResNet-18: a randomly initialised MobileNetV2 gives every image the same
+# descriptor, which would make "the added case comes back first" a matter of tie-breaking.
 step "fixture: synthetic images, split, tiny model, store"
 "$cli" synth --out "$out/data" --count 30 --size 160 --seed 11 > "$out/fixture.log"
 "$cli" synth --out "$out/extra" --count 2 --size 160 --seed 97 >> "$out/fixture.log"
 "$cli" dataset split "$out/data/labels.csv" --out "$out/split" --seed 3 >> "$out/fixture.log"
 "$cli" train --preset tiny --data "$out/split/manifest.csv" --out "$out/run" --epochs 1 \
-  --set train.max_steps_per_epoch=1 --set train.select=train_loss >> "$out/fixture.log" 2>&1
+  --set train.max_steps_per_epoch=1 --set train.select=train_loss \
+  --set model.backbone=resnet18 >> "$out/fixture.log" 2>&1
 "$cli" store add --store "$out/cases.db" --data "$out/split/manifest.csv" >> "$out/fixture.log"
 checkpoint="$out/run/checkpoints/last.ckpt"
 [ -f "$checkpoint" ] || { echo "no checkpoint at $checkpoint"; cat "$out/fixture.log"; exit 1; }

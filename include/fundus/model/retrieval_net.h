@@ -54,6 +54,13 @@ class RetrievalNetImpl : public torch::nn::Module {
   /// state_dict (keys with "backbone.": every entry required). Throws on a mismatch.
   LoadReport load_pretrained(const std::string& path);
 
+  /// Stores conv weights and runs the network in channels-last (NHWC) memory format: inputs are
+  /// converted in forward(). Numerically equivalent (float rounding aside); often faster with oneDNN
+  /// on CPU (docs/bench-model.md). Call before creating an optimizer or after: parameters keep their
+  /// identity. Saved state_dicts are contiguous NCHW either way.
+  void use_channels_last(bool on = true);
+  bool channels_last() const { return channels_last_; }
+
   int64_t descriptor_dim() const;
   int64_t feature_channels() const { return backbone->out_channels(); }
   const ModelConfig& config() const { return config_; }
@@ -71,6 +78,7 @@ class RetrievalNetImpl : public torch::nn::Module {
 
  private:
   ModelConfig config_;
+  bool channels_last_ = false;
 };
 TORCH_MODULE(RetrievalNet);
 

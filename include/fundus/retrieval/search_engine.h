@@ -19,6 +19,8 @@
 // `inference_replicas` model copies; further queries wait), adds and removes are serialised and
 // visible to every query that starts after they return; the store is written before the index, so
 // an acknowledged add survives a crash (the index is rebuilt from the store on the next start).
+// Changes made to the store file by another process while an engine runs (e.g. `fundus store add`)
+// are not seen by that engine until it is restarted.
 // Torch-free header (the implementation holds the model).
 #pragma once
 
@@ -106,7 +108,8 @@ class SearchEngine {
   /// Throws for a bad image, a grade outside 0-4, a duplicate external id or malformed meta.
   CaseInfo add_case(std::string_view image_bytes, const std::string& source, const CaseRecord& record,
                     const Json& meta = Json::object());
-  /// Removes from the store and the index; false for an unknown id.
+  /// Removes from the store and the index; false for an unknown id. The image copy in image_dir is
+  /// kept (content-addressed files may be shared by several cases).
   bool remove_case(int64_t id);
 
   /// Attention overlay (RGB) of a stored case's preprocessed image.

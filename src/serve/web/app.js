@@ -92,7 +92,8 @@ function render(result) {
   const n = result.results.length;
   const ms = result.timing_ms && result.timing_ms.request ? ` in ${Math.round(result.timing_ms.request)} ms` : '';
   setStatus(n === 0 ? 'No cases match the selected grades.'
-                    : `${n} most similar case${n === 1 ? '' : 's'}${ms}, most similar first. Select a case for details.`);
+                    : `${n} most similar case${n === 1 ? '' : 's'}${ms}, most similar first; the number on each ` +
+                      'card is its cosine similarity to the query (1 = identical). Select a case for details.');
 }
 
 function showQueryImage() {
