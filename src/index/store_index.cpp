@@ -1,6 +1,7 @@
 #include "fundus/index/store_index.h"
 
 #include "fundus/core/error.h"
+#include "fundus/core/io.h"
 #include "fundus/core/log.h"
 #include "fundus/index/index_factory.h"
 
@@ -45,25 +46,32 @@ std::unique_ptr<VectorIndex> load_or_rebuild_index(const CaseStore& store, int64
   IndexSpec spec = parse_index_spec(spec_text);
   store_provenance(store, model_id);  // unknown model: an error, not a rebuild
   std::string reason;
-  try {
-    LoadedIndex loaded = load_index(path);
-    const IndexFileInfo& info = loaded.info;
-    if (info.provenance.model_id != model_id)
-      reason = "built for model " + std::to_string(info.provenance.model_id) + ", not " + std::to_string(model_id);
-    if (reason.empty()) reason = index_staleness(store, info);
-    if (reason.empty() && !same_index_build(parse_index_spec(info.spec), spec))
-      reason = "built as '" + info.spec + "', asked for '" + canonical_index_spec(spec).str() + "'";
-    if (reason.empty()) {
-      loaded.index->set_search_params(spec);
-      loaded.index->set_threads(threads);
-      if (report) *report = {false, ""};
-      return std::move(loaded.index);
+  const bool missing = !file_exists(path);
+  if (!missing) {
+    try {
+      LoadedIndex loaded = load_index(path);
+      const IndexFileInfo& info = loaded.info;
+      if (info.provenance.model_id != model_id)
+        reason = "built for model " + std::to_string(info.provenance.model_id) + ", not " + std::to_string(model_id);
+      if (reason.empty()) reason = index_staleness(store, info);
+      if (reason.empty() && !same_index_build(parse_index_spec(info.spec), spec))
+        reason = "built as '" + info.spec + "', asked for '" + canonical_index_spec(spec).str() + "'";
+      if (reason.empty()) {
+        loaded.index->set_search_params(spec);
+        loaded.index->set_threads(threads);
+        if (report) *report = {false, ""};
+        return std::move(loaded.index);
+      }
+    } catch (const Error& e) {
+      reason = e.message();
     }
-  } catch (const Error& e) {
-    reason = e.message();
   }
-  FUNDUS_WARN("index " << path << " not used (" << reason << "); rebuilding " << canonical_index_spec(spec).str()
-                       << " for model " << model_id);
+  // A first build is routine; a rejected file (stale, corrupt, other model) deserves a warning.
+  if (missing)
+    FUNDUS_INFO("building index " << path << " (" << canonical_index_spec(spec).str() << ", model " << model_id << ")");
+  else
+    FUNDUS_WARN("index " << path << " not used (" << reason << "); rebuilding " << canonical_index_spec(spec).str()
+                         << " for model " << model_id);
   // Provenance is read before the vectors: a concurrent write then makes the saved file look stale
   // (a needless rebuild later), never current with old data.
   IndexProvenance want = store_provenance(store, model_id);

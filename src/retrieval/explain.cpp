@@ -140,6 +140,8 @@ Explanation explain_image(RetrievalNetImpl& net, const cv::Mat& image, const Exp
     ModelOutput out = net.forward(x, /*with_attention=*/true);
     e.method = net.mirror ? "mirror-attention" : "self-attention";
     e.feature_grid = cv::Size(int(out.attention_h.size(2)), int(out.attention_h.size(1)));
+    torch::Tensor d = out.descriptor.to(torch::kCPU, torch::kFloat32).contiguous();
+    e.descriptor.assign(d.data_ptr<float>(), d.data_ptr<float>() + d.numel());
     torch::Tensor up = upsample(torch::cat({out.attention_h, out.attention_v}, 0), size);
     e.heat = normalize_heat(to_mat((up[0] + up[1]) / 2));
     if (net.mirror) {

@@ -20,6 +20,7 @@ void Database::fail(int rc, const std::string& what) const {
 
 Database::Database(const std::string& path, bool create) : path_(path) {
   if (!create) FUNDUS_CHECK(file_exists(path), path << ": no case store at this path");
+  if (create && !parent_dir(path).empty()) make_dirs(parent_dir(path));  // `store add --store new/dir/cases.db`
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
   int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {

@@ -49,6 +49,11 @@ TEST(Explain, MirrorAttentionMapsHaveTheImageSizeAndAreNonNegative) {
   // The same image gives the same map.
   Explanation again = m.explain(x);
   EXPECT_EQ(cv::norm(e.heat, again.heat, cv::NORM_INF), 0.0);
+  // The map's forward pass also yields the descriptor: the very vector embed() gives (queries with
+  // an attention map rely on this to run the network once).
+  std::vector<float> d = m.embed(x);
+  ASSERT_EQ(e.descriptor.size(), d.size());
+  for (size_t i = 0; i < d.size(); ++i) ASSERT_NEAR(e.descriptor[i], d[i], 1e-6f) << i;
   // Grad-CAM on demand for a mirror model as well.
   Explanation g = m.explain(x, {"gradcam", 0.5});
   EXPECT_EQ(g.method, "grad-cam");
@@ -63,6 +68,7 @@ TEST(Explain, GradCamForModelsWithoutAttention) {
   EXPECT_EQ(self.method, "grad-cam");
   expect_unit_map(self.heat, 64);
   EXPECT_TRUE(self.heat_h.empty());
+  EXPECT_TRUE(self.descriptor.empty());  // no attention pass to take it from
   double hi = 0;
   cv::minMaxLoc(self.heat, nullptr, &hi);
   EXPECT_GT(hi, 0.5);  // a real map, not the all-zero fallback

@@ -43,6 +43,9 @@ struct Explanation {
   cv::Mat overlay;         // RGB CV_8UC3
   cv::Mat panel;           // RGB CV_8UC3, the tiles above side by side with captions
   cv::Size feature_grid;   // resolution of the underlying map (W', H')
+  // Attention methods: the image's descriptor from the same forward pass (what ModelRunner::embed
+  // returns for it), so a query that shows its map needs no second pass; empty for grad-cam.
+  std::vector<float> descriptor;
 };
 
 /// Explains one preprocessed image (RGB CV_8UC3, the model's input size) with `net` (eval mode).
