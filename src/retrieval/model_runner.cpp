@@ -32,6 +32,7 @@ std::unique_ptr<ModelRunner> ModelRunner::clone() const {
   dst.meta = src.meta;
   dst.net = RetrievalNet(src.config.model, /*load_weights=*/false);
   load_into(*dst.net, module_state_dict(*src.net));
+  if (src.net->channels_last()) dst.net->use_channels_last(true);
   dst.net->eval();
   return copy;
 }

@@ -20,6 +20,7 @@ TrainedModel load_trained_model(const std::string& path) {
   } catch (const Error& e) {
     FUNDUS_THROW(path << ": checkpoint weights do not fit its own model config: " << e.message());
   }
+  if (m.config.train.channels_last) m.net->use_channels_last(true);
   m.net->eval();
   m.checkpoint_path = path;
   m.checkpoint_sha256 = sha256_file(path);

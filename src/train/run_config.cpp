@@ -72,7 +72,7 @@ double OptimConfig::lr_at(double t, int epochs) const {
 // ---- training settings --------------------------------------------------------------------------
 TrainSettings TrainSettings::from_json(const Json& s, const std::string& ctx) {
   check_known_keys(s, {"epochs", "seed", "threads", "workers", "prefetch_batches", "augment", "select", "val_every",
-                       "val_batch_size", "cache_dir", "stop_after_steps", "max_steps_per_epoch"},
+                       "val_batch_size", "cache_dir", "stop_after_steps", "max_steps_per_epoch", "channels_last"},
                    ctx);
   TrainSettings t;
   t.epochs = json_value(s, "epochs", t.epochs, ctx);
@@ -87,6 +87,7 @@ TrainSettings TrainSettings::from_json(const Json& s, const std::string& ctx) {
   t.cache_dir = json_value(s, "cache_dir", t.cache_dir, ctx);
   t.stop_after_steps = json_value(s, "stop_after_steps", t.stop_after_steps, ctx);
   t.max_steps_per_epoch = json_value(s, "max_steps_per_epoch", t.max_steps_per_epoch, ctx);
+  t.channels_last = json_value(s, "channels_last", t.channels_last, ctx);
   FUNDUS_CHECK(t.epochs >= 1, ctx << ".epochs: must be >= 1");
   FUNDUS_CHECK(t.threads >= 0 && t.workers >= 0 && t.prefetch_batches >= 1,
                ctx << ": threads/workers must be >= 0 and prefetch_batches >= 1");
@@ -104,7 +105,8 @@ Json TrainSettings::to_json() const {
           {"prefetch_batches", prefetch_batches}, {"augment", augment},
           {"select", select},           {"val_every", val_every},
           {"val_batch_size", val_batch_size}, {"cache_dir", cache_dir},
-          {"stop_after_steps", stop_after_steps}, {"max_steps_per_epoch", max_steps_per_epoch}};
+          {"stop_after_steps", stop_after_steps}, {"max_steps_per_epoch", max_steps_per_epoch},
+          {"channels_last", channels_last}};
 }
 
 // ---- whole configuration ------------------------------------------------------------------------

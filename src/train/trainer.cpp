@@ -207,7 +207,7 @@ Json validate(RetrievalNetImpl& net, const RunConfig& cfg, const Splits& splits)
 // The config fields that must match for an exact resume (epochs, threads, workers may change).
 Json resume_identity(Json config) {
   for (const char* k : {"epochs", "threads", "workers", "prefetch_batches", "stop_after_steps", "cache_dir",
-                        "val_batch_size", "val_every"})
+                        "val_batch_size", "val_every", "channels_last"})
     config["train"].erase(k);
   config.erase("preset");
   return config;
@@ -262,6 +262,7 @@ TrainSummary train_model(const TrainRequest& req) {
   int threads = set_compute_threads(cfg.train.threads);
   seed_torch(cfg.train.seed);
   RetrievalNet net(cfg.model, /*load_weights=*/!req.resume);
+  if (cfg.train.channels_last) net->use_channels_last(true);  // before the optimizer sees the parameters
   auto optimizer = make_optimizer(cfg.optim, net->parameters());
   RunState st;
   if (req.resume) {
