@@ -1,5 +1,6 @@
 // `fundus demo`, steps 6-8: case store + embeddings + index, a few queries with contact sheets, and
 // the honest evaluation of the test split against the train+val gallery.
+#include <filesystem>
 #include <iostream>
 
 #include "demo_steps.h"
@@ -43,7 +44,9 @@ void run_demo_retrieval(const DemoOptions& o, const std::string& split_dir, cons
   Dataset all = load_dataset(manifest).dataset;
 
   banner(6, "case store (SQLite) + embeddings + vector index: the train and val cases");
-  if (file_exists(store_path)) std::system(("rm -f '" + store_path + "'*").c_str());  // a fresh collection
+  // A fresh collection: the database, its SQLite journal files and its index files.
+  for (const auto& entry : std::filesystem::directory_iterator(o.out))
+    if (starts_with(entry.path().filename().string(), "cases.db")) std::filesystem::remove(entry.path());
   {
     CaseStore store(store_path, {});
     AddCasesResult added = store.add_cases(all.subset("train,val"), o.threads);

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 #include "fundus/core/io.h"
@@ -39,7 +40,7 @@ std::string find_pretrained(const std::string& given) {
 
 void run_demo(const DemoOptions& o) {
   auto start = std::chrono::steady_clock::now();
-  if (o.fresh) std::system(("rm -rf '" + o.out + "'").c_str());
+  if (o.fresh) std::filesystem::remove_all(o.out);
   make_dirs(o.out);
   const std::string synth_dir = join_path(o.out, "synth"), split_dir = join_path(o.out, "split"),
                     run_dir = join_path(o.out, "run");
@@ -98,7 +99,7 @@ void run_demo(const DemoOptions& o) {
   tr.config = resolve_run_config("cpu", "", overrides);
   tr.data = join_path(split_dir, "manifest.csv");
   tr.out_dir = run_dir;
-  if (file_exists(join_path(run_dir, "checkpoints/last.ckpt"))) std::system(("rm -rf '" + run_dir + "'").c_str());
+  std::filesystem::remove_all(run_dir);  // the demo always trains afresh
   TrainSummary ts = train_model(tr);
   std::cout << strprintf("trained %lld steps at %.1f img/s; best %s %.3f at epoch %d\n", (long long)ts.steps,
                          ts.images_per_second, ts.select.c_str(), ts.best_value, ts.best_epoch);

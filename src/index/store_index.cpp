@@ -47,7 +47,9 @@ std::unique_ptr<VectorIndex> load_or_rebuild_index(const CaseStore& store, int64
   store_provenance(store, model_id);  // unknown model: an error, not a rebuild
   std::string reason;
   const bool missing = !file_exists(path);
-  if (!missing) {
+  if (missing) {
+    reason = "index file not found";
+  } else {
     try {
       LoadedIndex loaded = load_index(path);
       const IndexFileInfo& info = loaded.info;
@@ -68,7 +70,8 @@ std::unique_ptr<VectorIndex> load_or_rebuild_index(const CaseStore& store, int64
   }
   // A first build is routine; a rejected file (stale, corrupt, other model) deserves a warning.
   if (missing)
-    FUNDUS_INFO("building index " << path << " (" << canonical_index_spec(spec).str() << ", model " << model_id << ")");
+    FUNDUS_INFO("building index " << path << " (" << canonical_index_spec(spec).str() << ", model " << model_id
+                                  << "): no index file yet");
   else
     FUNDUS_WARN("index " << path << " not used (" << reason << "); rebuilding " << canonical_index_spec(spec).str()
                          << " for model " << model_id);
