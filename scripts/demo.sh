@@ -3,5 +3,5 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 "$here/scripts/install-deps.sh"
-"$here/scripts/build.sh"
+FUNDUS_TARGET=fundus "$here/scripts/build.sh"
 "$here/build/bin/fundus" demo --out "${DEMO_OUT:-$here/demo-out}" "$@"
