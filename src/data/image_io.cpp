@@ -1,6 +1,8 @@
 #include "fundus/data/image_io.h"
 
 #include <algorithm>
+#include <csetjmp>
+#include <cstdio>
 #include <vector>
 
 #include <opencv2/imgcodecs.hpp>
@@ -9,6 +11,10 @@
 #include "fundus/core/error.h"
 #include "fundus/core/io.h"
 #include "fundus/core/strings.h"
+
+// libjpeg's C API (after <cstdio>: jpeglib.h needs FILE).
+#include <jerror.h>
+#include <jpeglib.h>
 
 namespace fundus {
 
@@ -121,6 +127,73 @@ int choose_reduce_factor(int width, int height, int target) {
   int f = 1;
   while (f < 8 && shorter / (f * 2) >= 2 * target) f *= 2;
   return f;
+}
+
+namespace {
+
+// libjpeg reports through callbacks: a fatal error must not return to the library (longjmp back to
+// jpeg_check_entropy), a warning is remembered when it means lost image data.
+struct JpegCheckErrors {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char fatal[JMSG_LENGTH_MAX];
+  char corrupt[JMSG_LENGTH_MAX];
+  bool has_corrupt;
+};
+
+void jpeg_check_error_exit(j_common_ptr cinfo) {
+  auto* e = reinterpret_cast<JpegCheckErrors*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, e->fatal);
+  std::longjmp(e->jump, 1);
+}
+
+void jpeg_check_emit_message(j_common_ptr cinfo, int level) {
+  if (level != -1) return;  // trace output, not a warning
+  auto* e = reinterpret_cast<JpegCheckErrors*>(cinfo->err);
+  cinfo->err->num_warnings++;
+  if (cinfo->err->msg_code == JWRN_EXTRANEOUS_DATA || e->has_corrupt) return;
+  (*cinfo->err->format_message)(cinfo, e->corrupt);
+  e->has_corrupt = true;
+}
+
+// C-style on purpose: no object with a destructor lives between setjmp and a longjmp to it.
+// Returns 0 when clean, 1 for a fatal error (message in fatal), 2 for corrupt data (in corrupt).
+int jpeg_check_entropy(const unsigned char* data, size_t size, JpegCheckErrors* errors) {
+  jpeg_decompress_struct cinfo;
+  cinfo.err = jpeg_std_error(&errors->mgr);
+  errors->mgr.error_exit = jpeg_check_error_exit;
+  errors->mgr.emit_message = jpeg_check_emit_message;
+  errors->has_corrupt = false;
+  JSAMPARRAY row = nullptr;
+  if (setjmp(errors->jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    return 1;
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  cinfo.scale_num = 1;
+  cinfo.scale_denom = 8;
+  cinfo.do_fancy_upsampling = FALSE;
+  cinfo.dct_method = JDCT_IFAST;
+  jpeg_start_decompress(&cinfo);
+  row = (*cinfo.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&cinfo), JPOOL_IMAGE,
+                                   cinfo.output_width * cinfo.output_components, 1);
+  while (cinfo.output_scanline < cinfo.output_height) jpeg_read_scanlines(&cinfo, row, 1);
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return errors->has_corrupt ? 2 : 0;
+}
+
+}  // namespace
+
+std::string jpeg_data_problem(std::string_view bytes) {
+  if (sniff(bytes) != ImageFormat::jpeg) return "";
+  JpegCheckErrors errors{};
+  int r = jpeg_check_entropy(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), &errors);
+  if (r == 1) return std::string("cannot decode JPEG (") + errors.fatal + ")";
+  if (r == 2) return std::string("corrupt JPEG data (") + errors.corrupt + ")";
+  return "";
 }
 
 cv::Mat decode_image_rgb_bytes(std::string_view bytes, const std::string& source, int reduce) {

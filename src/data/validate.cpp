@@ -27,7 +27,10 @@ std::string image_problem(const std::string& path) {
     std::string structure = image_structure_problem(bytes);
     if (!structure.empty()) return structure;
     // A sound structure can still hide a corrupt header or entropy data: decode, DCT-reduced because
-    // the check needs the decoder to accept the data, not the full-resolution pixels.
+    // the check needs the decoder to accept the data, not the full-resolution pixels; for JPEGs also
+    // count libjpeg's corrupt-data warnings, which OpenCV's decoder only prints.
+    std::string data = jpeg_data_problem(bytes);
+    if (!data.empty()) return data;
     ImageInfo info = image_info_from_bytes(bytes, path);
     int reduce = info.format == ImageFormat::jpeg ? choose_reduce_factor(info.width, info.height, 16) : 1;
     decode_image_rgb_bytes(bytes, path, reduce);

@@ -109,6 +109,8 @@ struct SearchEngine::Impl {
     FUNDUS_CHECK(pixels <= options.max_image_pixels, source << ": image of " << info.width << "x" << info.height << " = "
                                                             << pixels << " pixels exceeds the limit of "
                                                             << options.max_image_pixels);
+    problem = jpeg_data_problem(bytes);  // a damaged middle would otherwise decode as grey blocks
+    FUNDUS_CHECK(problem.empty(), source << ": " << problem);
     return preprocess_fundus_bytes(bytes, source, preprocess());
   }
 

@@ -130,7 +130,8 @@ const httplib::MultipartFormData& require_image(const Request& req) {
 }
 
 // Cheap checks before any decoding: JPEG/PNG only (their headers give the size without decoding,
-// so a decompression bomb is refused before it allocates), structurally complete, within the pixel cap.
+// so a decompression bomb is refused before it allocates), structurally complete, within the pixel cap,
+// and for JPEGs free of corrupt scan data.
 void check_image(std::string_view bytes, const std::string& source, int64_t max_pixels) {
   auto starts = [&](std::string_view magic) { return bytes.substr(0, magic.size()) == magic; };
   bool jpeg = starts(std::string_view("\xFF\xD8", 2)), png = starts(std::string_view("\x89PNG\r\n\x1a\n", 8));
@@ -152,6 +153,8 @@ void check_image(std::string_view bytes, const std::string& source, int64_t max_
     fail(413, "too_many_pixels",
          strprintf("%s: %dx%d = %lld pixels exceeds the limit of %lld (--max-pixels)", source.c_str(), info.width,
                    info.height, (long long)pixels, (long long)max_pixels));
+  problem = jpeg_data_problem(bytes);  // damaged scan data behind an intact end marker
+  if (!problem.empty()) fail(422, "bad_image", source + ": " + problem);
 }
 
 int parse_k(const std::optional<std::string>& text, int max_k) {

@@ -7,6 +7,7 @@
 #include "fundus/core/error.h"
 #include "fundus/core/io.h"
 #include "fundus/core/rng.h"
+#include "fundus/data/image_io.h"
 #include "fundus/data/validate.h"
 #include "test_support.h"
 
@@ -152,6 +153,42 @@ TEST(DatasetValidate, RahimTinyIsClean) {
   EXPECT_TRUE(v.ok()) << format_problems(v.problems);
   EXPECT_EQ(v.images_checked, 25u);
   EXPECT_EQ(v.dataset.size(), 25u);
+}
+
+// A JPEG whose middle is damaged but whose end-of-image marker is intact passes the structure check
+// and "decodes" in OpenCV (grey blocks); libjpeg's corrupt-data warnings give it away. Extraneous
+// bytes before a marker lose no pixel and are accepted.
+TEST(DatasetValidate, DamagedMiddleWithIntactEndIsReported) {
+  test::TempDir dir;
+  write_test_image(dir.file("good.jpg"), 320, 240, 7);
+  const std::string jpeg = read_file(dir.file("good.jpg"));
+  ASSERT_GT(jpeg.size(), 2000u);
+  const size_t mid = jpeg.size() / 2;
+  std::string cut = jpeg.substr(0, mid) + jpeg.substr(mid + 600);        // 600 bytes of scan data lost
+  std::string marker = jpeg.substr(0, mid) + "\xFF\xD3" + jpeg.substr(mid);  // a stray restart marker
+  std::string extra = jpeg.substr(0, jpeg.size() - 2) + "abc" + jpeg.substr(jpeg.size() - 2);
+  write_text(dir.file("cut.jpg"), cut);
+  write_text(dir.file("marker.jpg"), marker);
+  write_text(dir.file("extra.jpg"), extra);
+
+  EXPECT_EQ(jpeg_data_problem(jpeg), "");
+  EXPECT_EQ(jpeg_data_problem(extra), "");
+  EXPECT_EQ(jpeg_data_problem("not a jpeg"), "");  // other formats are not its business
+  EXPECT_NE(jpeg_data_problem(cut).find("corrupt JPEG data"), std::string::npos) << jpeg_data_problem(cut);
+  EXPECT_NE(jpeg_data_problem(marker).find("corrupt JPEG data"), std::string::npos) << jpeg_data_problem(marker);
+  EXPECT_EQ(image_structure_problem(cut), "");  // what the structure check alone would miss
+
+  write_text(dir.file("labels.csv"), "image,grade\ngood.jpg,0\ncut.jpg,1\nmarker.jpg,2\nextra.jpg,3\n");
+  ValidateOptions o;
+  o.progress = false;
+  ValidationResult v = validate_dataset(dir.file("labels.csv"), {}, o);
+  ASSERT_EQ(v.dataset.size(), 2u) << format_problems(v.problems);
+  EXPECT_EQ(v.dataset.records[1].id, "extra");
+  ASSERT_EQ(v.problems.size(), 2u);
+  EXPECT_EQ(v.problems[0].line, 3);
+  EXPECT_NE(v.problems[0].to_string().find("cut.jpg"), std::string::npos) << v.problems[0].to_string();
+  EXPECT_NE(v.problems[0].message.find("corrupt JPEG data"), std::string::npos) << v.problems[0].message;
+  EXPECT_EQ(v.problems[1].line, 4);
 }
 
 }  // namespace

@@ -243,6 +243,20 @@ TEST(SearchEngine, RejectsBadImagesWithClearErrors) {
   EXPECT_THROW(engine.query_file(record(0).image_path, q), Error);
   EXPECT_EQ(engine.size(), 5);  // nothing was added by the failures
   EXPECT_THROW(engine.query_file(dir.file("missing.jpg"), QueryOptions()), Error);
+
+  // A damaged middle behind an intact end-of-image marker is refused too (not embedded as grey blocks).
+  engine.save_index();
+  eo.max_image_pixels = 40000000;
+  SearchEngine lenient(eo);
+  const std::string damaged = bytes.substr(0, bytes.size() / 2) + bytes.substr(bytes.size() / 2 + bytes.size() / 8);
+  try {
+    lenient.query_image_bytes(damaged, "upload.jpg", QueryOptions());
+    ADD_FAILURE() << "a damaged JPEG was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("upload.jpg: corrupt JPEG data"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(lenient.add_case(damaged, "x.jpg", rec), Error);
+  EXPECT_EQ(lenient.size(), 5);
 }
 
 TEST(SearchEngine, ConcurrentQueriesAddsAndRemovesStayConsistent) {

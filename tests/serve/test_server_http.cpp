@@ -320,6 +320,11 @@ TEST_F(ServerTest, BadRequestsGetClearErrors) {
   // A JPEG whose header is fine but whose data does not decode: the backend's error, as 422.
   std::string garbage = jpeg.substr(0, 200) + std::string(600, '\x00') + "\xFF\xD9";
   expect(c.Post("/api/query", form(garbage)), 422, "bad_image", "undecodable JPEG data");
+  // Scan data damaged in the middle, end marker intact: refused, not searched as grey blocks.
+  std::string damaged = jpeg.substr(0, jpeg.size() / 2) + jpeg.substr(jpeg.size() / 2 + jpeg.size() / 8);
+  auto corrupt = c.Post("/api/query", form(damaged, {}, "mid.jpg"));
+  expect(corrupt, 422, "bad_image", "damaged scan data");
+  EXPECT_NE(body_json(corrupt)["error"]["message"].get<std::string>().find("corrupt JPEG data"), std::string::npos);
   // TIFF is an image, but not accepted for upload.
   std::vector<uchar> tiff;
   cv::imencode(".tiff", cv::Mat(8, 8, CV_8UC3, cv::Scalar(1, 2, 3)), tiff);

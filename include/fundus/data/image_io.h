@@ -28,6 +28,14 @@ ImageInfo image_info_from_bytes(std::string_view bytes, const std::string& sourc
 /// libjpeg silently pads truncated JPEGs with grey, so decoding alone does not detect truncation.
 std::string image_structure_problem(std::string_view bytes);
 
+/// Entropy-data check of a JPEG that passed image_structure_problem: decodes it with libjpeg-turbo at
+/// 1/8 scale (all coefficients are still entropy-decoded, ~1/3 of a full decode) and returns "" when
+/// clean, else the problem ("corrupt JPEG data (Corrupt JPEG data: bad Huffman code)"). A file whose
+/// middle is damaged but which still ends with an end-of-image marker decodes "successfully" in
+/// OpenCV (grey or smeared blocks, a warning on stderr); this catches it. Extraneous bytes before a
+/// marker (common in camera files, no pixel lost) are not a problem. "" for non-JPEG bytes.
+std::string jpeg_data_problem(std::string_view bytes);
+
 /// Decodes to 8-bit RGB (CV_8UC3). `reduce` in {1, 2, 4, 8}: JPEGs are decoded DCT-scaled by that
 /// factor (libjpeg-turbo, ~3x less work), other formats are decoded and downscaled with INTER_AREA.
 /// Throws for missing files, structural problems and undecodable bytes.
