@@ -18,10 +18,6 @@ namespace fundus::cli {
 
 namespace {
 
-void banner(int step, const std::string& title) {
-  std::cout << "\n== " << step << ". " << title << " ==\n" << std::flush;
-}
-
 // One test query per grade present (lowest, middle, highest), so the sheets show the grades apart.
 std::vector<CaseRecord> pick_queries(const Dataset& test, size_t count) {
   std::vector<CaseRecord> picked;
@@ -42,6 +38,7 @@ void run_demo_retrieval(const DemoOptions& o, const std::string& split_dir, cons
   const std::string manifest = join_path(split_dir, "manifest.csv"), store_path = join_path(o.out, "cases.db"),
                     cache_dir = join_path(o.out, "cache");
   Dataset all = load_dataset(manifest).dataset;
+  ModelRunner model(checkpoint);  // embeds the gallery (step 6) and evaluates (step 8)
 
   banner(6, "case store (SQLite) + embeddings + vector index: the train and val cases");
   // A fresh collection: the database, its SQLite journal files and its index files.
@@ -51,7 +48,6 @@ void run_demo_retrieval(const DemoOptions& o, const std::string& split_dir, cons
     CaseStore store(store_path, {});
     AddCasesResult added = store.add_cases(all.subset("train,val"), o.threads);
     std::cout << "added " << added.added << " cases to " << store_path << "\n";
-    ModelRunner model(checkpoint);
     EmbedStoreOptions eo;
     eo.cache_dir = cache_dir;
     eo.threads = o.threads;
@@ -79,7 +75,6 @@ void run_demo_retrieval(const DemoOptions& o, const std::string& split_dir, cons
   }
 
   banner(8, "evaluate: test queries against the train+val gallery, with chance floors");
-  ModelRunner model(checkpoint);
   EvalRunOptions eval;
   eval.data = manifest;
   eval.out_dir = join_path(o.out, "eval");

@@ -17,9 +17,6 @@
 namespace fundus::cli {
 
 namespace {
-void banner(int step, const std::string& title) {
-  std::cout << "\n== " << step << ". " << title << " ==\n" << std::flush;
-}
 
 // ImageNet weights make the short demo training meaningful; the project works without them.
 std::string find_pretrained(const std::string& given) {
@@ -37,6 +34,10 @@ std::string find_pretrained(const std::string& given) {
   return "";
 }
 }  // namespace
+
+void banner(int step, const std::string& title) {
+  std::cout << "\n== " << step << ". " << title << " ==\n" << std::flush;
+}
 
 void run_demo(const DemoOptions& o) {
   auto start = std::chrono::steady_clock::now();

@@ -21,6 +21,9 @@ void run_demo(const DemoOptions& options);
 }  // namespace fundus::cli
 
 namespace fundus::cli {
+/// "== 3. split by patient ... ==": the heading of one demo step.
+void banner(int step, const std::string& title);
+
 /// Steps 6-8: store + embed + index, queries, evaluation (demo_retrieval.cpp).
 void run_demo_retrieval(const DemoOptions& options, const std::string& split_dir, const std::string& checkpoint);
 }  // namespace fundus::cli

@@ -26,14 +26,13 @@ std::string image_problem(const std::string& path) {
     if (bytes.empty()) return "empty file (0 bytes)";
     std::string structure = image_structure_problem(bytes);
     if (!structure.empty()) return structure;
-    // A sound structure can still hide a corrupt header or entropy data: decode, DCT-reduced because
-    // the check needs the decoder to accept the data, not the full-resolution pixels; for JPEGs also
-    // count libjpeg's corrupt-data warnings, which OpenCV's decoder only prints.
+    // A sound structure can still hide a corrupt header or entropy data. JPEGs: libjpeg decodes the
+    // whole scan at 1/8 scale and also reports the corrupt-data warnings OpenCV's decoder only
+    // prints, so no second decode is needed. Other formats: decode.
     std::string data = jpeg_data_problem(bytes);
     if (!data.empty()) return data;
     ImageInfo info = image_info_from_bytes(bytes, path);
-    int reduce = info.format == ImageFormat::jpeg ? choose_reduce_factor(info.width, info.height, 16) : 1;
-    decode_image_rgb_bytes(bytes, path, reduce);
+    if (info.format != ImageFormat::jpeg) decode_image_rgb_bytes(bytes, path, 1);
     return "";
   } catch (const Error& e) {
     // Messages of image_io start with the path; the problem already names it.

@@ -1,4 +1,4 @@
-// Attention modules of the method (docs: /work/shared/docs/method.md section 2).
+// Attention modules of the method (docs: ../shared/docs/method.md section 2).
 //
 // SpatialAttention (2.2): s = sigmoid(conv3x3(2->1, pad 1, no bias)([mean_c(x); max_c(x)])), x * s.
 //   x [B,C,H,W] -> same shape. Parameter: "conv.weight" [1,2,3,3] (LibTorch default init).
