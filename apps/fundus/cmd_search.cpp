@@ -159,6 +159,10 @@ void add_eval(CLI::App& app) {
   cmd->add_option("--cache", a->options.cache_dir, "Preprocessed-image cache folder");
   cmd->add_option("--batch", a->options.batch_size, "Images per forward pass")->capture_default_str();
   cmd->add_option("--workers", a->options.workers, "Decode/preprocess threads")->capture_default_str();
+  cmd->add_option("--post", a->options.postprocess,
+                  "Retrieval post-processing before evaluating: none, pcaw[:dims=N], dba[:n=N], aqe[:n=N,alpha=A], "
+                  "joined with '+'")
+      ->capture_default_str();
   add_threads_option(*cmd, a->threads);
   cmd->callback([a] {
     set_compute_threads(a->threads);

@@ -11,6 +11,7 @@ void add_image_commands(CLI::App& app);      // preprocess
 void add_synth_command(CLI::App& app);       // synth
 void add_model_commands(CLI::App& app);      // model info|presets
 void add_train_commands(CLI::App& app);      // train
+void add_cv_command(CLI::App& app);          // cv
 void add_store_commands(CLI::App& app);      // store add|remove|stats|export|check, index build|info
 void add_search_commands(CLI::App& app);     // embed, query, eval
 void add_serve_commands(CLI::App& app);      // serve, explain

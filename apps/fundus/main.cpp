@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   fundus::cli::add_synth_command(app);
   fundus::cli::add_model_commands(app);
   fundus::cli::add_train_commands(app);
+  fundus::cli::add_cv_command(app);
   fundus::cli::add_store_commands(app);
   fundus::cli::add_search_commands(app);
   fundus::cli::add_serve_commands(app);

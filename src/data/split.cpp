@@ -32,7 +32,12 @@ void check_options(const SplitOptions& o) {
                  "--val + --test = " << o.val_fraction + o.test_fraction << " leaves nothing for train");
 }
 
-void assign_by_patient(Dataset& d, const SplitOptions& o) {
+// Patient-disjoint, grade-stratified assignment to groups with the given target fractions: a
+// patient's stratum is their worst grade; within a stratum patients (sorted by key, then shuffled
+// with a per-stratum generator) go one by one to the group furthest below its target image count,
+// ties to the group listed first in `tie_order`. Returns the group of every record.
+std::vector<int> assign_patient_groups(const Dataset& d, const std::vector<double>& fractions,
+                                       const std::vector<int>& tie_order, uint64_t seed) {
   // Patients with their images and worst grade; std::map keeps keys sorted, so row order is irrelevant.
   struct Patient {
     std::vector<size_t> images;
@@ -44,7 +49,7 @@ void assign_by_patient(Dataset& d, const SplitOptions& o) {
     p.images.push_back(i);
     p.worst = std::max(p.worst, d.records[i].grade);
   }
-  const double fractions[3] = {1 - o.val_fraction - o.test_fraction, o.val_fraction, o.test_fraction};
+  std::vector<int> group(d.records.size(), -1);
   for (int g = 0; g < kNumGrades; ++g) {
     std::vector<const Patient*> stratum;
     int64_t images = 0;
@@ -54,20 +59,27 @@ void assign_by_patient(Dataset& d, const SplitOptions& o) {
         images += int64_t(p.images.size());
       }
     // One generator per stratum: adding patients of one grade leaves the other grades' split unchanged.
-    Rng rng(Rng::derive(o.seed, uint64_t(g)));
+    Rng rng(Rng::derive(seed, uint64_t(g)));
     rng.shuffle(stratum);
-    double assigned[3] = {0, 0, 0};
+    std::vector<double> assigned(fractions.size(), 0.0);
+    auto deficit = [&](int s) { return fractions[size_t(s)] * double(images) - assigned[size_t(s)]; };
     for (const Patient* p : stratum) {
       int best = -1;
-      for (int s : {kTest, kVal, kTrain}) {  // ties go to the smaller sets first
-        if (fractions[s] <= 0) continue;
-        double deficit = fractions[s] * double(images) - assigned[s];
-        if (best < 0 || deficit > fractions[best] * double(images) - assigned[best]) best = s;
+      for (int s : tie_order) {
+        if (fractions[size_t(s)] <= 0) continue;
+        if (best < 0 || deficit(s) > deficit(best)) best = s;
       }
-      assigned[best] += double(p->images.size());
-      for (size_t i : p->images) d.records[i].split = kSplits[best];
+      assigned[size_t(best)] += double(p->images.size());
+      for (size_t i : p->images) group[i] = best;
     }
   }
+  return group;
+}
+
+void assign_by_patient(Dataset& d, const SplitOptions& o) {
+  std::vector<int> group = assign_patient_groups(
+      d, {1 - o.val_fraction - o.test_fraction, o.val_fraction, o.test_fraction}, {kTest, kVal, kTrain}, o.seed);
+  for (size_t i = 0; i < d.records.size(); ++i) d.records[i].split = kSplits[group[i]];
 }
 
 void assign_by_image(Dataset& d, const SplitOptions& o) {
@@ -91,7 +103,26 @@ int split_index(const std::string& split) {
   return -1;
 }
 
+void check_splittable(const Dataset& dataset) {
+  std::unordered_set<std::string> ids;
+  for (const CaseRecord& r : dataset.records) {
+    FUNDUS_CHECK(ids.insert(r.id).second, dataset.source << ": duplicate id '" << r.id << "': ids must be unique to split");
+    FUNDUS_CHECK(r.grade >= 0 && r.grade < kNumGrades, dataset.source << ": id '" << r.id << "' has grade " << r.grade);
+  }
+}
+
 }  // namespace
+
+std::vector<int> assign_folds(const Dataset& dataset, int folds, uint64_t seed) {
+  check_splittable(dataset);
+  std::set<std::string> patients;
+  for (const CaseRecord& r : dataset.records) patients.insert(r.patient_key());
+  FUNDUS_CHECK(folds >= 2 && folds <= int64_t(patients.size()),
+               dataset.source << ": " << folds << " folds need 2 <= folds <= patients (" << patients.size() << ")");
+  std::vector<int> order(static_cast<size_t>(folds));
+  for (int k = 0; k < folds; ++k) order[size_t(k)] = k;
+  return assign_patient_groups(dataset, std::vector<double>(size_t(folds), 1.0 / folds), order, seed);
+}
 
 const char* split_mode_name(SplitMode mode) { return mode == SplitMode::patient ? "patient" : "image"; }
 
@@ -103,11 +134,7 @@ SplitMode parse_split_mode(const std::string& name) {
 
 Dataset split_dataset(const Dataset& dataset, const SplitOptions& options) {
   check_options(options);
-  std::unordered_set<std::string> ids;
-  for (const CaseRecord& r : dataset.records) {
-    FUNDUS_CHECK(ids.insert(r.id).second, dataset.source << ": duplicate id '" << r.id << "': ids must be unique to split");
-    FUNDUS_CHECK(r.grade >= 0 && r.grade < kNumGrades, dataset.source << ": id '" << r.id << "' has grade " << r.grade);
-  }
+  check_splittable(dataset);
   Dataset out = dataset;
   for (CaseRecord& r : out.records) r.split.clear();
   if (options.mode == SplitMode::patient) assign_by_patient(out, options);

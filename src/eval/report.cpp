@@ -243,10 +243,12 @@ std::string render_html_report(const HtmlReportInput& in) {
        "th:first-child,td:first-child{text-align:left}.chance{color:#888;font-size:85%}\n"
        "figure{margin:12px 0}figcaption{color:#555;font-size:90%}pre{background:#f6f6f6;padding:8px;overflow:auto}\n"
        ".note{color:#555;font-size:90%}img{max-width:100%}\n"
+       ".warning{border:2px solid #b35900;background:#fff4e5;color:#5c2e00;padding:8px 12px;border-radius:6px}\n"
        "</style>\n</head>\n<body>\n";
   s << "<h1>" << html_escape(in.title) << "</h1>\n";
   if (!in.subtitle.empty()) s << "<p>" << html_escape(in.subtitle) << "</p>\n";
   if (!in.generated_at.empty()) s << "<p class=\"note\">Generated " << html_escape(in.generated_at) << "</p>\n";
+  for (const auto& w : in.warnings) s << "<p class=\"warning\"><strong>Warning:</strong> " << html_escape(w) << "</p>\n";
   s << "<p>" << r.queries << " queries against " << r.gallery << " gallery items; relevance: "
     << relevance_rule_name(r.options.relevance) << "; same-patient gallery items "
     << (r.options.exclude_same_patient ? "excluded" : "included") << ". Evaluated " << r.queries_evaluated

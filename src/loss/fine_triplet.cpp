@@ -1,5 +1,8 @@
 #include "fundus/loss/fine_triplet.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "checks.h"
 #include "fundus/core/error.h"
 
@@ -37,6 +40,25 @@ torch::Tensor relevance_degree(const torch::Tensor& branch_h, const torch::Tenso
 torch::Tensor cosine_matrix(const torch::Tensor& x) {
   auto n = F::normalize(x, F::NormalizeFuncOptions().p(2).dim(1).eps(1e-12));
   return n.mm(n.t());
+}
+
+double ftl_label_blind_reference(int64_t positives, int64_t negatives, const FtlOptions& options) {
+  if (positives <= 0 || negatives <= 0) return 0.0;
+  const double m = options.margin, gamma = options.gamma;
+  const double w = options.degree == Degree::ratio ? 1.0 : gamma;
+  // Per-pair logits at a common similarity s (alpha_p = 1 + m - s >= 0 on [-1, 1]); the sum is a
+  // piecewise quadratic, so a fine grid plus a local refinement finds its minimum.
+  auto f = [&](double s) { return w * (s - 1 - m) * (s - 1 + m) + gamma * std::max(0.0, s + m) * (s - m); };
+  double best_s = -1, best = f(-1);
+  for (int i = 1; i <= 2000; ++i) {
+    double s = -1 + i * 0.001;
+    if (f(s) < best) best = f(best_s = s);
+  }
+  for (double step = 0.0005; step > 1e-9; step /= 2)
+    for (double s : {best_s - step, best_s + step})
+      if (s >= -1 && s <= 1 && f(s) < best) best = f(best_s = s);
+  double x = std::log(double(positives)) + std::log(double(negatives)) + best;
+  return x > 30 ? x : std::log1p(std::exp(x));  // softplus
 }
 
 torch::Tensor fine_triplet_loss(const torch::Tensor& descriptors, const torch::Tensor& relevance,

@@ -78,6 +78,29 @@ Json LossConfig::to_json() const {
               {"bce", {{"weight", bce_weight}}}};
 }
 
+namespace {
+
+// Same-grade (|P|) and different-grade (|Q|) pairs i < j of a batch.
+std::pair<int64_t, int64_t> count_grade_pairs(const torch::Tensor& grades) {
+  auto g = grades.to(torch::kCPU, torch::kInt64).contiguous();
+  const int64_t* p = g.data_ptr<int64_t>();
+  std::map<int64_t, int64_t> per_grade;
+  for (int64_t i = 0; i < g.numel(); ++i) ++per_grade[p[i]];
+  int64_t n = g.numel(), positives = 0;
+  for (const auto& kv : per_grade) positives += kv.second * (kv.second - 1) / 2;
+  return {positives, n * (n - 1) / 2 - positives};
+}
+
+// Mean cosine over the distinct pairs of rows: (|sum of unit rows|^2 - B) / (B (B - 1)).
+torch::Tensor mean_pair_cosine(const torch::Tensor& x) {
+  namespace F = torch::nn::functional;
+  auto u = F::normalize(x, F::NormalizeFuncOptions().p(2).dim(1).eps(1e-12));
+  const double b = double(x.size(0));
+  return (u.sum(0).pow(2).sum() - b) / (b * (b - 1));
+}
+
+}  // namespace
+
 LossResult compute_loss(const LossConfig& config, const LossInputs& in) {
   FUNDUS_CHECK(in.descriptor.defined(), "loss: descriptor is undefined");
   FUNDUS_CHECK(!config.needs_logits() || in.logits.defined(),
@@ -109,6 +132,12 @@ LossResult compute_loss(const LossConfig& config, const LossInputs& in) {
       }
     }
     add("ftl", config.ftl_weight, fine_triplet_loss(in.descriptor, r, in.grades, config.ftl));
+    auto [positives, negatives] = count_grade_pairs(in.grades);
+    result.parts["ftl_blind"] = ftl_label_blind_reference(positives, negatives, config.ftl);
+  }
+  if (in.descriptor.size(0) >= 2) {
+    names.push_back("mean_cos");
+    values.push_back(mean_pair_cosine(in.descriptor.detach()).to(torch::kFloat64));
   }
   if (config.batch_hard_weight > 0)
     add("batch_hard", config.batch_hard_weight,

@@ -58,16 +58,22 @@ class DenseNet121 : public BackboneImpl {
     }
     norm5 = features->register_module("norm5", torch::nn::BatchNorm2d(channels));
     layers::init_convs(*this, torch::kFanIn);
-  }
-  torch::Tensor forward(torch::Tensor x) override {
-    x = torch::max_pool2d(norm0(conv0(x)).relu_(), 3, 2, 1);
+    add_stage({[conv = conv0, norm = norm0](torch::Tensor x) mutable { return torch::max_pool2d(norm(conv(x)).relu_(), 3, 2, 1); },
+               {conv0.ptr(), norm0.ptr()}});
     for (size_t k = 0; k < blocks_.size(); ++k) {
-      std::vector<torch::Tensor> features{x};
-      for (auto& layer : blocks_[k]) features.push_back(layer->forward(features));
-      x = torch::cat(features, 1);
-      if (k < transitions_.size()) x = transitions_[k]->forward(x);
+      const auto& block = blocks_[k];
+      add_stage({[block](torch::Tensor x) {
+                   std::vector<torch::Tensor> features{x};
+                   for (auto& layer : block) features.push_back(layer->forward(features));
+                   return torch::cat(features, 1);
+                 },
+                 std::vector<std::shared_ptr<torch::nn::Module>>(block.begin(), block.end())});
+      if (k < transitions_.size()) {
+        auto t = transitions_[k];
+        add_stage({[t](torch::Tensor x) { return t->forward(x); }, {t}});
+      }
     }
-    return norm5(x);
+    add_stage({[norm = norm5](torch::Tensor x) mutable { return norm(x); }, {norm5.ptr()}});
   }
   int64_t out_channels() const override { return 1024; }
 

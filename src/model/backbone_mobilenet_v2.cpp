@@ -53,7 +53,7 @@ class MobileNetV2 : public BackboneImpl {
     int index = 0;
     auto add = [&](auto module) {
       features->register_module(std::to_string(index++), module);
-      layers_.push_back([module](const torch::Tensor& x) { return module->forward(x); });
+      add_stage({[module](torch::Tensor x) { return module->forward(x); }, {module}});
     };
     add(std::make_shared<ConvBNReLU6>(3, 32, 3, 2));
     // t (expansion), c (channels), n (repeats), s (first stride): torchvision's setting.
@@ -68,14 +68,7 @@ class MobileNetV2 : public BackboneImpl {
     add(std::make_shared<ConvBNReLU6>(in, 1280, 1));
     layers::init_convs(*this, torch::kFanOut);
   }
-  torch::Tensor forward(torch::Tensor x) override {
-    for (auto& f : layers_) x = f(x);
-    return x;
-  }
   int64_t out_channels() const override { return 1280; }
-
- private:
-  std::vector<std::function<torch::Tensor(const torch::Tensor&)>> layers_;
 };
 
 }  // namespace

@@ -75,29 +75,28 @@ class ResNet : public BackboneImpl {
       : BackboneImpl(name),
         conv1(register_module("conv1", conv2d(3, 64, 7, 2, 3))),
         bn1(register_module("bn1", torch::nn::BatchNorm2d(64))) {
+    std::vector<std::shared_ptr<Block>> blocks;
     int64_t in = 64;
     for (int k = 0; k < 4; ++k) {
       auto layer = layers::container(*this, "layer" + std::to_string(k + 1));
       int64_t planes = int64_t{64} << k;
       for (int i = 0; i < repeats[k]; ++i) {
-        blocks_.push_back(layer->register_module(std::to_string(i),
-                                                 std::make_shared<Block>(in, planes, i == 0 && k > 0 ? 2 : 1)));
+        auto block = layer->register_module(std::to_string(i),
+                                            std::make_shared<Block>(in, planes, i == 0 && k > 0 ? 2 : 1));
+        blocks.push_back(block);
         in = planes * Block::kExpansion;
       }
     }
     layers::init_convs(*this, torch::kFanOut);
-  }
-  torch::Tensor forward(torch::Tensor x) override {
-    x = torch::max_pool2d(bn1(conv1(x)).relu_(), 3, 2, 1);
-    for (auto& b : blocks_) x = b->forward(x);
-    return x;
+    add_stage({[conv = conv1, bn = bn1](torch::Tensor x) mutable { return torch::max_pool2d(bn(conv(x)).relu_(), 3, 2, 1); },
+               {conv1.ptr(), bn1.ptr()}});
+    for (auto& b : blocks) add_stage({[b](torch::Tensor x) { return b->forward(x); }, {b}});
   }
   int64_t out_channels() const override { return 512 * Block::kExpansion; }
 
  private:
   torch::nn::Conv2d conv1;
   torch::nn::BatchNorm2d bn1;
-  std::vector<std::shared_ptr<Block>> blocks_;
 };
 
 }  // namespace

@@ -20,7 +20,7 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& context) {
   FUNDUS_CHECK(j.is_object(), context << ": expected a JSON object");
   check_known_keys(j,
                    {"backbone", "pretrained", "input_size", "spatial_attention", "attention", "aggregation",
-                    "reduction", "pooling", "gem_p", "combine", "head_classes", "imagenet_normalize"},
+                    "reduction", "pooling", "gem_p", "combine", "head_classes", "imagenet_normalize", "frozen_stages"},
                    context);
   ModelConfig c;
   try {
@@ -36,6 +36,7 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& context) {
     c.combine = json_value(j, "combine", c.combine, context);
     c.head_classes = json_value(j, "head_classes", c.head_classes, context);
     c.imagenet_normalize = json_value(j, "imagenet_normalize", c.imagenet_normalize, context);
+    c.frozen_stages = json_value(j, "frozen_stages", c.frozen_stages, context);
   } catch (const std::runtime_error& e) {
     if (dynamic_cast<const Error*>(&e)) throw;
     FUNDUS_THROW(e.what());
@@ -48,11 +49,13 @@ Json ModelConfig::to_json() const {
   return Json{{"backbone", backbone},     {"pretrained", pretrained},   {"input_size", input_size},
               {"spatial_attention", spatial_attention}, {"attention", attention}, {"aggregation", aggregation},
               {"reduction", reduction},   {"pooling", pooling},         {"gem_p", gem_p},
-              {"combine", combine},       {"head_classes", head_classes}, {"imagenet_normalize", imagenet_normalize}};
+              {"combine", combine},       {"head_classes", head_classes}, {"imagenet_normalize", imagenet_normalize},
+              {"frozen_stages", frozen_stages}};
 }
 
 void ModelConfig::validate(const std::string& context) const {
-  check_one_of(backbone, {"mobilenet_v2", "resnet18", "resnet34", "resnet50", "densenet121"}, context + ".backbone");
+  check_one_of(backbone, {"mobilenet_v2", "resnet18", "resnet34", "resnet50", "densenet121", "convnet4"},
+               context + ".backbone");
   check_one_of(attention, {"none", "mirror", "self"}, context + ".attention");
   check_one_of(aggregation, {"literal", "standard"}, context + ".aggregation");
   check_one_of(pooling, {"gem", "avg", "max", "rmac"}, context + ".pooling");
@@ -61,6 +64,11 @@ void ModelConfig::validate(const std::string& context) const {
   FUNDUS_CHECK(reduction >= 1 && reduction <= 64, context << ".reduction: " << reduction << " outside 1-64");
   FUNDUS_CHECK(gem_p > 0 && gem_p <= 100, context << ".gem_p: " << gem_p << " outside (0, 100]");
   FUNDUS_CHECK(head_classes >= 0, context << ".head_classes: " << head_classes << " must be >= 0");
+  FUNDUS_CHECK(frozen_stages >= 0 && frozen_stages <= 64,
+               context << ".frozen_stages: " << frozen_stages << " outside 0-64");
+  FUNDUS_CHECK(frozen_stages == 0 || !spatial_attention,
+               context << ".frozen_stages: a frozen backbone prefix needs spatial_attention false (the input "
+                          "attention sits before the backbone and could only learn through the frozen stages)");
 }
 
 Json model_section(const Json& config) {

@@ -20,6 +20,22 @@ RetrievalNetImpl::RetrievalNetImpl(const ModelConfig& config, bool load_weights)
   if (config_.head_classes > 0)
     head = register_module("head", torch::nn::Linear(descriptor_dim(), config_.head_classes));
   if (load_weights && !config_.pretrained.empty()) load_pretrained(config_.pretrained);
+  FUNDUS_CHECK(config_.frozen_stages < backbone->num_stages(),
+               "model.frozen_stages: " << config_.frozen_stages << " would freeze all " << backbone->num_stages()
+                                       << " stages of " << config_.backbone << " (at most "
+                                       << backbone->num_stages() - 1 << ")");
+  freeze_stages();
+}
+
+void RetrievalNetImpl::freeze_stages() {
+  for (auto& m : backbone->stage_modules(0, config_.frozen_stages))
+    for (auto& p : m->parameters()) p.set_requires_grad(false);
+}
+
+void RetrievalNetImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (on && backbone)
+    for (auto& m : backbone->stage_modules(0, config_.frozen_stages)) m->eval();
 }
 
 int64_t RetrievalNetImpl::descriptor_dim() const {
@@ -36,6 +52,10 @@ void RetrievalNetImpl::use_channels_last(bool on) {
 }
 
 ModelOutput RetrievalNetImpl::forward(const torch::Tensor& input, bool with_attention) {
+  return forward_from_frozen(frozen_features(input), input.size(0), with_attention);
+}
+
+torch::Tensor RetrievalNetImpl::frozen_features(const torch::Tensor& input) {
   FUNDUS_CHECK(input.dim() == 4 && input.size(1) == 3 && input.size(2) >= 32 && input.size(3) >= 32,
                "model input must be [B,3,H,W] with H,W >= 32, got " << input.sizes());
   FUNDUS_CHECK(input.is_floating_point(), "model input must be a float tensor, got " << input.scalar_type());
@@ -45,13 +65,24 @@ ModelOutput RetrievalNetImpl::forward(const torch::Tensor& input, bool with_atte
     x = (x - torch::tensor({0.485, 0.456, 0.406}, opts).view({1, 3, 1, 1})) /
         torch::tensor({0.229, 0.224, 0.225}, opts).view({1, 3, 1, 1});
   }
+  if (mirror) x = torch::cat({x, x.flip({3}), x.flip({2})}, 0);
+  if (spatial_attention) x = spatial_attention(x);
+  if (config_.frozen_stages > 0) {
+    torch::NoGradGuard no_grad;
+    x = backbone->forward_stages(x, 0, config_.frozen_stages);
+  }
+  return x;
+}
+
+ModelOutput RetrievalNetImpl::forward_from_frozen(const torch::Tensor& features, int64_t b, bool with_attention) {
+  const int64_t views = mirror ? 3 : 1;
+  FUNDUS_CHECK(features.dim() == 4 && features.size(0) == views * b,
+               "forward_from_frozen: expected [" << views * b << ",C,h,w] features of " << b << " images, got "
+                                                 << features.sizes());
+  torch::Tensor f = backbone->forward_stages(features, config_.frozen_stages, backbone->num_stages());
   ModelOutput out;
   torch::Tensor d_h, d_v;
   if (mirror) {
-    const int64_t b = x.size(0);
-    x = torch::cat({x, x.flip({3}), x.flip({2})}, 0);
-    if (spatial_attention) x = spatial_attention(x);
-    torch::Tensor f = backbone->forward(x);
     auto m = mirror(f.narrow(0, 0, b), f.narrow(0, b, b), f.narrow(0, 2 * b, b), with_attention);
     d_h = pool(m.y_h);
     d_v = pool(m.y_v);
@@ -59,8 +90,6 @@ ModelOutput RetrievalNetImpl::forward(const torch::Tensor& input, bool with_atte
     out.attention_v = m.attention_v;
     out.descriptor = config_.combine == "concat" ? torch::cat({d_h, d_v}, 1) : d_h + d_v;
   } else {
-    if (spatial_attention) x = spatial_attention(x);
-    torch::Tensor f = backbone->forward(x);
     if (self_attention) {
       auto s = self_attention(f, with_attention);
       f = s.y;

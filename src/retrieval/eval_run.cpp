@@ -5,9 +5,12 @@
 
 #include "fundus/core/error.h"
 #include "fundus/core/io.h"
+#include "fundus/core/log.h"
 #include "fundus/core/strings.h"
 #include "fundus/data/dataset_io.h"
 #include "fundus/data/preprocess_cache.h"
+#include "fundus/eval/descriptor_health.h"
+#include "fundus/eval/postprocess.h"
 #include "fundus/retrieval/contact_sheet.h"
 #include "fundus/retrieval/model_runner.h"
 #include "fundus/train/embed.h"
@@ -26,7 +29,8 @@ Json EvalRunOptions::to_json() const {
               {"knn_k", knn_k},
               {"batch_size", batch_size},
               {"example_queries", example_queries},
-              {"example_k", example_k}};
+              {"example_k", example_k},
+              {"postprocess", postprocess}};
 }
 
 namespace {
@@ -138,6 +142,22 @@ EvalRunResult run_evaluation(ModelRunner& model, const EvalRunOptions& o) {
   };
   gather(r.queries, r.query_vectors);
   gather(r.gallery, r.gallery_vectors);
+  // Health of the raw descriptors: a collapsed model must not be reported as a set of numbers only.
+  DescriptorHealth gh = assess_descriptors(r.gallery_vectors.data(), int64_t(r.gallery.size()), r.dim);
+  DescriptorHealth qh = assess_descriptors(r.query_vectors.data(), int64_t(r.queries.size()), r.dim);
+  r.health = {{"gallery", gh.to_json()}, {"queries", qh.to_json()}};
+  for (const auto& [side, h] : {std::pair<const char*, const DescriptorHealth*>{"gallery", &gh}, {"query", &qh}})
+    if (h->flagged()) {
+      r.warnings.push_back(std::string(side) + " descriptors are " + h->status + " (" + h->summary() + "): " + h->advice());
+      FUNDUS_WARN("eval: " << r.warnings.back());
+    }
+  PostprocessSpec post = parse_postprocess(o.postprocess);
+  if (!post.is_identity()) {
+    std::vector<CaseKey> qk, gk;
+    for (const auto& rec : r.queries.records) qk.push_back({rec.id, rec.patient});
+    for (const auto& rec : r.gallery.records) gk.push_back({rec.id, rec.patient});
+    apply_postprocess(post, r.query_vectors, qk, r.gallery_vectors, gk, r.dim, o.exclude_same_patient, o.threads);
+  }
 
   EvalSet qs = make_set(r.queries, r.query_vectors, r.dim), gs = make_set(r.gallery, r.gallery_vectors, r.dim);
   EvalOptions eval;
@@ -165,8 +185,15 @@ EvalRunResult run_evaluation(ModelRunner& model, const EvalRunOptions& o) {
   r.json["data"] = o.data;
   r.json["query_splits"] = o.queries;
   r.json["gallery_splits"] = o.gallery;
+  r.json["postprocess"] = post.to_string();
+  r.json["descriptor_health"] = r.health;
+  r.json["warnings"] = r.warnings;
+  std::string warning_text;
+  for (const auto& w : r.warnings) warning_text += "**Warning:** " + w + "\n\n";
   r.markdown = "# Retrieval evaluation: " + model.display_name() + "\n\nData: " + o.data + " (queries: " + o.queries +
-               ", gallery: " + o.gallery + ")\n\n" + r.report.to_markdown() + "\n" + leakage_markdown(r.leakage);
+               ", gallery: " + o.gallery + "; post-processing: " + post.to_string() + ")\n\n" + warning_text +
+               "Descriptor health: gallery " + gh.summary() + "; queries " + qh.summary() + "\n\n" +
+               r.report.to_markdown() + "\n" + leakage_markdown(r.leakage);
   if (o.out_dir.empty()) return r;
 
   make_dirs(o.out_dir);
@@ -187,6 +214,7 @@ EvalRunResult run_evaluation(ModelRunner& model, const EvalRunOptions& o) {
   html.figures = example_sheets(r, qs, gs, o, model.preprocess());
   html.config = r.config;
   html.generated_at = utc_now();
+  html.warnings = r.warnings;
   write_file_atomic(out("report.html"), render_html_report(html));
   return r;
 }

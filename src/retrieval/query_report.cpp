@@ -34,8 +34,10 @@ Json query_result_to_json(const QueryResult& r) {
   Json estimate = {{"grade", r.estimate.grade},
                    {"grade_name", r.estimate.grade >= 0 ? Json(grade_name(r.estimate.grade)) : Json(nullptr)},
                    {"confidence", r.estimate.confidence},
-                   {"votes", votes}};
-  return Json{{"hits", hits}, {"estimate", estimate}, {"timing_ms", r.timing_ms}};
+                   {"votes", votes},
+                   {"withheld", r.estimate.withheld},
+                   {"withheld_reason", r.estimate.withheld_reason}};
+  return Json{{"hits", hits}, {"estimate", estimate}, {"warnings", warnings_to_json(r.warnings)}, {"timing_ms", r.timing_ms}};
 }
 
 std::string format_query_result(const QueryResult& r) {
@@ -49,6 +51,11 @@ std::string format_query_result(const QueryResult& r) {
     s << strprintf("%4d  %-22s %-12s %10.4f  %-14s %-3s  %s\n", h.rank, h.info.external_id.c_str(),
                    grade_label(h.info.grade).c_str(), double(h.similarity), h.info.patient.c_str(), h.info.eye.c_str(),
                    h.info.image_path.c_str());
+  for (const QueryWarning& w : r.warnings) s << "WARNING (" << w.code << "): " << w.message << "\n";
+  if (r.estimate.withheld) {
+    s << "grade estimate: withheld (" << r.estimate.withheld_reason << ")\n";
+    return s.str();
+  }
   s << "grade estimate: " << grade_label(r.estimate.grade) << strprintf(", confidence %.2f", r.estimate.confidence)
     << " (similarity-weighted vote of the top " << r.hits.size() << "; votes:";
   for (int g = 0; g < kNumGrades; ++g) s << strprintf(" %s %.2f", grade_name(g), r.estimate.votes[size_t(g)]);
@@ -59,6 +66,7 @@ std::string format_query_result(const QueryResult& r) {
 cv::Mat render_query_sheet(const QueryResult& r, const PreprocessOptions& pre, const ContactSheetOptions& options) {
   FUNDUS_CHECK(!r.preprocessed.empty(), "query sheet: the result has no preprocessed query image");
   SheetTile query{r.preprocessed, "query", r.estimate.grade >= 0 ? std::string("estimate: ") + grade_name(r.estimate.grade)
+                                           : r.estimate.withheld ? std::string("estimate withheld")
                                                                  : std::string("no estimate"),
                   -1};
   std::vector<SheetTile> tiles;

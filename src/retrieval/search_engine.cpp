@@ -13,6 +13,7 @@
 #include "fundus/core/log.h"
 #include "fundus/data/image_io.h"
 #include "fundus/data/preprocess.h"
+#include "fundus/eval/descriptor_health.h"
 #include "fundus/eval/metrics.h"
 #include "fundus/eval/ranking.h"
 #include "fundus/index/rw_lock.h"
@@ -62,6 +63,23 @@ const char* extension_for(ImageFormat f) {
   }
 }
 
+// The gallery's descriptor health; large stores are measured on an evenly spaced sample of rows.
+DescriptorHealth measure_gallery_health(const CaseStore& store, int64_t model_id, int threads) {
+  constexpr int64_t kMaxRows = 20000;
+  EmbeddingMatrix m = store.get_embeddings(model_id);
+  const int64_t n = m.rows();
+  HealthOptions ho;
+  ho.threads = threads;
+  if (n <= kMaxRows) return assess_descriptors(m.vectors.data(), n, m.dim, ho);
+  std::vector<float> sample;
+  sample.reserve(size_t(kMaxRows * m.dim));
+  for (int64_t i = 0; i < kMaxRows; ++i) {
+    const float* r = m.row(i * n / kMaxRows);
+    sample.insert(sample.end(), r, r + m.dim);
+  }
+  return assess_descriptors(sample.data(), kMaxRows, m.dim, ho);
+}
+
 }  // namespace
 
 struct SearchEngine::Impl {
@@ -82,6 +100,7 @@ struct SearchEngine::Impl {
   // around their store + index writes, so a query never sees one without the other.
   mutable WriterPriorityMutex state_mu;
   std::atomic<bool> index_dirty{false};
+  DescriptorHealth gallery_health;  // measured at start-up (query_trust.h)
 
   // Runs f(model) on a free replica (or waits for one, round robin).
   template <typename F>
@@ -195,6 +214,9 @@ SearchEngine::SearchEngine(const EngineOptions& options) : impl_(std::make_uniqu
                                   options.threads);
   std::string dir = parent_dir(options.store_path);
   e.image_dir = options.image_dir.empty() ? join_path(dir.empty() ? "." : dir, "images") : options.image_dir;
+  e.gallery_health = measure_gallery_health(*e.store, e.model_id, options.threads);
+  if (e.gallery_health.flagged())
+    FUNDUS_WARN("model " << e.model_id << ": gallery " << e.gallery_health.summary() << "; " << e.gallery_health.advice());
 }
 
 SearchEngine::~SearchEngine() {
@@ -258,6 +280,13 @@ QueryResult SearchEngine::query_image_bytes(std::string_view bytes, const std::s
   }
   if (total > 0)
     for (double& v : r.estimate.votes) v /= total;
+  QueryTrust trust = assess_query_trust(e.gallery_health, scores);
+  r.warnings = std::move(trust.warnings);
+  if (trust.withhold_estimate) {
+    r.estimate = GradeEstimate{};
+    r.estimate.withheld = true;
+    r.estimate.withheld_reason = trust.withhold_reason;
+  }
 
   r.timing_ms = Json{{"decode", t_decode}, {"embed", t_embed}, {"search", t_search}};
   if (o.with_attention) r.timing_ms["attention"] = t_attention;  // extra time of a separate map pass
@@ -361,7 +390,11 @@ Json SearchEngine::stats() const {
 }
 
 Json SearchEngine::health() const {
-  return Json{{"status", "ok"}, {"model_id", impl_->model_id}, {"indexed", size()}};
+  const DescriptorHealth& h = impl_->gallery_health;
+  return Json{{"status", h.flagged() ? "degraded" : "ok"},
+              {"model_id", impl_->model_id},
+              {"indexed", size()},
+              {"descriptors", h.to_json()}};
 }
 
 int64_t SearchEngine::model_id() const { return impl_->model_id; }

@@ -486,7 +486,10 @@ void Server::Impl::query(const Request& req, Response& res) {
                {{"grade", est.grade},
                 {"grade_name", grade_name_json(est.grade)},
                 {"confidence", est.confidence},
-                {"votes", est.votes}}},
+                {"votes", est.votes},
+                {"withheld", est.withheld},
+                {"withheld_reason", est.withheld_reason}}},
+              {"warnings", warnings_to_json(r.warnings)},
               {"preprocessed_url", base + "/preprocessed.png"},
               {"attention_url", with_attention ? Json(base + "/attention.png") : Json(nullptr)},
               {"timing_ms", r.timing_ms}};

@@ -72,7 +72,8 @@ double OptimConfig::lr_at(double t, int epochs) const {
 // ---- training settings --------------------------------------------------------------------------
 TrainSettings TrainSettings::from_json(const Json& s, const std::string& ctx) {
   check_known_keys(s, {"epochs", "seed", "threads", "workers", "prefetch_batches", "augment", "select", "val_every",
-                       "val_batch_size", "cache_dir", "stop_after_steps", "max_steps_per_epoch", "channels_last"},
+                       "val_batch_size", "cache_dir", "stop_after_steps", "max_steps_per_epoch", "channels_last",
+                       "bn_recalibration_images", "feature_cache"},
                    ctx);
   TrainSettings t;
   t.epochs = json_value(s, "epochs", t.epochs, ctx);
@@ -88,12 +89,16 @@ TrainSettings TrainSettings::from_json(const Json& s, const std::string& ctx) {
   t.stop_after_steps = json_value(s, "stop_after_steps", t.stop_after_steps, ctx);
   t.max_steps_per_epoch = json_value(s, "max_steps_per_epoch", t.max_steps_per_epoch, ctx);
   t.channels_last = json_value(s, "channels_last", t.channels_last, ctx);
-  FUNDUS_CHECK(t.epochs >= 1, ctx << ".epochs: must be >= 1");
+  t.bn_recalibration_images = json_value(s, "bn_recalibration_images", t.bn_recalibration_images, ctx);
+  t.feature_cache = json_value(s, "feature_cache", t.feature_cache, ctx);
+  FUNDUS_CHECK(t.epochs >= 0, ctx << ".epochs: must be >= 0 (0 = no training: the initial model is saved)");
   FUNDUS_CHECK(t.threads >= 0 && t.workers >= 0 && t.prefetch_batches >= 1,
                ctx << ": threads/workers must be >= 0 and prefetch_batches >= 1");
   FUNDUS_CHECK(t.select == "val_P@10" || t.select == "val_mAP@10" || t.select == "val_macro_P@10" ||
-                   t.select == "train_loss",
-               ctx << ".select: '" << t.select << "' is not val_P@10, val_mAP@10, val_macro_P@10 or train_loss");
+                   t.select == "train_loss" || t.select == "last",
+               ctx << ".select: '" << t.select << "' is not val_P@10, val_mAP@10, val_macro_P@10, train_loss or last");
+  FUNDUS_CHECK(t.bn_recalibration_images >= 0, ctx << ".bn_recalibration_images: must be >= 0");
+  FUNDUS_CHECK(t.feature_cache >= 0 && t.feature_cache <= 64, ctx << ".feature_cache: " << t.feature_cache << " outside 0-64");
   FUNDUS_CHECK(t.val_every >= 1 && t.val_batch_size >= 1, ctx << ": val_every and val_batch_size must be >= 1");
   FUNDUS_CHECK(t.stop_after_steps >= 0 && t.max_steps_per_epoch >= 0, ctx << ": step limits must be >= 0");
   return t;
@@ -106,7 +111,8 @@ Json TrainSettings::to_json() const {
           {"select", select},           {"val_every", val_every},
           {"val_batch_size", val_batch_size}, {"cache_dir", cache_dir},
           {"stop_after_steps", stop_after_steps}, {"max_steps_per_epoch", max_steps_per_epoch},
-          {"channels_last", channels_last}};
+          {"channels_last", channels_last}, {"bn_recalibration_images", bn_recalibration_images},
+          {"feature_cache", feature_cache}};
 }
 
 // ---- whole configuration ------------------------------------------------------------------------
@@ -128,6 +134,8 @@ RunConfig RunConfig::from_json(const Json& c, const std::string& ctx) {
   pre["size"] = r.model.input_size;
   r.preprocess = PreprocessOptions::from_json(pre);
   r.augment = AugmentOptions::from_json(section("augment"));
+  FUNDUS_CHECK(r.train.feature_cache == 0 || r.model.frozen_stages > 0,
+               ctx << ".train.feature_cache: needs model.frozen_stages > 0 (the cache holds the frozen stages' output)");
   return r;
 }
 

@@ -15,11 +15,15 @@
 #include "fundus/core/strings.h"
 #include "fundus/data/dataset_io.h"
 #include "fundus/data/loader.h"
+#include "fundus/core/rng.h"
+#include "fundus/eval/descriptor_health.h"
 #include "fundus/eval/retrieval_eval.h"
 #include "fundus/loss/loss.h"
+#include "fundus/model/batchnorm.h"
 #include "fundus/model/runtime.h"
 #include "fundus/train/checkpoint.h"
 #include "fundus/train/embed.h"
+#include "fundus/train/feature_cache.h"
 
 namespace fundus {
 
@@ -67,6 +71,8 @@ struct Splits {
   Dataset train, val;
 };
 
+bool selects_on_validation(const TrainSettings& t) { return t.select != "train_loss" && t.select != "last"; }
+
 Splits prepare_data(const TrainRequest& req) {
   FUNDUS_CHECK(file_exists(req.data), req.data << ": training manifest not found");
   LoadResult loaded = load_dataset(req.data);
@@ -81,10 +87,10 @@ Splits prepare_data(const TrainRequest& req) {
   FUNDUS_CHECK(!s.train.records.empty(), req.data << ": no images in split '" << req.train_split
                                                   << "' (splits present: " << splits_text
                                                   << "); make one with `fundus dataset split`");
-  FUNDUS_CHECK(!s.val.records.empty() || req.config.train.select == "train_loss",
+  FUNDUS_CHECK(!s.val.records.empty() || !selects_on_validation(req.config.train),
                req.data << ": no images in validation split '" << req.val_split << "' (splits present: "
                         << splits_text << "); train.select=" << req.config.train.select
-                        << " needs one (or use train.select=train_loss)");
+                        << " needs one (or use train.select=last or train_loss)");
   std::vector<std::string> missing;
   for (const Dataset* d : {&s.train, &s.val})
     for (const auto& r : d->records)
@@ -136,8 +142,10 @@ void load_optimizer(torch::optim::Optimizer& opt, const std::string& bytes, cons
 // ---- logs ------------------------------------------------------------------------------------
 const std::vector<std::string> kCsvColumns = {
     "kind",     "epoch",      "step",        "lr",         "loss",        "ftl",       "batch_hard",
-    "contrastive", "ce",      "bce",         "relevance_mean", "images_per_s", "train_loss", "val_P@10",
-    "val_mAP@10", "val_macro_P@10", "val_macro_mAP@10", "chance_P@10", "chance_macro_P@10", "seconds"};
+    "contrastive", "ce",      "bce",         "relevance_mean", "mean_cos", "ftl_blind", "images_per_s",
+    "train_loss", "train_ftl", "train_ftl_blind", "train_mean_cos", "val_P@10", "val_mAP@10", "val_macro_P@10",
+    "val_macro_mAP@10", "chance_P@10", "chance_macro_P@10", "val_mean_cos", "val_relative_spread",
+    "val_health", "seconds"};
 
 class MetricsLog {
  public:
@@ -194,8 +202,13 @@ Json validate(RetrievalNetImpl& net, const RunConfig& cfg, const Splits& splits)
   opt.progress = false;
   opt.chance_rounds = 50;
   RetrievalReport r = evaluate_retrieval(eval_set(q, splits.val), eval_set(g, splits.train), opt);
+  DescriptorHealth health = assess_descriptors(g.data.data(), g.rows, g.dim);
+  if (health.flagged()) FUNDUS_WARN("validation: training-set descriptors " << health.summary() << "; " << health.advice());
   net.train();
-  return {{"val_P@10", r.value("micro", "P@10")},
+  return {{"val_mean_cos", health.mean_cosine},
+          {"val_relative_spread", health.relative_spread},
+          {"val_health", health.status},
+          {"val_P@10", r.value("micro", "P@10")},
           {"val_mAP@10", r.value("micro", "mAP@10")},
           {"val_macro_P@10", r.value("macro", "P@10")},
           {"val_macro_mAP@10", r.value("macro", "mAP@10")},
@@ -207,7 +220,7 @@ Json validate(RetrievalNetImpl& net, const RunConfig& cfg, const Splits& splits)
 // The config fields that must match for an exact resume (epochs, threads, workers may change).
 Json resume_identity(Json config) {
   for (const char* k : {"epochs", "threads", "workers", "prefetch_batches", "stop_after_steps", "cache_dir",
-                        "val_batch_size", "val_every", "channels_last"})
+                        "val_batch_size", "val_every", "channels_last", "bn_recalibration_images"})
     config["train"].erase(k);
   config.erase("preset");
   return config;
@@ -219,6 +232,8 @@ struct RunState {
   int64_t step = 0;       // global steps done
   double loss_sum = 0;    // running sums of the current epoch (for train_loss selection)
   int64_t loss_count = 0;
+  double ftl_sum = 0, blind_sum = 0, cos_sum = 0;  // collapse guards: FTL vs its label-blind value
+  int64_t guard_count = 0;
   double best_value = 0;
   int best_epoch = -1;
   Json history = Json::array();
@@ -227,7 +242,8 @@ struct RunState {
   Json to_json() const {
     return {{"epoch", epoch},           {"batch", batch},           {"step", step},
             {"loss_sum", loss_sum},     {"loss_count", loss_count}, {"best_value", best_value},
-            {"best_epoch", best_epoch}, {"history", history},       {"last_validation", last_validation}};
+            {"best_epoch", best_epoch}, {"history", history},       {"last_validation", last_validation},
+            {"guards", {ftl_sum, blind_sum, cos_sum, guard_count}}};
   }
   static RunState from_json(const Json& j) {
     RunState s;
@@ -240,8 +256,84 @@ struct RunState {
     s.best_epoch = j.at("best_epoch");
     s.history = j.at("history");
     s.last_validation = j.value("last_validation", Json());
+    if (j.contains("guards")) {
+      const Json& g = j.at("guards");
+      s.ftl_sum = g.at(0);
+      s.blind_sum = g.at(1);
+      s.cos_sum = g.at(2);
+      s.guard_count = g.at(3);
+    }
     return s;
   }
+  void reset_epoch_sums() {
+    loss_sum = ftl_sum = blind_sum = cos_sum = 0;
+    loss_count = guard_count = 0;
+  }
+};
+
+// Collapse guards at the end of an epoch: FTL against its label-blind value and the mean cosine of
+// the training batches (loss/loss.h). Adds the epoch means to `row`, warns, returns text for the log.
+std::string epoch_guards(const RunState& st, const LossConfig& loss_cfg, int epoch, Json& row) {
+  if (st.guard_count == 0) return "";
+  const double n = double(st.guard_count);
+  const double cos = st.cos_sum / n;
+  row["train_mean_cos"] = cos;
+  std::string text = strprintf(", batch mean cosine %.3f", cos);
+  if (loss_cfg.ftl_weight > 0) {
+    const double ftl = st.ftl_sum / n, blind = st.blind_sum / n;
+    row["train_ftl"] = ftl;
+    row["train_ftl_blind"] = blind;
+    text = strprintf(", FTL %.4f (label-blind %.4f)", ftl, blind) + text;
+    if (blind > 0 && ftl > 0.99 * blind)
+      FUNDUS_WARN("epoch " << epoch << ": the fine triplet loss " << strprintf("%.4f", ftl)
+                           << " is within 1% of its label-blind value " << strprintf("%.4f", blind)
+                           << ": the embedding is not (yet) using the grades (loss/fine_triplet.h)");
+  }
+  if (cos > 0.99)
+    FUNDUS_WARN("epoch " << epoch << ": training descriptors are nearly identical (batch mean cosine "
+                         << strprintf("%.4f", cos) << "): the embedding is collapsing");
+  return text;
+}
+
+// Precise BatchNorm before every validation and checkpoint: a fixed, seeded subset of the training
+// images, un-augmented, in training-sized batches (model/batchnorm.h says why).
+class BatchNormCalibrator {
+ public:
+  BatchNormCalibrator(const Dataset& train, const RunConfig& cfg) {
+    const int64_t n = std::min<int64_t>(cfg.train.bn_recalibration_images, int64_t(train.size()));
+    if (n <= 0) return;
+    std::vector<int64_t> order(train.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = int64_t(i);
+    Rng rng(Rng::derive(cfg.train.seed, 0xB47C4));
+    rng.shuffle(order);
+    order.resize(size_t(n));
+    std::sort(order.begin(), order.end());
+    subset_.source = train.source;
+    for (int64_t i : order) subset_.records.push_back(train.records[size_t(i)]);
+    LoaderOptions lo;
+    lo.preprocess = cfg.preprocess;
+    lo.normalization = Normalization::none();  // the network normalises its [0,1] input
+    lo.workers = cfg.train.workers;
+    lo.cache_dir = cfg.train.cache_dir;
+    options_ = eval_loader_options(lo, cfg.sampler.batch_size);
+  }
+  bool enabled() const { return !subset_.records.empty(); }
+
+  /// Recalibrates and leaves the model in eval mode; returns the record stored in checkpoints.
+  Json run(RetrievalNetImpl& net) {
+    if (!enabled()) return Json{{"recalibrated", false}};
+    DataLoader loader(subset_, options_);
+    loader.start_epoch(0);
+    BatchNormRecalibration r = recalibrate_batchnorm(net, [&]() -> torch::Tensor {
+      auto b = loader.next();
+      return b ? b->images : torch::Tensor();
+    });
+    return {{"recalibrated", true}, {"images", r.images}, {"batches", r.batches}, {"layers", r.layers}};
+  }
+
+ private:
+  Dataset subset_;
+  LoaderOptions options_;
 };
 
 }  // namespace
@@ -293,6 +385,7 @@ TrainSummary train_model(const TrainRequest& req) {
   if (cfg.train.max_steps_per_epoch > 0) per_epoch = std::min(per_epoch, cfg.train.max_steps_per_epoch);
   const int epochs = cfg.train.epochs;
   const bool lower_is_better = cfg.train.select == "train_loss";
+  const bool select_last = cfg.train.select == "last";
 
   FUNDUS_INFO("train: " << splits.train.size() << " images (" << per_epoch << " batches of "
                         << cfg.sampler.batch_size << "), val: " << splits.val.size() << ", " << epochs
@@ -304,9 +397,11 @@ TrainSummary train_model(const TrainRequest& req) {
   summary.last_checkpoint = last_path;
   MetricsLog log(req.out_dir, req.resume);
   SigintGuard sigint;
+  BatchNormCalibrator calibrator(splits.train, cfg);
+  Json batchnorm_record = Json{{"recalibrated", false}};
   auto make_checkpoint = [&](bool with_optimizer) {
     Checkpoint c;
-    c.meta = {{"config", cfg.to_json()}, {"state", st.to_json()}};
+    c.meta = {{"config", cfg.to_json()}, {"state", st.to_json()}, {"batchnorm", batchnorm_record}};
     c.model = module_state_dict(*net);
     if (with_optimizer) c.optimizer_state = optimizer_bytes(*optimizer);
     return c;
@@ -316,25 +411,54 @@ TrainSummary train_model(const TrainRequest& req) {
   int64_t images_seen = 0;
   Progress progress("train", std::max<int64_t>(0, per_epoch * epochs - st.step), "step");
 
+  // Frozen backbone stages computed once per augmented copy (train/feature_cache.h).
+  std::unique_ptr<FeatureCache> feature_cache;
+  if (cfg.train.feature_cache > 0) {
+    const int copies = cfg.train.augment ? cfg.train.feature_cache : 1;  // un-augmented copies are identical
+    feature_cache = std::make_unique<FeatureCache>(*net, splits.train, lo, copies);
+    FUNDUS_INFO("feature cache: " << copies << " cop" << (copies == 1 ? "y" : "ies") << " of the frozen stages' output, "
+                                  << strprintf("%.0f MB", double(feature_cache->bytes()) / 1e6));
+  }
+  std::vector<int64_t> all_grades;
+  for (const auto& r : splits.train.records) all_grades.push_back(r.grade);
+
   for (int epoch = st.epoch; epoch < epochs; ++epoch) {
     bool frozen = epoch < cfg.optim.freeze_backbone_epochs;
     for (auto& p : net->backbone->parameters()) p.set_requires_grad(!frozen);
+    net->freeze_stages();
     net->train();
-    loader.start_epoch(epoch, st.batch);
+    std::vector<std::vector<int64_t>> plan;
+    if (feature_cache) plan = loader.epoch_plan(epoch);
+    else loader.start_epoch(epoch, st.batch);
     for (int64_t b = st.batch; b < per_epoch; ++b) {
-      auto batch = loader.next();
-      if (!batch) break;
+      ModelOutput out;
+      torch::Tensor grades;
       auto t0 = std::chrono::steady_clock::now();
+      if (feature_cache) {
+        if (b >= int64_t(plan.size())) break;
+        const std::vector<int64_t>& rows = plan[size_t(b)];
+        std::vector<int64_t> g;
+        for (int64_t i : rows) g.push_back(all_grades[size_t(i)]);
+        grades = torch::tensor(g, torch::kInt64);
+        torch::Tensor f = feature_cache->batch(rows, epoch % feature_cache->copies(), cfg.train.channels_last);
+        out = net->forward_from_frozen(f, int64_t(rows.size()));
+      }
       double lr = cfg.optim.lr_at(epoch + double(b) / double(per_epoch), epochs);
       set_lr(*optimizer, lr);
-      ModelOutput out = net->forward(batch->images);
-      LossResult loss = compute_loss(loss_cfg, {out.descriptor, out.branch_h, out.branch_v, out.logits, batch->grades});
+      if (!feature_cache) {
+        auto batch = loader.next();
+        if (!batch) break;
+        t0 = std::chrono::steady_clock::now();  // waiting for data is not training time
+        grades = batch->grades;
+        out = net->forward(batch->images);
+      }
+      LossResult loss = compute_loss(loss_cfg, {out.descriptor, out.branch_h, out.branch_v, out.logits, grades});
       optimizer->zero_grad();
       loss.total.backward();
       if (cfg.optim.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.optim.clip_grad_norm);
       optimizer->step();
       double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      int64_t n = batch->images.size(0);
+      int64_t n = grades.size(0);
       train_seconds += seconds;
       images_seen += n;
       ++st.step;
@@ -342,15 +466,26 @@ TrainSummary train_model(const TrainRequest& req) {
       double total = loss.parts.at("total");
       st.loss_sum += total;
       ++st.loss_count;
+      if (loss.parts.count("mean_cos")) {
+        st.cos_sum += loss.parts.at("mean_cos");
+        st.ftl_sum += loss.parts.count("ftl") ? loss.parts.at("ftl") : 0.0;
+        st.blind_sum += loss.parts.count("ftl_blind") ? loss.parts.at("ftl_blind") : 0.0;
+        ++st.guard_count;
+      }
       Json row = {{"kind", "step"}, {"epoch", epoch + 1}, {"step", st.step}, {"lr", lr},
                   {"loss", total},  {"images_per_s", n / seconds}, {"seconds", seconds}};
       for (const auto& [k, v] : loss.parts)
         if (k != "total") row[k] = v;
       log.write(row);
-      progress.advance(1, strprintf("ep %d/%d loss %.4f %.1f img/s", epoch + 1, epochs, total,
+      std::string guard_text;
+      if (loss.parts.count("ftl_blind"))
+        guard_text += strprintf(" (label-blind %.3f)", loss.parts.at("ftl_blind"));
+      if (loss.parts.count("mean_cos")) guard_text += strprintf(" cos %.2f", loss.parts.at("mean_cos"));
+      progress.advance(1, strprintf("ep %d/%d loss %.4f%s %.1f img/s", epoch + 1, epochs, total, guard_text.c_str(),
                                     images_seen / std::max(1e-9, train_seconds)));
       bool stop_requested = cfg.train.stop_after_steps > 0 && st.step >= cfg.train.stop_after_steps;
       if (sigint.interrupted() || stop_requested) {
+        batchnorm_record = calibrator.run(*net);
         save_checkpoint(last_path, make_checkpoint(true));
         progress.finish("interrupted");
         FUNDUS_INFO("interrupted at step " << st.step << ": checkpoint saved to " << last_path
@@ -369,6 +504,8 @@ TrainSummary train_model(const TrainRequest& req) {
     // End of epoch: validation, selection, checkpoints.
     double train_loss = st.loss_count ? st.loss_sum / double(st.loss_count) : 0.0;
     Json epoch_row = {{"kind", "epoch"}, {"epoch", epoch + 1}, {"step", st.step}, {"train_loss", train_loss}};
+    std::string guard_text = epoch_guards(st, loss_cfg, epoch + 1, epoch_row);
+    batchnorm_record = calibrator.run(*net);
     bool validate_now = !splits.val.records.empty() && ((epoch + 1) % cfg.train.val_every == 0 || epoch + 1 == epochs);
     if (validate_now) {
       st.last_validation = validate(*net, cfg, splits);
@@ -377,8 +514,11 @@ TrainSummary train_model(const TrainRequest& req) {
     epoch_row["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
     log.write(epoch_row);
     st.history.push_back(epoch_row);
-    bool has_value = lower_is_better || validate_now;
-    double value = lower_is_better ? train_loss : validate_now ? epoch_row.value(cfg.train.select, 0.0) : 0.0;
+    bool has_value = lower_is_better || select_last || validate_now;
+    double value = lower_is_better ? train_loss
+                   : select_last   ? double(epoch + 1)
+                   : validate_now  ? epoch_row.value(cfg.train.select, 0.0)
+                                   : 0.0;
     bool improved = has_value && (st.best_epoch < 0 || (lower_is_better ? value < st.best_value : value > st.best_value));
     if (improved) {
       st.best_value = value;
@@ -386,8 +526,7 @@ TrainSummary train_model(const TrainRequest& req) {
     }
     st.epoch = epoch + 1;
     st.batch = 0;
-    st.loss_sum = 0;
-    st.loss_count = 0;
+    st.reset_epoch_sums();
     if (improved) save_checkpoint(best_path, make_checkpoint(false));
     save_checkpoint(last_path, make_checkpoint(true));
     std::string val_text = validate_now ? strprintf(" val P@10 %.3f mAP@10 %.3f macro-P@10 %.3f (chance %.3f / %.3f)",
@@ -397,10 +536,18 @@ TrainSummary train_model(const TrainRequest& req) {
                                                     epoch_row["chance_P@10"].get<double>(),
                                                     epoch_row["chance_macro_P@10"].get<double>())
                                          : "";
-    FUNDUS_INFO("epoch " << epoch + 1 << "/" << epochs << ": train loss " << strprintf("%.4f", train_loss) << val_text
-                         << (improved ? "  [best]" : ""));
+    FUNDUS_INFO("epoch " << epoch + 1 << "/" << epochs << ": train loss " << strprintf("%.4f", train_loss)
+                         << guard_text << val_text << (improved && !select_last ? "  [best]" : ""));
   }
   progress.finish();
+  if (epochs == 0 && !req.resume) {
+    // No training: the initial model (e.g. frozen ImageNet features, the baseline every trained model
+    // must beat) is saved as the run's result.
+    batchnorm_record = calibrator.run(*net);
+    st.best_epoch = 0;
+    save_checkpoint(best_path, make_checkpoint(false));
+    save_checkpoint(last_path, make_checkpoint(true));
+  }
 
   summary.steps = st.step;
   summary.epochs_completed = st.epoch;

@@ -1,4 +1,6 @@
 // Splits: patient-disjoint, stratified, deterministic and pinned; the authors' image-level protocol.
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 #include <set>
@@ -68,6 +70,38 @@ TEST(DatasetSplit, PatientModeIsDisjointAndStratified) {
   }
   EXPECT_NEAR(double(sum.test.images) / double(d.size()), 0.2, 0.01);
   EXPECT_NEAR(double(sum.val.images) / double(d.size()), 0.1, 0.01);
+}
+
+TEST(DatasetSplit, FoldsArePatientDisjointStratifiedAndDeterministic) {
+  Dataset d = synthetic(500);
+  const int k = 5;
+  std::vector<int> folds = assign_folds(d, k, 11);
+  ASSERT_EQ(folds.size(), d.size());
+  std::map<std::string, std::set<int>> folds_of;
+  std::vector<std::array<int64_t, kNumGrades>> per_fold(k);
+  std::array<int64_t, kNumGrades> per_grade{};
+  for (size_t i = 0; i < d.size(); ++i) {
+    ASSERT_GE(folds[i], 0);
+    ASSERT_LT(folds[i], k);
+    folds_of[d.records[i].patient].insert(folds[i]);
+    per_fold[size_t(folds[i])][size_t(d.records[i].grade)] += 1;
+    per_grade[size_t(d.records[i].grade)] += 1;
+  }
+  for (const auto& [p, in] : folds_of) EXPECT_EQ(in.size(), 1u) << "patient " << p << " in two folds";
+  for (int g = 0; g < kNumGrades; ++g)
+    for (int f = 0; f < k; ++f)  // patients bring two images and strata are worst-eye: within 5% of the grade
+      EXPECT_NEAR(double(per_fold[size_t(f)][size_t(g)]), double(per_grade[size_t(g)]) / k,
+                  std::max(3.0, 0.05 * double(per_grade[size_t(g)])))
+          << "grade " << g << " fold " << f;
+  EXPECT_EQ(assign_folds(d, k, 11), folds);
+  EXPECT_NE(assign_folds(d, k, 12), folds);
+  // Row order does not matter.
+  Dataset reversed = d;
+  std::reverse(reversed.records.begin(), reversed.records.end());
+  std::vector<int> rf = assign_folds(reversed, k, 11);
+  for (size_t i = 0; i < d.size(); ++i) EXPECT_EQ(rf[d.size() - 1 - i], folds[i]);
+  EXPECT_THROW(assign_folds(d, 1, 11), Error);
+  EXPECT_THROW(assign_folds(synthetic(3), 4, 11), Error);
 }
 
 TEST(DatasetSplit, DeterministicOrderIndependentAndPinned) {

@@ -318,6 +318,57 @@ TEST(LossConfig, ParsesValidatesAndRoundTrips) {
   expect_error(R"({"ce": 1})", "loss.ce: expected an object");
 }
 
+TEST(FineTripletLoss, LabelBlindReference) {
+  // The closed form for m = 0.25, gamma = 1: softplus(ln|P| + ln|Q| + 0.375) (minimum at s = 0.5).
+  const double expected = std::log1p(std::exp(std::log(30.0) + std::log(160.0) + 0.375));
+  EXPECT_NEAR(ftl_label_blind_reference(30, 160), expected, 1e-6);
+  EXPECT_NEAR(expected, 8.8515, 1e-4);  // the issue's batch of 5 grades x 4
+  EXPECT_EQ(ftl_label_blind_reference(0, 10), 0.0);
+  EXPECT_EQ(ftl_label_blind_reference(10, 0), 0.0);
+  // An embedding that ignores labels, all pairwise cosines 0.5 (u_i = (e_0 + e_i) / sqrt 2), gives
+  // exactly the reference with degree none.
+  const int b = 8;
+  auto x = torch::zeros({b, b + 1}, torch::kFloat64);
+  for (int i = 0; i < b; ++i) {
+    x[i][0] = 1;
+    x[i][i + 1] = 1;
+  }
+  x = x / std::sqrt(2.0);
+  auto g = grades_of({0, 0, 1, 1, 2, 2, 3, 3});
+  FtlOptions none;
+  none.degree = Degree::none;
+  EXPECT_NEAR(fine_triplet_loss(x, {}, g, none).item<double>(), ftl_label_blind_reference(4, 24, none), 1e-9);
+  // Other margins and gammas: the reference is the minimum over s, so no common similarity beats it.
+  FtlOptions o;
+  o.margin = 0.4;
+  o.gamma = 2;
+  o.degree = Degree::none;
+  double ref = ftl_label_blind_reference(4, 24, o);
+  for (double s = -1; s <= 1.0001; s += 0.05) {
+    auto y = torch::full({b, b}, s, torch::kFloat64);
+    auto u = torch::zeros({b, b}, torch::kFloat64);
+    // A Gram matrix with every off-diagonal entry s: rows of its Cholesky factor (s > -1/(b-1)).
+    if (s <= -1.0 / (b - 1) + 1e-9 || s >= 1 - 1e-9) continue;
+    y.fill_diagonal_(1.0);
+    u = torch::linalg::cholesky(y);
+    EXPECT_GE(fine_triplet_loss(u, {}, g, o).item<double>(), ref - 1e-9) << "s = " << s;
+  }
+}
+
+TEST(ComputeLoss, ReportsCollapseGuards) {
+  // Identical descriptors: mean cosine 1; the label-blind value for 3 grades x 2.
+  auto x = torch::ones({6, 4}, torch::kFloat64);
+  auto g = grades_of({0, 0, 1, 1, 2, 2});
+  LossConfig c;
+  c.ftl.degree = Degree::none;
+  auto r = compute_loss(c, {x, {}, {}, {}, g});
+  EXPECT_NEAR(r.parts.at("mean_cos"), 1.0, 1e-12);
+  EXPECT_NEAR(r.parts.at("ftl_blind"), ftl_label_blind_reference(3, 12, c.ftl), 1e-12);
+  // Orthogonal descriptors: mean cosine 0.
+  auto e = torch::eye(6, torch::kFloat64);
+  EXPECT_NEAR(compute_loss(c, {e, {}, {}, {}, g}).parts.at("mean_cos"), 0.0, 1e-12);
+}
+
 TEST(ComputeLoss, WeightedSumAndParts) {
   auto x = random_matrix(6, 4, 31).requires_grad_(true);
   auto h = random_matrix(6, 3, 32).abs(), v = random_matrix(6, 3, 33).abs();
@@ -351,7 +402,7 @@ TEST(ComputeLoss, WeightedSumAndParts) {
   LossConfig only_ftl;
   only_ftl.ftl.degree = Degree::none;
   auto r2 = compute_loss(only_ftl, {x, {}, {}, {}, g});
-  EXPECT_EQ(r2.parts.size(), 2u);  // ftl, total
+  EXPECT_EQ(r2.parts.size(), 4u);  // ftl, ftl_blind, mean_cos, total
   try {
     compute_loss(c, {x, h, v, {}, g});
     ADD_FAILURE() << "ce without logits accepted";

@@ -110,6 +110,51 @@ TEST(RetrievalNet, OneBatchOfThreeViewsEqualsThreeCallsInEvalMode) {
   EXPECT_GT(max_abs_diff(out.branch_h, out.branch_v), 1e-4) << "the mirror branches differ once W != 0";
 }
 
+TEST(RetrievalNet, FrozenStagesSplitTheForwardAndNeverTrain) {
+  for (const std::string backbone : {"mobilenet_v2", "resnet18", "densenet121", "convnet4"}) {
+    seed_torch(4);
+    ModelConfig c = small("mirror");
+    c.backbone = backbone;
+    c.spatial_attention = false;
+    RetrievalNet full(c);
+    c.frozen_stages = 2;
+    RetrievalNet frozen(c);
+    load_into(*frozen, module_state_dict(*full));
+    full->eval();
+    frozen->eval();
+    torch::NoGradGuard no_grad;
+    torch::Tensor x = torch::rand({2, 3, 64, 64});
+    // Splitting the forward at the frozen stages changes nothing.
+    EXPECT_LE(max_abs_diff(frozen->forward(x).descriptor, full->forward(x).descriptor), 1e-6) << backbone;
+    torch::Tensor f = frozen->frozen_features(x);
+    EXPECT_EQ(f.size(0), 6) << "three views of two images";
+    EXPECT_LE(max_abs_diff(frozen->forward_from_frozen(f, 2).descriptor, full->forward(x).descriptor), 1e-6) << backbone;
+  }
+  // Training mode: the frozen stages stay in eval mode and get no gradient; the rest trains.
+  seed_torch(5);
+  ModelConfig c = small("mirror");
+  c.spatial_attention = false;
+  c.frozen_stages = 14;
+  RetrievalNet net(c);
+  net->train();
+  auto frozen_modules = net->backbone->stage_modules(0, 14), live = net->backbone->stage_modules(14, 19);
+  for (auto& m : frozen_modules) EXPECT_FALSE(m->is_training());
+  for (auto& m : live) EXPECT_TRUE(m->is_training());
+  net->forward(torch::rand({4, 3, 64, 64})).descriptor.sum().backward();
+  for (auto& m : frozen_modules)
+    for (auto& p : m->parameters()) EXPECT_FALSE(p.grad().defined());
+  int64_t with_grad = 0;
+  for (auto& m : live)
+    for (auto& p : m->parameters()) with_grad += p.grad().defined();
+  EXPECT_GT(with_grad, 0);
+  // Validation: too many stages, or input spatial attention in front of a frozen prefix.
+  c.frozen_stages = 19;
+  EXPECT_THROW(RetrievalNet{c}, Error);
+  c.frozen_stages = 2;
+  c.spatial_attention = true;
+  EXPECT_THROW(c.validate(), Error);
+}
+
 TEST(RetrievalNet, EvalDescriptorsAreBitIdenticalAndSeeded) {
   seed_torch(3);
   RetrievalNet a(small("mirror"));

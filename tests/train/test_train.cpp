@@ -1,14 +1,20 @@
 // Trainer, run configuration, checkpoints and the embedder, on a small synthetic dataset.
 #include <cmath>
+#include <filesystem>
+#include <set>
 #include <fstream>
 
 #include <torch/torch.h>
 
 #include "fundus/core/io.h"
+#include "fundus/core/strings.h"
 #include "fundus/data/dataset_io.h"
 #include "fundus/data/split.h"
 #include "fundus/data/synth.h"
+#include "fundus/eval/descriptor_health.h"
+#include "fundus/model/runtime.h"
 #include "fundus/train/checkpoint.h"
+#include "fundus/train/cross_validation.h"
 #include "fundus/train/embed.h"
 #include "fundus/train/trainer.h"
 #include "test_support.h"
@@ -182,6 +188,120 @@ TEST(Trainer, ResumeReproducesUninterruptedRun) {
   TrainRequest changed = tiny_request(dir.file("full"), {"optim.lr=0.5"});
   changed.resume = true;
   EXPECT_THROW(train_model(changed), Error);
+}
+
+// Eval-mode descriptors of a model trained from random initialisation for a few dozen steps.
+DescriptorHealth health_after_training(const std::string& out, const std::vector<std::string>& overrides) {
+  TrainRequest r = tiny_request(out, overrides);
+  TrainSummary s = train_model(r);
+  EXPECT_FALSE(s.interrupted);
+  TrainedModel m = load_trained_model(s.best_checkpoint);
+  EmbedOptions eo;
+  eo.progress = false;
+  Embeddings e = embed_dataset(*m.net, m.config.preprocess, load_dataset(synthetic_manifest()).dataset, eo);
+  return assess_descriptors(e.data.data(), e.rows, e.dim);
+}
+
+TEST(Trainer, FromScratchDescriptorsAreNotCollapsedAfterBatchNormRecalibration) {
+  test::TempDir dir;
+  // 3 epochs of 3 batches: the running statistics still hold ~0.9^9 of their initial values.
+  std::vector<std::string> o = {"train.epochs=3", "train.select=\"last\""};
+  DescriptorHealth fixed = health_after_training(dir.file("recal"), o);
+  EXPECT_EQ(fixed.status, "ok") << fixed.summary();
+  EXPECT_LT(fixed.mean_cosine, 0.99) << fixed.summary();
+  EXPECT_LT(fixed.nn_duplicate_share, 0.5) << fixed.summary();
+  Json meta = load_checkpoint(dir.file("recal/checkpoints/best.ckpt")).meta;
+  EXPECT_EQ(meta["batchnorm"]["recalibrated"], true);
+  EXPECT_GT(meta["batchnorm"]["images"].get<int64_t>(), 0);
+  // The same run without recalibration: the stale statistics collapse what the model outputs.
+  o.push_back("train.bn_recalibration_images=0");
+  DescriptorHealth stale = health_after_training(dir.file("stale"), o);
+  EXPECT_TRUE(stale.flagged()) << stale.summary();
+  // The epoch log carries the collapse guards.
+  std::ifstream in(dir.file("recal/metrics.jsonl"));
+  std::string line;
+  bool seen = false;
+  while (std::getline(in, line)) {
+    Json j = Json::parse(line);
+    if (j["kind"] != "epoch") continue;
+    seen = true;
+    EXPECT_GT(j["train_ftl_blind"].get<double>(), 0);
+    EXPECT_GT(j["train_mean_cos"].get<double>(), -1);
+  }
+  EXPECT_TRUE(seen);
+}
+
+TEST(Trainer, FeatureCacheTrainsTheUnfrozenStagesAndResumesExactly) {
+  test::TempDir dir;
+  std::vector<std::string> o = {"model.spatial_attention=false", "model.frozen_stages=12", "train.feature_cache=2",
+                                "train.select=\"last\"", "train.epochs=3"};
+  TrainSummary full = train_model(tiny_request(dir.file("full"), o));
+  std::vector<double> expected = step_losses(dir.file("full"));
+  ASSERT_GE(expected.size(), 6u);
+  for (double l : expected) EXPECT_TRUE(std::isfinite(l));
+  // Frozen stages keep their initial weights; the others moved.
+  RunConfig cfg = resolve_run_config("tiny", "", o);
+  StateDict trained = load_checkpoint(full.best_checkpoint).model;
+  seed_torch(cfg.train.seed);
+  RetrievalNet init(cfg.model, true);
+  StateDict initial = module_state_dict(*init);
+  EXPECT_TRUE(torch::equal(*trained.find("backbone.features.0.0.weight"), *initial.find("backbone.features.0.0.weight")));
+  EXPECT_FALSE(torch::equal(*trained.find("backbone.features.18.0.weight"), *initial.find("backbone.features.18.0.weight")));
+  // Interrupted and resumed: the same per-step losses (the cache is rebuilt identically).
+  auto stop = std::vector<std::string>(o);
+  stop.push_back("train.stop_after_steps=4");
+  EXPECT_TRUE(train_model(tiny_request(dir.file("resumed"), stop)).interrupted);
+  TrainRequest again = tiny_request(dir.file("resumed"), o);
+  again.resume = true;
+  train_model(again);
+  std::vector<double> got = step_losses(dir.file("resumed"));
+  ASSERT_EQ(got.size(), expected.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_DOUBLE_EQ(got[i], expected[i]) << "step " << i + 1;
+  // A cache without frozen stages is a configuration error.
+  EXPECT_THROW(resolve_run_config("tiny", "", {"train.feature_cache=2"}), Error);
+}
+
+TEST(CrossValidation, FoldsTrainEvaluateAndResume) {
+  test::TempDir dir;
+  CvOptions o;
+  o.config = resolve_run_config("tiny", "", {"train.threads=2", "train.epochs=1", "train.select=\"last\""});
+  o.data = synthetic_manifest();
+  o.out_dir = dir.file("cv");
+  o.folds = 2;
+  o.seeds = {1, 2};
+  o.postprocess = {"none", "pcaw"};
+  o.progress = false;
+  CvResult r = run_cross_validation(o);
+  ASSERT_EQ(r.runs.size(), 8u);  // 2 seeds x 2 folds x 2 variants
+  Dataset all = load_dataset(synthetic_manifest()).dataset;
+  for (const auto& run : r.runs) {
+    double p10 = run.values["P@10"], chance = run.chance["P@10"];
+    EXPECT_GE(p10, 0.0);
+    EXPECT_GT(chance, 0.05);
+    // The held-out fold is disjoint from its gallery by patient: the manifest says so.
+    Dataset fold = load_dataset(dir.file(strprintf("cv/seed%llu/fold%d/manifest.csv", (unsigned long long)run.seed,
+                                                   run.fold + 1))).dataset;
+    std::set<std::string> test_patients, train_patients;
+    for (const auto& c : fold.records) (c.split == "test" ? test_patients : train_patients).insert(c.patient_key());
+    for (const auto& p : test_patients) EXPECT_EQ(train_patients.count(p), 0u) << p;
+    EXPECT_EQ(fold.size(), all.size());
+  }
+  const Json& s = r.summary["none"]["P@10"];
+  EXPECT_EQ(s["runs"], 4);
+  EXPECT_EQ(s["seeds"], 2);
+  EXPECT_TRUE(s["std"].is_number());
+  for (const char* f : {"cv.json", "cv.csv", "cv.md", "cv_config.json", "seed1/fold1/embeddings.npy"})
+    EXPECT_TRUE(file_exists(dir.file(std::string("cv/") + f))) << f;
+  EXPECT_FALSE(file_exists(dir.file("cv/seed1/fold1/run/checkpoints/last.ckpt"))) << "checkpoints are deleted";
+  // Resume: nothing is trained again, and the numbers are the same.
+  std::filesystem::remove(dir.file("cv/seed1/fold1/run/summary.json"));  // would be needed to retrain
+  CvResult again = run_cross_validation(o);
+  ASSERT_EQ(again.runs.size(), r.runs.size());
+  for (size_t i = 0; i < r.runs.size(); ++i) EXPECT_EQ(again.runs[i].values, r.runs[i].values);
+  // Another recipe in the same folder is refused.
+  CvOptions other = o;
+  other.config.optim.lr = 0.5;
+  EXPECT_THROW(run_cross_validation(other), Error);
 }
 
 TEST(Trainer, WrongDataFailsBeforeCompute) {

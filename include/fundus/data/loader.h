@@ -73,6 +73,8 @@ class DataLoader {
   DataLoader& operator=(const DataLoader&) = delete;
 
   int64_t batches_per_epoch() const { return sampler_.batches_per_epoch(); }
+  /// The dataset indices of every batch of `epoch`, as next() would deliver them (no decoding).
+  std::vector<std::vector<int64_t>> epoch_plan(int64_t epoch) const { return sampler_.epoch(epoch); }
   /// Begins epoch `epoch` at batch `skip_batches` (exact resume); stops any epoch in progress.
   void start_epoch(int64_t epoch, int64_t skip_batches = 0);
   /// The next batch of the current epoch, nullopt at its end. Throws when a worker failed.

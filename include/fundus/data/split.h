@@ -17,6 +17,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "fundus/core/json.h"
 #include "fundus/data/dataset.h"
@@ -62,6 +63,12 @@ struct SplitSummary {
 /// Returns a copy of `dataset` with CaseRecord::split set on every record. Throws on fractions outside
 /// [0, 1), val + test >= 1 in patient mode, or duplicate ids.
 Dataset split_dataset(const Dataset& dataset, const SplitOptions& options);
+
+/// Patient-disjoint, grade-stratified K-fold assignment for cross-validation: the fold (0..folds-1)
+/// of every record, all images of a patient in one fold, each grade spread evenly over the folds
+/// (the patient-mode rule above with equal fractions). Same dataset and seed, same folds on any
+/// machine. Throws for folds < 2, more folds than patients, duplicate ids or grades outside 0-4.
+std::vector<int> assign_folds(const Dataset& dataset, int folds, uint64_t seed);
 
 /// Counts and leakage of an already split dataset (records with an empty split are ignored).
 SplitSummary summarize_split(const Dataset& split, const SplitOptions& options = {});

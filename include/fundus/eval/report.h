@@ -60,6 +60,7 @@ struct HtmlReportInput {
   std::vector<ReportFigure> figures;   // e.g. query contact sheets
   Json config = Json::object();        // resolved options, shown verbatim
   std::string generated_at;            // shown in the header ("" = not shown)
+  std::vector<std::string> warnings;   // shown in a box above the numbers (e.g. collapsed descriptors)
 };
 
 std::string render_html_report(const HtmlReportInput& input);

@@ -41,6 +41,14 @@ torch::Tensor relevance_degree(const torch::Tensor& branch_h, const torch::Tenso
 /// need not be unit length; for unit rows this is x x^T).
 torch::Tensor cosine_matrix(const torch::Tensor& x);
 
+/// The label-blind reference value of FTL for a batch with `positives` = |P| and `negatives` = |Q|
+/// pairs: the loss when every pair has one common similarity s, minimised over s in [-1, 1] with
+/// equal relevance degrees (w = gamma; 1 for degree=ratio). An embedding reaches it without using
+/// a single label (for m = 0.25, gamma = 1: ln|P| + ln|Q| + 2s^2 - 2s + 0.875, least at s = 0.5;
+/// 8.851 for a batch of 5 grades x 4). A training loss that stays near it has learned nothing about
+/// grades. 0 when P or Q is empty (the loss is 0 there too).
+double ftl_label_blind_reference(int64_t positives, int64_t negatives, const FtlOptions& options = {});
+
 /// descriptors [B, dim] floating; relevance [B] (ignored, may be undefined, for Degree::none;
 /// detached and clamped at 1e-6 here); grades [B] int64. One device sync (the empty-set test). Returns a scalar of the descriptors' dtype. Throws fundus::Error on bad shapes,
 /// dtypes or options (margin outside [0, 1), gamma <= 0).

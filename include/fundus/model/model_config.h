@@ -3,7 +3,7 @@
 //
 //   {"backbone": "densenet121", "pretrained": "", "input_size": 256, "spatial_attention": true,
 //    "attention": "mirror", "aggregation": "literal", "reduction": 2, "pooling": "gem", "gem_p": 3,
-//    "combine": "concat", "head_classes": 0, "imagenet_normalize": true}
+//    "combine": "concat", "head_classes": 0, "imagenet_normalize": true, "frozen_stages": 0}
 //
 // Missing keys take the defaults below (the paper's network); unknown keys and invalid values throw
 // fundus::Error naming "<context>.<key>". `imagenet_normalize`: the network itself normalises its
@@ -19,7 +19,7 @@
 namespace fundus {
 
 struct ModelConfig {
-  std::string backbone = "densenet121";  // mobilenet_v2 | resnet18 | resnet34 | resnet50 | densenet121
+  std::string backbone = "densenet121";  // mobilenet_v2 | resnet18 | resnet34 | resnet50 | densenet121 | convnet4
   std::string pretrained;                // torchvision state_dict (.pth) for the backbone, or ""
   int input_size = 256;                  // side of the square network input (used by the data pipeline)
   bool spatial_attention = true;         // input spatial attention (method 2.2)
@@ -31,6 +31,11 @@ struct ModelConfig {
   std::string combine = "concat";        // concat | sum of the two mirror branches
   int head_classes = 0;                  // grade classifier on the descriptor; 0 = none
   bool imagenet_normalize = true;
+  // The first N backbone stages (backbone.h) are frozen: no gradients, BatchNorm in eval mode with
+  // the pretrained statistics. Training is then cheaper (no backward through them; with
+  // train.feature_cache their output is computed once per augmented copy) and a small dataset
+  // cannot overfit them. Needs spatial_attention false.
+  int frozen_stages = 0;
 
   /// Reads a model section over the defaults; validates.
   static ModelConfig from_json(const Json& section, const std::string& context = "model");

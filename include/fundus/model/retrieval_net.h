@@ -17,6 +17,9 @@
 // statistics once per step from them, instead of per view as three separate calls would; in eval
 // mode (running statistics) the result is identical to three separate calls.
 //
+// Frozen stages (config.frozen_stages = N): backbone stages [0, N) run without gradients and always in
+// eval mode; the rest trains. frozen_features()/forward_from_frozen() split forward() there.
+//
 // Submodule names: "spatial_attention", "backbone" (torchvision names beneath, so a torchvision
 // file maps with the prefix "backbone."), "attention" (mirror or self), "pool" (GeM: "pool.p"),
 // "head" (Linear). Not thread-safe: one forward at a time per instance (build one net per thread).
@@ -49,6 +52,22 @@ class RetrievalNetImpl : public torch::nn::Module {
 
   ModelOutput forward(const torch::Tensor& x, bool with_attention = false);
 
+  /// The first half of forward(): ImageNet normalisation, the views (mirror: [x; flip_W x; flip_H x],
+  /// views-major: [3B,...]), input spatial attention and the frozen backbone stages (without
+  /// gradients): [V*B, C, h, w], V = 3 for mirror attention, else 1. With no frozen stages this is
+  /// the backbone's input. forward(x) == forward_from_frozen(frozen_features(x), B).
+  torch::Tensor frozen_features(const torch::Tensor& x);
+  /// The second half: the remaining backbone stages, attention, pooling, descriptor (and head) for
+  /// frozen_features() of `batch` images (e.g. cached ones: train.feature_cache).
+  ModelOutput forward_from_frozen(const torch::Tensor& features, int64_t batch, bool with_attention = false);
+
+  /// Training mode for everything but the frozen backbone stages, which stay in eval mode
+  /// (model_config.h frozen_stages).
+  void train(bool on = true) override;
+  /// Marks the frozen stages' parameters as not requiring gradients (again, after a caller changed
+  /// requires_grad on the whole backbone).
+  void freeze_stages();
+  int64_t frozen_stages() const { return config_.frozen_stages; }
   /// Loads weights: a torchvision backbone file (keys without "backbone.": mapped into the backbone,
   /// its classifier/fc reported as unused, every backbone entry required) or a full RetrievalNet
   /// state_dict (keys with "backbone.": every entry required). Throws on a mismatch.

@@ -7,7 +7,8 @@
 //
 // Files written to out_dir (atomically):
 //   eval.json       RetrievalReport::to_json() of the requested setting, plus "leakage",
-//                   "other_setting" (the other run's to_json()), "model", "data", "queries", "gallery"
+//                   "other_setting" (the other run's to_json()), "model", "data", "queries", "gallery",
+//                   "descriptor_health" (eval/descriptor_health.h of both sides), "warnings"
 //   eval.csv        RetrievalReport::to_csv()
 //   eval.md         the Markdown tables (per grade, micro, macro, chance floors) + the leakage table
 //   per_query.csv   RetrievalReport::per_query_csv()
@@ -45,6 +46,7 @@ struct EvalRunOptions {
   bool progress = true;
   int example_queries = 5;              // contact sheets in report.html (one per grade first)
   int example_k = 8;                    // hits per contact sheet
+  std::string postprocess = "none";     // eval/postprocess.h spec applied before evaluating (pcaw, aqe, ...)
 
   Json to_json() const;
 };
@@ -60,6 +62,9 @@ struct EvalRunResult {
   Dataset queries, gallery;
   int64_t dim = 0;
   std::vector<float> query_vectors, gallery_vectors;  // row-major, in the order of queries / gallery
+                                                      // (after post-processing; dim likewise)
+  Json health;                          // descriptor health of "gallery" and "queries" (also in eval.json)
+  std::vector<std::string> warnings;    // flagged descriptors (also in eval.md, report.html, the log)
 };
 
 EvalRunResult run_evaluation(ModelRunner& model, const EvalRunOptions& options);

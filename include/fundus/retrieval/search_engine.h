@@ -12,7 +12,9 @@
 // Query: decode (structure check, pixel cap from the header) -> preprocess (FOV crop at the model's
 // input size) -> embed -> index search (with extra candidates when filters apply; an exact search over
 // the store's vectors when filtering leaves fewer than k) -> hits with case info -> similarity-weighted
-// k-NN grade vote (eval/metrics.h knn_vote). add_case with an empty record id derives the id from the
+// k-NN grade vote (eval/metrics.h knn_vote) -> trust warnings (retrieval/query_trust.h: a collapsed
+// model or tied similarities withhold the estimate; a distant best match is noted). The gallery's
+// descriptor health (eval/descriptor_health.h) is measured once at construction and logged. add_case with an empty record id derives the id from the
 // content hash ("img-<16 hex>"); adding the same image and grade again then returns the existing case.
 //
 // Thread safety: every public method may be called concurrently. Queries run in parallel (up to
@@ -36,6 +38,7 @@
 #include "fundus/core/json.h"
 #include "fundus/data/dataset.h"
 #include "fundus/data/preprocess.h"
+#include "fundus/retrieval/query_trust.h"
 
 namespace fundus {
 
@@ -71,9 +74,11 @@ struct SearchHit {
 };
 
 struct GradeEstimate {
-  int grade = -1;                             // similarity-weighted k-NN vote; -1 without hits
+  int grade = -1;                             // similarity-weighted k-NN vote; -1 without hits or withheld
   double confidence = 0;                      // winning share of the vote
-  std::array<double, 5> votes{};              // share per grade, sums to 1
+  std::array<double, 5> votes{};              // share per grade, sums to 1 (all 0 when withheld)
+  bool withheld = false;                      // the result does not support an estimate (query_trust.h)
+  std::string withheld_reason;
 };
 
 struct QueryOptions {
@@ -86,6 +91,7 @@ struct QueryOptions {
 struct QueryResult {
   std::vector<SearchHit> hits;       // sorted by similarity, descending
   GradeEstimate estimate;
+  std::vector<QueryWarning> warnings;  // what makes this result untrustworthy (retrieval/query_trust.h)
   cv::Mat preprocessed;              // RGB CV_8UC3, the network's input (FOV crop)
   cv::Mat attention_overlay;         // RGB heat-map overlay, empty unless with_attention
   Json timing_ms = Json::object();   // decode, embed, search, total
@@ -123,7 +129,9 @@ class SearchEngine {
   const PreprocessOptions& preprocess_options() const;
 
   Json stats() const;    // store stats + index description + model
-  Json health() const;   // {"status":"ok", ...}
+  /// {"status": "ok" | "degraded", "model_id", "indexed", "descriptors": DescriptorHealth of the
+  /// gallery (measured at start-up)}; "degraded" when the model's descriptors are collapsed.
+  Json health() const;
   int64_t model_id() const;
   int64_t size() const;  // indexed cases
 

@@ -42,13 +42,15 @@ struct OptimConfig {
 };
 
 struct TrainSettings {
-  int epochs = 20;
+  int epochs = 20;                  // 0 = no training: the initial model is saved (a baseline)
   uint64_t seed = 1;
   int threads = 0;                  // compute threads, 0 = all cores
   int workers = 2;                  // data-loader threads
   int prefetch_batches = 4;
   bool augment = true;              // use the "augment" section on the training split
-  std::string select = "val_mAP@10";  // best checkpoint by: val_P@10 | val_mAP@10 | val_macro_P@10 | train_loss
+  // best checkpoint by: val_P@10 | val_mAP@10 | val_macro_P@10 | train_loss | last (the final epoch,
+  // no validation split needed: for fixed recipes chosen by cross-validation)
+  std::string select = "val_mAP@10";
   int val_every = 1;                // validate every N epochs (and after the last)
   int val_batch_size = 32;
   std::string cache_dir;            // preprocessed-image cache ("" = RUN/../cache is not assumed: none)
@@ -57,6 +59,13 @@ struct TrainSettings {
   // NHWC activations and weights: the same results to float rounding, ~1.3x faster on CPU with
   // oneDNN (docs/bench-model.md); used for training and by every model loaded from the checkpoint.
   bool channels_last = true;
+  // Precise BatchNorm (model/batchnorm.h): before every validation and checkpoint, BatchNorm running
+  // statistics are recomputed from up to this many un-augmented training images (0 = off).
+  int bn_recalibration_images = 512;
+  // With model.frozen_stages > 0: the frozen stages' output for this many augmented copies of every
+  // training image is computed once and kept in memory (train/feature_cache.h); epoch e uses copy
+  // e % copies. 0 = off (every step runs the whole network on freshly augmented images).
+  int feature_cache = 0;
 
   static TrainSettings from_json(const Json& section, const std::string& context = "train");
   Json to_json() const;

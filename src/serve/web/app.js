@@ -84,6 +84,7 @@ function render(result) {
   toggle.disabled = !result.attention_url;
   showQueryImage();
 
+  renderWarnings(result.warnings || []);
   renderEstimate(result.estimate);
 
   const list = $('results');
@@ -107,11 +108,29 @@ function showQueryImage() {
                                              : 'Query (preprocessed)';
 }
 
+// Reasons not to trust this result (a collapsed model, tied similarities, no close match): shown
+// above everything else, in words, never as colour alone.
+function renderWarnings(warnings) {
+  const list = $('warnings');
+  list.replaceChildren();
+  warnings.forEach((w) => {
+    const li = document.createElement('li');
+    li.dataset.code = w.code;
+    const strong = document.createElement('strong');
+    strong.textContent = 'Warning:';
+    li.append(strong, w.message);
+    list.appendChild(li);
+  });
+  list.hidden = warnings.length === 0;
+}
+
 function renderEstimate(est) {
   const box = $('estimate');
   box.hidden = false;
   $('estimate-text').replaceChildren();
-  if (est.grade < 0) {
+  if (est.withheld) {
+    $('estimate-text').textContent = `No grade suggestion: ${est.withheld_reason}`;
+  } else if (est.grade < 0) {
     $('estimate-text').textContent = 'No cases retrieved, so no grade suggestion.';
   } else {
     $('estimate-text').append(badge(est.grade),
