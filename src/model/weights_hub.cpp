@@ -160,7 +160,8 @@ FetchResult fetch_weights(const KnownWeights& w, const FetchOptions& options) {
   const std::string dest = join_path(dir, w.file);
   FetchResult result;
   result.path = dest;
-  if (!options.force && regular_file(dest) && starts_with(sha256_file(dest), w.sha256_prefix())) {
+  const bool cached = regular_file(dest);
+  if (!options.force && cached && starts_with(sha256_file(dest), w.sha256_prefix())) {
     result.bytes = size_of(dest);
     return result;  // a damaged cached file is replaced below, atomically
   }
@@ -176,7 +177,8 @@ FetchResult fetch_weights(const KnownWeights& w, const FetchOptions& options) {
     result.resumed_from = r.resumed_from;
   } catch (const Error& e) {
     const std::string official = weights_url(w, "https://download.pytorch.org/models");
-    FUNDUS_THROW(e.message() << ". To install it by hand, copy " << w.file
+    FUNDUS_THROW(e.message() << (cached && !options.force ? " (the cached " + w.file + " fails its SHA-256 check)" : "")
+                             << ". To install it by hand, copy " << w.file
                              << (url == official ? "" : " (from " + official + ")") << " into " << dir);
   }
   return result;

@@ -456,6 +456,13 @@ TEST_F(WeightsCache, FetchDownloadsOnceAndReplacesADamagedFile) {
       << e;
   EXPECT_EQ(e.find('\n'), std::string::npos) << e;
   EXPECT_EQ(list_dir(cache_), std::vector<std::string>{w.file});
+
+  // A cached file that fails its check is named when it cannot be replaced.
+  write_file_atomic(join_path(cache_, missing.file), "stale");
+  e = error_of([&] { fetch_weights(missing, options); });
+  EXPECT_NE(e.find("HTTP 404 (not found) (the cached gone-12345678.pth fails its SHA-256 check). To install"),
+            std::string::npos)
+      << e;
 }
 
 TEST_F(WeightsCache, RetrievalNetLoadsImagenetFromTheHubCache) {
