@@ -1,10 +1,7 @@
 // `fundus model fetch|list-weights` and `--pretrained imagenet` through the real binary, with the
 // cache in a temporary TORCH_HOME and the server unreachable; plus the fresh-machine fixes:
 // `fundus train --print-config` without --out, `fundus dataset stats` reporting rows it leaves out.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <algorithm>
 
 #include <gtest/gtest.h>
 
@@ -18,18 +15,6 @@ namespace {
 
 using test::shell_quote;
 
-int closed_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // The CLI with its own torch.hub cache and weights server.
 test::CommandResult cli(const test::TempDir& home, const std::string& args, const std::string& base_url = "") {
   std::string env = "TORCH_HOME=" + shell_quote(home.file("torch")) + " FUNDUS_QUIET=1 ";
@@ -39,7 +24,7 @@ test::CommandResult cli(const test::TempDir& home, const std::string& args, cons
 
 TEST(CliWeights, FetchWithoutANetworkFailsWithOneClearLine) {
   test::TempDir home;
-  const std::string base = "http://127.0.0.1:" + std::to_string(closed_port()) + "/models";
+  const std::string base = "http://127.0.0.1:" + std::to_string(test::closed_local_port()) + "/models";
   auto r = cli(home, "model fetch mobilenet_v2", base);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << "exactly one line:\n" << r.output;

@@ -4,12 +4,9 @@
 // "imagenet" and weights names; the table checked against torchvision itself; and torchvision's
 // legacy DenseNet files (old key names, legacy torch.save format, no num_batches_tracked) loading
 // into our densenet121 with torchvision's output.
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <httplib.h>
@@ -66,19 +63,6 @@ std::string random_bytes(size_t n, uint64_t seed) {
   std::string s(n, '\0');
   for (auto& c : s) c = char(rng.below(256));
   return s;
-}
-
-// A port on 127.0.0.1 where nothing listens (bound, then closed).
-int closed_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 // Sets environment variables for one test and restores them afterwards.
@@ -287,7 +271,7 @@ TEST_F(Download, NotFoundIsOneLineAndLeavesNothing) {
 }
 
 TEST_F(Download, ConnectionRefusedIsOneLineAndLeavesNothing) {
-  const std::string url = "http://127.0.0.1:" + std::to_string(closed_port()) + "/models/w.pth";
+  const std::string url = "http://127.0.0.1:" + std::to_string(test::closed_local_port()) + "/models/w.pth";
   std::string e = error_of([&] { download_file(url, dest_, options_); });
   EXPECT_NE(e.find("download of " + url + " failed: cannot connect (connection refused or network unreachable)"),
             std::string::npos)
