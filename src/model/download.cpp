@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -213,10 +215,12 @@ Outcome request(const std::string& url, int fd, const std::string& label, const 
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out.status);
   if (out.rc == CURLE_OK && !t.started && !start_body(&t)) out.rc = CURLE_WRITE_ERROR;  // empty body
   if (t.progress) {
-    if (out.rc == CURLE_OK)
+    if (out.rc == CURLE_OK) {
+      t.progress->advance((t.written + 1023) / 1024 - t.kib_shown);  // the last partial KiB
       t.progress->finish();
-    else
+    } else {
       t.progress.reset();  // its destructor draws the last state of the bar
+    }
   }
   out.drop_partial = t.drop_partial;
   out.restarted = t.restarted;

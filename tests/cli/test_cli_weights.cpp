@@ -89,6 +89,12 @@ TEST(CliTrain, PrintConfigNeedsNoOutFolder) {
   r = cli(home, "train --preset tiny --data x.csv");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("--out is required"), std::string::npos) << r.output;
+
+  // Weights that are not cached stop training before any data work, and no run folder is made.
+  r = cli(home, "train --preset tiny --pretrained imagenet --data x.csv --out " + shell_quote(home.file("run")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("run `fundus model fetch mobilenet_v2`"), std::string::npos) << r.output;
+  EXPECT_FALSE(file_exists(home.file("run")));
 }
 
 TEST(CliDatasetStats, ReportsRowsWithAnUnknownSplit) {

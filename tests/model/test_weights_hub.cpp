@@ -193,6 +193,14 @@ TEST_F(Download, FetchesVerifiesAndLeavesOnlyTheFile) {
   EXPECT_EQ(server_.ranges(), std::vector<std::string>{""}) << "a fresh download asks for the whole file";
 }
 
+TEST_F(Download, ReadsFileUrlsToo) {
+  // A folder of weight files on a USB stick or a network share: FUNDUS_WEIGHTS_URL=file:///...
+  write_file_atomic(dir_.file("w.pth"), body_);
+  DownloadResult r = download_file("file://" + dir_.file("w.pth"), dest_, options_);
+  EXPECT_EQ(r.sha256, sha_);
+  EXPECT_EQ(read_file(dest_), body_);
+}
+
 TEST_F(Download, ResumesAPartialFileWithARangeRequest) {
   make_dirs(dir_.file("cache"));
   write_file_atomic(partial(), body_.substr(0, 123457));
