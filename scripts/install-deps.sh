@@ -2,6 +2,8 @@
 # Idempotent installer of everything Fundus Retrieval needs on Debian 12.
 # Usage: scripts/install-deps.sh [--with-browser]
 #   --with-browser  also installs chromium + playwright-core for the web-page tests.
+# Prints one line per phase; apt's and npm's full output goes to build/install-deps.log
+# (or $FUNDUS_INSTALL_LOG), whose last lines are shown when a phase fails.
 set -euo pipefail
 
 want_browser=0

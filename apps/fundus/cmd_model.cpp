@@ -6,9 +6,9 @@
 #include "commands.h"
 #include "fundus/core/error.h"
 #include "fundus/core/json.h"
+#include "fundus/core/strings.h"
 #include "fundus/model/model_config.h"
 #include "fundus/model/retrieval_net.h"
-#include "fundus/core/strings.h"
 #include "fundus/model/runtime.h"
 #include "fundus/model/weights_hub.h"
 
