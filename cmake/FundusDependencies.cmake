@@ -10,6 +10,7 @@ find_package(nlohmann_json 3 REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(SQLite3 REQUIRED)
 find_package(JPEG REQUIRED)            # libjpeg-turbo: the JPEG entropy-data check (data/image_io.h)
+find_package(CURL REQUIRED)            # libcurl: `fundus model fetch` (model/download.h)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)  # Debian ships no CMake config
 

@@ -72,14 +72,11 @@ void add_stats(CLI::App& parent) {
   cmd->add_flag("--no-sizes", *no_sizes, "Do not read image headers");
   cmd->callback([o, no_sizes] {
     LoadResult loaded = load_dataset(o->path, o->load());
-    if (!loaded.problems.empty())
-      std::cerr << "warning: " << loaded.problems.size() << " rows with problems left out (see `fundus dataset validate`)\n";
-    DatasetStats st = compute_dataset_stats(loaded.dataset, {!*no_sizes, o->threads});
+    DatasetStats st = compute_dataset_stats(loaded, {!*no_sizes, o->threads});  // reports rows left out
     if (o->json) {
       Json j = stats_to_json(st);
       j["file"] = loaded.file;
       j["format"] = dataset_format_name(loaded.format);
-      j["rows_with_problems"] = loaded.problems.size();
       std::cout << j.dump(2) << "\n";
     } else {
       std::cout << loaded.file << " (" << dataset_format_name(loaded.format) << ")\n" << format_stats(st);

@@ -18,11 +18,13 @@ void add_train_commands(CLI::App& app) {
   cmd->add_option("--preset", opt->preset, "Start from a preset: paper, cpu, baseline-gem, self-attention, tiny");
   cmd->add_option("--config", opt->config, "JSON run configuration merged over the preset");
   cmd->add_option("--set", opt->overrides, "Override a config value, e.g. --set optim.lr=1e-4 (repeatable)");
-  cmd->add_option("--pretrained", opt->pretrained, "torchvision .pth for the backbone (sets model.pretrained)");
+  cmd->add_option("--pretrained", opt->pretrained,
+                  "Backbone weights (sets model.pretrained): a .pth, imagenet (torch.hub's cache; see `fundus model "
+                  "fetch`) or a weights name like mobilenet_v2:IMAGENET1K_V1");
   cmd->add_option("--epochs", opt->epochs, "Shortcut for --set train.epochs=N");
   cmd->add_option("--threads", opt->threads, "Compute threads (0 = all cores)");
   cmd->add_option("--data", opt->data, "Manifest with a split column (fundus dataset split)");
-  cmd->add_option("--out", opt->out, "Run directory (checkpoints, metrics, config)")->required();
+  cmd->add_option("--out", opt->out, "Run directory (checkpoints, metrics, config); required unless --print-config");
   cmd->add_option("--train-split", opt->train_split, "Split used for training");
   cmd->add_option("--val-split", opt->val_split, "Split used for validation queries (gallery: the train split)");
   cmd->add_flag("--resume", opt->resume, "Continue the run in --out from its last checkpoint");
@@ -32,6 +34,7 @@ void add_train_commands(CLI::App& app) {
     if (!opt->pretrained.empty()) overrides.push_back("model.pretrained=" + opt->pretrained);
     if (opt->epochs > 0) overrides.push_back("train.epochs=" + std::to_string(opt->epochs));
     if (opt->threads >= 0) overrides.push_back("train.threads=" + std::to_string(opt->threads));
+    FUNDUS_CHECK(!opt->out.empty() || (opt->print_config && !opt->resume), "--out is required (the run directory)");
     TrainRequest req;
     std::string preset = opt->preset, config = opt->config;
     if (preset.empty() && config.empty()) {

@@ -12,6 +12,7 @@
 #include "fundus/data/split.h"
 #include "fundus/data/synth.h"
 #include "fundus/data/validate.h"
+#include "fundus/model/weights_hub.h"
 #include "fundus/train/trainer.h"
 
 namespace fundus::cli {
@@ -20,16 +21,19 @@ namespace {
 
 // ImageNet weights make the short demo training meaningful; the project works without them.
 std::string find_pretrained(const std::string& given) {
+  // A path, "imagenet" or a weights name; resolve_pretrained throws naming the fetch command when a
+  // named file is not cached.
   if (!given.empty()) {
-    FUNDUS_CHECK(file_exists(given), given << ": pretrained weights not found");
-    return given;
+    std::string path = resolve_pretrained(given, "mobilenet_v2");
+    FUNDUS_CHECK(file_exists(path), given << ": pretrained weights not found");
+    return path;
   }
   const char* env = std::getenv("FUNDUS_PRETRAINED");
-  std::vector<std::string> candidates;
-  if (env && *env) candidates.push_back(env);
-  candidates.push_back("../shared/models/mobilenet_v2_imagenet1k.pth");
-  candidates.push_back(std::string(FUNDUS_SHARED_DIR) + "/models/mobilenet_v2_imagenet1k.pth");
-  for (const auto& c : candidates)
+  if (env && *env) return find_pretrained(env);
+  // torch.hub's cache (what `fundus model fetch mobilenet_v2` and torchvision write), then ../shared.
+  if (const KnownWeights* w = find_cached_weights("mobilenet_v2")) return cached_weights_path(*w);
+  for (const std::string& c : {std::string("../shared/models/mobilenet_v2_imagenet1k.pth"),
+                               std::string(FUNDUS_SHARED_DIR) + "/models/mobilenet_v2_imagenet1k.pth"})
     if (file_exists(c)) return c;
   return "";
 }

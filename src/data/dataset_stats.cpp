@@ -90,6 +90,12 @@ DatasetStats compute_dataset_stats(const Dataset& dataset, const StatsOptions& o
   return st;
 }
 
+DatasetStats compute_dataset_stats(const LoadResult& loaded, const StatsOptions& options) {
+  DatasetStats st = compute_dataset_stats(loaded.dataset, options);
+  st.left_out = loaded.problems;
+  return st;
+}
+
 Json stats_to_json(const DatasetStats& st) {
   Json grades = Json::array();
   for (int g = 0; g < kNumGrades; ++g)
@@ -104,6 +110,8 @@ Json stats_to_json(const DatasetStats& st) {
           {"patients_with_both_eyes", st.patients_with_both_eyes},
           {"eyes", {{"L", st.left}, {"R", st.right}, {"unknown", st.eye_unknown}}},
           {"splits", splits},
+          {"rows_left_out", st.left_out.size()},
+          {"left_out", problems_to_json(st.left_out)},
           {"image_sizes",
            {{"images_read", st.images_read},
             {"unreadable", st.unreadable},
@@ -133,6 +141,10 @@ std::string format_stats(const DatasetStats& st) {
     out += "formats: " + join(formats, ", ") + "\n";
     if (st.unreadable) out += strprintf("unreadable headers: %lld (run `fundus dataset validate`)\n", (long long)st.unreadable);
   }
+  if (!st.left_out.empty())
+    out += strprintf("\n%zu row%s left out of these counts (fix %s; `fundus dataset validate` also checks the images):\n",
+                     st.left_out.size(), st.left_out.size() == 1 ? "" : "s", st.left_out.size() == 1 ? "it" : "them") +
+           format_problems(st.left_out, 20);
   return out;
 }
 

@@ -1,5 +1,7 @@
 #include "fundus/model/backbone.h"
 
+#include <regex>
+
 #include "fundus/core/error.h"
 #include "fundus/core/strings.h"  // join
 
@@ -37,6 +39,26 @@ const std::vector<std::string>& backbone_names() {
 const std::vector<std::string>& torchvision_head_prefixes() {
   static const std::vector<std::string> prefixes{"classifier.", "fc."};
   return prefixes;
+}
+
+StateDict upgrade_torchvision_state_dict(const StateDict& state) {
+  static const std::regex legacy(R"(^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$)");
+  StateDict out;
+  std::smatch m;
+  for (const auto& item : state) {
+    const std::string& key = item.key();
+    std::string name = std::regex_match(key, m, legacy) ? m[1].str() + m[2].str() : key;
+    FUNDUS_CHECK(!out.contains(name), "state_dict has both '" << key << "' and its current name '" << name << "'");
+    out.insert(name, item.value());
+  }
+  const std::string suffix = ".running_mean";
+  std::vector<std::string> tracked;
+  for (const auto& item : out)
+    if (ends_with(item.key(), suffix))
+      tracked.push_back(item.key().substr(0, item.key().size() - suffix.size()) + ".num_batches_tracked");
+  for (const auto& name : tracked)
+    if (!out.contains(name)) out.insert(name, torch::zeros({}, torch::kLong));
+  return out;
 }
 
 Backbone make_backbone(const std::string& name) {

@@ -4,6 +4,7 @@
 
 #include "fundus/core/error.h"
 #include "fundus/core/strings.h"
+#include "fundus/model/weights_hub.h"
 
 namespace fundus {
 
@@ -106,13 +107,15 @@ ModelOutput RetrievalNetImpl::forward_from_frozen(const torch::Tensor& features,
   return out;
 }
 
-LoadReport RetrievalNetImpl::load_pretrained(const std::string& path) {
+LoadReport RetrievalNetImpl::load_pretrained(const std::string& spec) {
+  const std::string path = resolve_pretrained(spec, config_.backbone);
   StateDict state = read_state_dict(path);
   LoadOptions options;
   bool full = false;
   for (const auto& item : state)
     if (starts_with(item.key(), "backbone.")) full = true;
   if (!full) {
+    state = upgrade_torchvision_state_dict(state);
     options.add_prefix = "backbone.";
     options.allow_missing_prefixes = {"spatial_attention.", "attention.", "pool.", "head."};
     options.ignore_unexpected_prefixes = torchvision_head_prefixes();

@@ -1,6 +1,7 @@
 #include "fundus/model/state_dict.h"
 
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -69,10 +70,17 @@ const char* kind_name(PyValue::Kind k) {
   return names[static_cast<int>(k)];
 }
 
+// Where storages come from: a zip record (new format) or the bytes after the pickles (legacy);
+// called once per storage key.
+using StorageLoader = std::function<torch::Tensor(const std::string& key, const StorageType& type, int64_t numel)>;
+
 class Unpickler {
  public:
-  Unpickler(std::string_view data, const ZipReader& zip, std::string prefix, const std::string& source)
-      : d_(data), zip_(zip), prefix_(std::move(prefix)), source_(source) {}
+  /// `record` names the pickle in error messages ("archive/data.pkl").
+  Unpickler(std::string_view data, StorageLoader load_storage, std::string record, const std::string& source)
+      : d_(data), load_storage_(std::move(load_storage)), record_(std::move(record)), source_(source) {}
+
+  size_t position() const { return pos_; }  // bytes consumed so far (after run(): just past STOP)
 
   Py run() {
     while (true) {
@@ -97,7 +105,12 @@ class Unpickler {
         case 'M': push_int(static_cast<int64_t>(le(2))); break;    // BININT2
         case 0x8a: {                                                // LONG1
           size_t n = u8();
-          FUNDUS_CHECK(n <= 8, where(at) << "integer of " << n << " bytes is too large");
+          if (n > 8) {  // e.g. the legacy format's magic number: kept as its bytes
+            auto big = make(PyValue::Kind::Other);
+            big->s = "long:" + std::string(take(n));
+            push(big);
+            break;
+          }
           uint64_t v = n ? le(n) : 0;
           if (n && n < 8 && (v >> (8 * n - 1)) & 1) v |= ~uint64_t{0} << (8 * n);  // sign-extend
           push_int(static_cast<int64_t>(v));
@@ -192,7 +205,7 @@ class Unpickler {
   }
 
  private:
-  std::string where(size_t at) const { return source_ + ": " + prefix_ + "data.pkl offset " + std::to_string(at) + ": "; }
+  std::string where(size_t at) const { return source_ + ": " + record_ + " offset " + std::to_string(at) + ": "; }
 
   uint8_t u8() {
     FUNDUS_CHECK(pos_ < d_.size(), where(pos_) << "truncated pickle");
@@ -310,34 +323,44 @@ class Unpickler {
   }
 
   Py persistent_load(const Py& pid, size_t at) {
+    // ('storage', type, key, location, numel) and, in the legacy format, a sixth item: None or
+    // (view_key, offset, view_numel) for a storage that is a slice of another one. The location
+    // (e.g. "cuda:0") is ignored: everything is loaded to the CPU.
     const auto& t = expect(pid, PyValue::Kind::Tuple, at)->items;
-    FUNDUS_CHECK(t.size() == 5 && t[0]->kind == PyValue::Kind::Str && t[0]->s == "storage",
+    FUNDUS_CHECK((t.size() == 5 || t.size() == 6) && t[0]->kind == PyValue::Kind::Str && t[0]->s == "storage",
                  where(at) << "unsupported persistent id (expected ('storage', type, key, location, numel))");
     const std::string& type_name = expect(t[1], PyValue::Kind::Global, at)->s;
     const std::string& key = expect(t[2], PyValue::Kind::Str, at)->s;
     int64_t numel = as_int(t[4], at);
-    auto cached = storages_.find(key);
-    if (cached != storages_.end()) return cached->second;
+    FUNDUS_CHECK(numel >= 0, where(at) << "negative storage size");
     const StorageType* type = storage_type_by_name(type_name);
     FUNDUS_CHECK(type, source_ << ": unsupported tensor storage type '" << type_name
                                << "' (supported: float32/64, float16, bfloat16, int64/32/16, int8, uint8, bool)");
-    std::string record = prefix_ + "data/" + key;
-    FUNDUS_CHECK(zip_.contains(record), source_ << ": missing data record '" << record
-                                                << "' (truncated or damaged file)");
-    std::string_view bytes = zip_.read(record);
-    auto storage = make(PyValue::Kind::Storage);
-    storage->tensor = torch::empty({numel}, torch::TensorOptions().dtype(type->dtype));
-    uint64_t need = static_cast<uint64_t>(numel) * storage->tensor.element_size();
-    FUNDUS_CHECK(numel >= 0 && bytes.size() >= need, source_ << ": data record '" << record << "' holds " << bytes.size()
-                                                             << " bytes, " << need << " expected (truncated?)");
-    if (need) std::memcpy(storage->tensor.data_ptr(), bytes.data(), need);
-    storages_[key] = storage;
+    Py storage;
+    auto cached = storages_.find(key);
+    if (cached != storages_.end()) {
+      storage = cached->second;
+    } else {
+      storage = make(PyValue::Kind::Storage);
+      storage->tensor = load_storage_(key, *type, numel);
+      storages_[key] = storage;
+    }
+    if (t.size() == 6 && t[5]->kind != PyValue::Kind::None) {
+      const auto& view = expect(t[5], PyValue::Kind::Tuple, at)->items;
+      FUNDUS_CHECK(view.size() == 3, where(at) << "storage view metadata with " << view.size() << " items");
+      int64_t offset = as_int(view[1], at), size = as_int(view[2], at);
+      FUNDUS_CHECK(offset >= 0 && size >= 0 && offset + size <= storage->tensor.numel(),
+                   where(at) << "storage view outside its storage");
+      auto slice = make(PyValue::Kind::Storage);
+      slice->tensor = storage->tensor.narrow(0, offset, size);
+      return slice;
+    }
     return storage;
   }
 
   std::string_view d_;
-  const ZipReader& zip_;
-  std::string prefix_;
+  StorageLoader load_storage_;
+  std::string record_;
   const std::string& source_;
   size_t pos_ = 0;
   std::vector<Py> stack_;
@@ -420,13 +443,19 @@ bool has_prefix(const std::string& name, const std::vector<std::string>& prefixe
 
 }  // namespace
 
-StateDict parse_state_dict(const std::string& bytes, const std::string& source) {
-  FUNDUS_CHECK(!bytes.empty(), source << ": empty file (truncated?)");
-  FUNDUS_CHECK(static_cast<uint8_t>(bytes[0]) != 0x80,
-               source << ": legacy (non-zip) torch.save format: re-save with torch.save(..., "
-                         "_use_new_zipfile_serialization=True)");
-  FUNDUS_CHECK(bytes.size() >= 4 && bytes.compare(0, 4, "PK\x03\x04") == 0,
-               source << ": not a PyTorch weight file (neither a torch.save zip archive nor a pickle)");
+namespace {
+
+StateDict state_dict_of(const Py& root, const std::string& source) {
+  FUNDUS_CHECK(root->kind == PyValue::Kind::Dict,
+               source << ": not a state_dict: the saved object is a " << kind_name(root->kind)
+                      << (root->s.empty() ? "" : " (" + root->s + ")") << ", expected a dict of tensors");
+  StateDict out;
+  flatten(root, "", out, source);
+  return out;
+}
+
+// torch.save's zip format (PyTorch >= 1.6): <name>/data.pkl plus one record per storage.
+StateDict parse_zip(const std::string& bytes, const std::string& source) {
   ZipReader zip(bytes, source);
   std::string prefix;
   for (const auto& name : zip.names()) {
@@ -443,13 +472,91 @@ StateDict parse_state_dict(const std::string& bytes, const std::string& source) 
     std::string order(zip.read(prefix + "byteorder"));
     FUNDUS_CHECK(order == "little", source << ": tensors stored with byte order '" << order << "' (only little-endian is supported)");
   }
-  Py root = Unpickler(zip.read(prefix + "data.pkl"), zip, prefix, source).run();
-  FUNDUS_CHECK(root->kind == PyValue::Kind::Dict,
-               source << ": not a state_dict: the saved object is a " << kind_name(root->kind)
-                      << (root->s.empty() ? "" : " (" + root->s + ")") << ", expected a dict of tensors");
-  StateDict out;
-  flatten(root, "", out, source);
-  return out;
+  StorageLoader load = [&](const std::string& key, const StorageType& type, int64_t numel) {
+    std::string record = prefix + "data/" + key;
+    FUNDUS_CHECK(zip.contains(record), source << ": missing data record '" << record << "' (truncated or damaged file)");
+    std::string_view data = zip.read(record);
+    torch::Tensor storage = torch::empty({numel}, torch::TensorOptions().dtype(type.dtype));
+    uint64_t need = static_cast<uint64_t>(numel) * storage.element_size();
+    FUNDUS_CHECK(data.size() >= need, source << ": data record '" << record << "' holds " << data.size() << " bytes, "
+                                             << need << " expected (truncated?)");
+    if (need) std::memcpy(storage.data_ptr(), data.data(), need);
+    return storage;
+  };
+  return state_dict_of(Unpickler(zip.read(prefix + "data.pkl"), load, prefix + "data.pkl", source).run(), source);
+}
+
+// The legacy format (PyTorch 0.1.10 - 1.5, and torch.save(..., _use_new_zipfile_serialization=False);
+// older torchvision files such as densenet121-a639ec97.pth): five pickles back to back (magic
+// number, protocol version 1001, system info, the object, the list of storage keys), then each
+// storage as an int64 element count and its raw little-endian bytes, in the order of that list.
+StateDict parse_legacy(const std::string& bytes, const std::string& source) {
+  std::string_view rest(bytes);
+  StorageLoader no_storage = [&](const std::string&, const StorageType&, int64_t) -> torch::Tensor {
+    FUNDUS_THROW(source << ": a tensor outside the saved object (damaged legacy file)");
+  };
+  auto next = [&](const StorageLoader& load, const char* what) {
+    Unpickler u(rest, load, std::string("legacy ") + what + " pickle at byte " +
+                                std::to_string(bytes.size() - rest.size()) + ",", source);
+    Py v = u.run();
+    rest.remove_prefix(u.position());
+    return v;
+  };
+  static const std::string kMagic("long:\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", 15);
+  Py magic = next(no_storage, "magic-number");
+  FUNDUS_CHECK(magic->kind == PyValue::Kind::Other && magic->s == kMagic,
+               source << ": a pickle without torch.save's magic number: not a PyTorch weight file");
+  Py protocol = next(no_storage, "protocol");
+  FUNDUS_CHECK(protocol->kind == PyValue::Kind::Int && protocol->i == 1001,
+               source << ": legacy torch.save protocol " << (protocol->kind == PyValue::Kind::Int ? protocol->i : -1)
+                      << " (only 1001 exists)");
+  Py info = next(no_storage, "system-info");
+  if (info->kind == PyValue::Kind::Dict)
+    for (const auto& [k, v] : info->entries)
+      FUNDUS_CHECK(!(k->s == "little_endian" && v->kind == PyValue::Kind::Bool && !v->i),
+                   source << ": saved on a big-endian machine (only little-endian is supported)");
+
+  std::map<std::string, torch::Tensor> storages;
+  StorageLoader remember = [&](const std::string& key, const StorageType& type, int64_t numel) {
+    torch::Tensor storage = torch::empty({numel}, torch::TensorOptions().dtype(type.dtype));
+    storages[key] = storage;
+    return storage;
+  };
+  Py root = next(remember, "object");
+  Py keys = next(no_storage, "storage-keys");
+  FUNDUS_CHECK(keys->kind == PyValue::Kind::List, source << ": legacy file without its list of storages (damaged?)");
+  std::set<std::string> filled;
+  for (const auto& key : keys->items) {
+    FUNDUS_CHECK(key->kind == PyValue::Kind::Str && storages.count(key->s),
+                 source << ": legacy file lists a storage the object does not use (damaged?)");
+    torch::Tensor& storage = storages[key->s];
+    FUNDUS_CHECK(rest.size() >= 8, source << ": storage '" << key->s << "' is missing (truncated file)");
+    int64_t count = 0;
+    std::memcpy(&count, rest.data(), 8);  // little-endian hosts only (checked above for the file)
+    rest.remove_prefix(8);
+    FUNDUS_CHECK(count == storage.numel(), source << ": storage '" << key->s << "' holds " << count
+                                                  << " elements, the object expects " << storage.numel());
+    uint64_t need = static_cast<uint64_t>(count) * storage.element_size();
+    FUNDUS_CHECK(rest.size() >= need, source << ": storage '" << key->s << "' is cut short (truncated file)");
+    if (need) std::memcpy(storage.data_ptr(), rest.data(), need);
+    rest.remove_prefix(need);
+    filled.insert(key->s);
+  }
+  FUNDUS_CHECK(filled.size() == storages.size(), source << ": " << storages.size() - filled.size()
+                                                        << " storages without data (truncated or damaged file)");
+  return state_dict_of(root, source);
+}
+
+}  // namespace
+
+StateDict parse_state_dict(const std::string& bytes, const std::string& source) {
+  FUNDUS_CHECK(!bytes.empty(), source << ": empty file (truncated?)");
+  if (bytes.size() >= 4 && bytes.compare(0, 4, "PK\x03\x04") == 0) return parse_zip(bytes, source);
+  if (static_cast<uint8_t>(bytes[0]) == 0x80) return parse_legacy(bytes, source);
+  FUNDUS_CHECK(!(bytes.size() > 262 && bytes.compare(257, 5, "ustar") == 0),
+               source << ": PyTorch's tar format (before 0.1.10, 2017): load and re-save it with Python's "
+                         "torch.save(torch.load(path), path)");
+  FUNDUS_THROW(source << ": not a PyTorch weight file (neither a torch.save zip archive nor a pickle)");
 }
 
 StateDict read_state_dict(const std::string& path) { return parse_state_dict(read_file(path), path); }

@@ -21,6 +21,7 @@
 #include "fundus/loss/loss.h"
 #include "fundus/model/batchnorm.h"
 #include "fundus/model/runtime.h"
+#include "fundus/model/weights_hub.h"
 #include "fundus/train/checkpoint.h"
 #include "fundus/train/embed.h"
 #include "fundus/train/feature_cache.h"
@@ -343,6 +344,8 @@ TrainSummary train_model(const TrainRequest& req) {
   const LossConfig loss_cfg = LossConfig::from_json(cfg.loss);
   FUNDUS_CHECK(!loss_cfg.needs_logits() || cfg.model.head_classes > 0,
                "loss uses ce/bce but model.head_classes is 0 (no classifier head)");
+  // Missing pretrained weights ("imagenet" not fetched) fail now, not after the data preparation.
+  if (!req.resume) resolve_pretrained(cfg.model.pretrained, cfg.model.backbone);
   Splits splits = prepare_data(req);
   const std::string ckpt_dir = join_path(req.out_dir, "checkpoints");
   const std::string last_path = join_path(ckpt_dir, "last.ckpt"), best_path = join_path(ckpt_dir, "best.ckpt");

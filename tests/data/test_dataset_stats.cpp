@@ -60,6 +60,33 @@ TEST(DatasetStats, CountsSizesAndFormats) {
   EXPECT_EQ(quick.grades, st.grades);
 }
 
+TEST(DatasetStats, ReportsRowsLeftOutLikeValidate) {
+  // Regression: rows with an unknown split (or eye) used to vanish from the counts without a word.
+  test::TempDir dir;
+  test::write_text(dir.file("labels.csv"),
+                   "image,grade,patient,eye,split\n"
+                   "a.jpg,0,P1,L,train\nb.jpg,2,P1,R,holdout\nc.jpg,2,P2,L,test\nd.jpg,4,P3,X,train\n");
+  for (const char* f : {"a.jpg", "b.jpg", "c.jpg", "d.jpg"}) test::write_text(dir.file(f), "not read");
+  LoadResult r = load_dataset(dir.file("labels.csv"));
+  DatasetStats st = compute_dataset_stats(r, {false, 1});
+  EXPECT_EQ(st.images, 2);
+  ASSERT_EQ(st.left_out.size(), 2u);
+  EXPECT_EQ(st.left_out[0].line, 3);
+  std::string table = format_stats(st);
+  EXPECT_NE(table.find("2 rows left out of these counts"), std::string::npos) << table;
+  EXPECT_NE(table.find(dir.file("labels.csv") + ":3: split 'holdout' is not train, val or test"), std::string::npos)
+      << table;
+  EXPECT_NE(table.find(dir.file("labels.csv") + ":5: "), std::string::npos) << table;
+  Json j = stats_to_json(st);
+  EXPECT_EQ(j["rows_left_out"], 2);
+  EXPECT_EQ(j["left_out"][0]["line"], 3);
+  EXPECT_EQ(j["left_out"][0]["kind"], "bad_field");
+
+  DatasetStats clean = compute_dataset_stats(r.dataset, {false, 1});
+  EXPECT_EQ(format_stats(clean).find("left out"), std::string::npos);
+  EXPECT_EQ(stats_to_json(clean)["rows_left_out"], 0);
+}
+
 TEST(DatasetStats, Rahim) {
   FUNDUS_REQUIRE_SHARED_DATASET(dir, "rahim-dr");
   DatasetStats st = compute_dataset_stats(load_dataset(dir + "/labels.csv").dataset, {true, 2});

@@ -1,6 +1,7 @@
 // Reading and writing PyTorch .pth files; load_into reports. The Python oracle writes files with
 // torch.save in every flavour we must read (OrderedDict state_dicts, plain dicts, parameters, views
-// sharing storage, all dtypes, protocol 4, nested checkpoints) and the ones we must reject.
+// sharing storage, all dtypes, protocol 4, nested checkpoints, the legacy non-zip format) and the
+// ones we must reject.
 #include <fstream>
 #include <memory>
 
@@ -52,7 +53,10 @@ t = {
 torch.save(t, d + "/dtypes.pth")
 torch.save(t, d + "/p4.pth", pickle_protocol=4)
 torch.save({"t%d" % i: torch.full((1,), float(i)) for i in range(300)}, d + "/many.pth")
-torch.save({"f32": t["f32"]}, d + "/legacy.pth", _use_new_zipfile_serialization=False)
+# The legacy format (PyTorch < 1.6; older torchvision files): pickles followed by raw storages.
+torch.save(t, d + "/legacy.pth", _use_new_zipfile_serialization=False)
+torch.save(t, d + "/legacy_p4.pth", _use_new_zipfile_serialization=False, pickle_protocol=4)
+torch.save(m.state_dict(), d + "/legacy_od.pth", _use_new_zipfile_serialization=False)
 torch.jit.script(nn.Linear(2, 2)).save(d + "/script.pt")
 torch.save({"c": torch.zeros(2, dtype=torch.complex64)}, d + "/complex.pth")
 )PY";
@@ -153,6 +157,32 @@ void check_dtypes(const StateDict& s) {
 TEST_F(StateDictFiles, ReadsEveryDtypeAndViews) { check_dtypes(read_state_dict(file("dtypes.pth"))); }
 TEST_F(StateDictFiles, ReadsPickleProtocol4) { check_dtypes(read_state_dict(file("p4.pth"))); }
 
+TEST_F(StateDictFiles, ReadsTheLegacyFormat) {
+  check_dtypes(read_state_dict(file("legacy.pth")));
+  check_dtypes(read_state_dict(file("legacy_p4.pth")));
+  StateDict od = read_state_dict(file("legacy_od.pth"));
+  EXPECT_EQ(od.keys(), read_state_dict(file("od.pth")).keys());
+  EXPECT_EQ(max_abs_diff(get(od, "0.weight"), pattern({4, 3, 3, 3})), 0.0);
+  EXPECT_EQ(get(od, "1.num_batches_tracked").item<int64_t>(), 7);
+}
+
+TEST_F(StateDictFiles, RejectsTruncatedOrDamagedLegacyFiles) {
+  std::string bytes = read_file(file("legacy_od.pth"));
+  for (size_t cut : {size_t{5}, size_t{40}, bytes.size() / 2, bytes.size() - 9}) {
+    std::string e = error_of([&] { parse_state_dict(bytes.substr(0, cut), "cut.pth"); });
+    EXPECT_NE(e.find("cut.pth: "), std::string::npos) << e;
+    EXPECT_NE(e.find("truncated"), std::string::npos) << "cut at " << cut << ": " << e;
+  }
+  std::string bad_magic = bytes;
+  bad_magic[5] ^= 0x40;
+  EXPECT_NE(error_of([&] { parse_state_dict(bad_magic, "m.pth"); }).find("m.pth: a pickle without torch.save's magic number"),
+            std::string::npos);
+  std::string tar(1024, '\0');
+  tar.replace(0, 7, "sys_info");
+  tar.replace(257, 5, "ustar");
+  EXPECT_NE(error_of([&] { parse_state_dict(tar, "old.tar"); }).find("old.tar: PyTorch's tar format"), std::string::npos);
+}
+
 TEST_F(StateDictFiles, ReadsManyEntriesWithLongMemoKeys) {
   StateDict s = read_state_dict(file("many.pth"));
   ASSERT_EQ(s.size(), 300u);
@@ -160,11 +190,7 @@ TEST_F(StateDictFiles, ReadsManyEntriesWithLongMemoKeys) {
   EXPECT_EQ(s.keys()[150], "t150");
 }
 
-TEST_F(StateDictFiles, RejectsLegacyTorchScriptAndUnsupportedDtypes) {
-  EXPECT_NE(error_of([] { read_state_dict(file("legacy.pth")); })
-                .find("legacy (non-zip) torch.save format: re-save with torch.save(..., "
-                      "_use_new_zipfile_serialization=True)"),
-            std::string::npos);
+TEST_F(StateDictFiles, RejectsTorchScriptAndUnsupportedDtypes) {
   EXPECT_NE(error_of([] { read_state_dict(file("script.pt")); }).find("TorchScript archive, not a state_dict"),
             std::string::npos);
   std::string e = error_of([] { read_state_dict(file("complex.pth")); });

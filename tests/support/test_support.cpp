@@ -1,5 +1,8 @@
 #include "test_support.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -89,6 +92,19 @@ CommandResult run_python(const std::string& script, const std::string& args) {
   auto r = run_command(shell_quote(FUNDUS_PYTHON) + " " + shell_quote(path) + " " + args);
   EXPECT_EQ(r.exit_code, 0) << "python oracle failed:\n" << r.output;
   return r;
+}
+
+int closed_local_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  bool ok = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+            ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  if (fd >= 0) ::close(fd);
+  EXPECT_TRUE(ok) << "cannot bind a port on 127.0.0.1";
+  return ntohs(a.sin_port);
 }
 
 }  // namespace fundus::test

@@ -53,4 +53,7 @@ CommandResult run_python(const std::string& script, const std::string& args = ""
 /// Shell-quotes one argument.
 std::string shell_quote(const std::string& s);
 
+/// A TCP port on 127.0.0.1 where nothing listens (bound, then closed): connections are refused.
+int closed_local_port();
+
 }  // namespace fundus::test

@@ -7,9 +7,11 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "fundus/core/json.h"
 #include "fundus/data/dataset.h"
+#include "fundus/data/dataset_io.h"
 
 namespace fundus {
 
@@ -36,11 +38,17 @@ struct DatasetStats {
   int64_t unreadable = 0;               // header could not be read (validate to see why)
   SizeStats width, height;
   std::map<std::string, int64_t> formats;  // "jpeg" -> count
+  // Rows of the file that are not in the counts above (an unknown split or eye, a bad grade, ...),
+  // as `fundus dataset validate` reports them. Filled by the LoadResult overload.
+  std::vector<DatasetProblem> left_out;
 };
 
 DatasetStats compute_dataset_stats(const Dataset& dataset, const StatsOptions& options = {});
+/// Statistics of the usable rows of a loaded file, with its row problems in `left_out`.
+DatasetStats compute_dataset_stats(const LoadResult& loaded, const StatsOptions& options = {});
 Json stats_to_json(const DatasetStats& stats);
-/// Readable tables: grades with names and percentages, patients/eyes, splits, sizes and formats.
+/// Readable tables: grades with names and percentages, patients/eyes, splits, sizes and formats,
+/// then the rows left out (file:line: problem, as validate prints them).
 std::string format_stats(const DatasetStats& stats);
 
 }  // namespace fundus

@@ -27,6 +27,8 @@
 
 #include <torch/torch.h>
 
+#include "fundus/model/state_dict.h"
+
 namespace fundus {
 
 class BackboneImpl : public torch::nn::Module {
@@ -64,5 +66,13 @@ bool backbone_has_pretrained_weights(const std::string& name);
 
 /// Prefixes of torchvision classifier heads, unused by a backbone ({"classifier.", "fc."}).
 const std::vector<std::string>& torchvision_head_prefixes();
+
+/// What torchvision does to its older files on load, so that they load with load_into():
+///  - DenseNet keys from before module names lost their dots ("...denselayer1.norm.1.weight" ->
+///    "...denselayer1.norm1.weight"; torchvision's densenet._load_state_dict regex);
+///  - BatchNorm layers saved before num_batches_tracked existed (PyTorch < 0.4.1) get it as 0, as
+///    BatchNorm's own loader does.
+/// Other keys are unchanged and keep their order.
+StateDict upgrade_torchvision_state_dict(const StateDict& state);
 
 }  // namespace fundus

@@ -20,7 +20,7 @@ namespace fundus {
 
 struct ModelConfig {
   std::string backbone = "densenet121";  // mobilenet_v2 | resnet18 | resnet34 | resnet50 | densenet121 | convnet4
-  std::string pretrained;                // torchvision state_dict (.pth) for the backbone, or ""
+  std::string pretrained;                // backbone weights: a .pth, "imagenet" or a weights name (weights_hub.h), or ""
   int input_size = 256;                  // side of the square network input (used by the data pipeline)
   bool spatial_attention = true;         // input spatial attention (method 2.2)
   std::string attention = "mirror";      // none | mirror | self

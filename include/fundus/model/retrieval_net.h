@@ -69,9 +69,11 @@ class RetrievalNetImpl : public torch::nn::Module {
   void freeze_stages();
   int64_t frozen_stages() const { return config_.frozen_stages; }
   /// Loads weights: a torchvision backbone file (keys without "backbone.": mapped into the backbone,
-  /// its classifier/fc reported as unused, every backbone entry required) or a full RetrievalNet
-  /// state_dict (keys with "backbone.": every entry required). Throws on a mismatch.
-  LoadReport load_pretrained(const std::string& path);
+  /// its classifier/fc reported as unused, every backbone entry required, torchvision's legacy
+  /// DenseNet names upgraded) or a full RetrievalNet state_dict (keys with "backbone.": every entry
+  /// required). `spec` is a path or a weights name found in torch.hub's cache ("imagenet",
+  /// "mobilenet_v2:IMAGENET1K_V2", ...; see resolve_pretrained in weights_hub.h). Throws on a mismatch.
+  LoadReport load_pretrained(const std::string& spec);
 
   /// Stores conv weights and runs the network in channels-last (NHWC) memory format: inputs are
   /// converted in forward(). Numerically equivalent (float rounding aside); often faster with oneDNN

@@ -1,4 +1,5 @@
-// PyTorch weight files (.pth) without Python: reading what torch.save writes in its zip format, writing
+// PyTorch weight files (.pth) without Python: reading what torch.save writes (its zip format and the
+// legacy format of PyTorch < 1.6, in which older torchvision files are), writing
 // files that Python's torch.load reads, and copying a state_dict into a LibTorch module by name.
 //
 // Reading: a small zip reader (fundus/model/zip_archive.h) plus a minimal pickle virtual machine for
@@ -8,8 +9,9 @@
 // offset, size, stride; views sharing one storage stay views) or _rebuild_parameter, storages of
 // dtype float32/64, float16, bfloat16, int64/32/16, int8, uint8 and bool. Nested dicts (e.g. a
 // checkpoint {"model": {...}, "epoch": 3}) are flattened with "." ("model.conv1.weight"); non-tensor
-// leaves are skipped. Errors (fundus::Error, naming the file): legacy non-zip pickles, TorchScript
-// archives, truncated files, missing data records, unsupported dtypes or opcodes, out-of-bounds views.
+// leaves are skipped. The legacy format is five pickles back to back followed by the raw storages.
+// Errors (fundus::Error, naming the file): PyTorch's pre-2017 tar format, TorchScript archives,
+// truncated files, missing data records, unsupported dtypes or opcodes, out-of-bounds views.
 //
 // Thread safety: all functions are reentrant; load_into mutates the given module only.
 #pragma once
