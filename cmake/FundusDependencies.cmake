@@ -3,6 +3,19 @@
 # -DTorch_DIR=... or -DCMAKE_PREFIX_PATH=...
 find_package(Threads REQUIRED)
 find_package(Torch REQUIRED)
+if(FUNDUS_WITH_CUDA)
+  if(NOT TORCH_CUDA_LIBRARIES AND NOT TARGET torch_cuda)
+    message(FATAL_ERROR "FUNDUS_WITH_CUDA=ON, but the LibTorch found in ${Torch_DIR} has no CUDA. Point "
+                        "CMAKE_PREFIX_PATH at a CUDA LibTorch, e.g. "
+                        "$(python -c 'import torch;print(torch.utils.cmake_prefix_path)')")
+  endif()
+  # Debian's OpenCV, gtest, httplib and FAISS use the C++11 ABI; wheels before ~2.6 do not (stack.md 7).
+  if(TORCH_CXX_FLAGS MATCHES "_GLIBCXX_USE_CXX11_ABI=0")
+    message(FATAL_ERROR "This LibTorch uses the pre-C++11 ABI (_GLIBCXX_USE_CXX11_ABI=0) and cannot link with "
+                        "the system's OpenCV/gtest; use a cxx11-ABI LibTorch (pytorch.org 'cxx11 ABI' zip, or a wheel >= 2.6)")
+  endif()
+  message(STATUS "Fundus: CUDA build (LibTorch ${Torch_VERSION} in ${Torch_DIR})")
+endif()
 find_package(OpenCV REQUIRED COMPONENTS core imgcodecs imgproc)
 find_package(OpenMP REQUIRED)          # must precede faiss: its config uses OpenMP::OpenMP_CXX
 find_package(faiss REQUIRED)

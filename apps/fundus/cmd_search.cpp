@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "fundus/core/error.h"
 #include "fundus/core/io.h"
+#include "fundus/core/concurrency.h"
 #include "fundus/core/strings.h"
 #include "fundus/data/image_io.h"
 #include "fundus/data/preprocess.h"
@@ -37,10 +38,11 @@ std::string numbered(const std::string& path, size_t i, size_t n) {
 
 void add_embed(CLI::App& app) {
   struct Args {
-    std::string model, store, cache, index_path, index_spec = "exact";
+    std::string model, store, cache, index_path, index_spec = "exact", device = "cpu";
     EmbedStoreOptions options;
     int threads = 0;
     bool json = false;
+    LaunchOptions launch;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -56,15 +58,31 @@ void add_embed(CLI::App& app) {
   cmd->add_option("--index-spec", a->options.index_spec, "exact | hnsw[:M=..] | ivfpq[:...]")->capture_default_str();
   cmd->add_option("--index", a->options.index_path, "Index file (default <store>.model<id>.index)");
   add_threads_option(*cmd, a->threads);
+  add_device_option(*cmd, a->device);
+  cmd->add_option("--precision", a->options.precision, "fp32, or bf16/fp16 (CUDA autocast)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  add_distributed_options(*cmd, a->launch);
   cmd->add_flag("--json", a->json, "Print JSON");
   cmd->callback([a] {
-    set_compute_threads(a->threads);
+    std::optional<DistributedOptions> world = launch_or_join(a->launch);
+    if (!world) return;  // this process launched the workers; rank 0 printed the result
+    // Local processes share the cores: --threads 0 means this process's share.
+    set_compute_threads(a->threads > 0 ? a->threads : std::max(1, available_cores() / world->local_world_size));
     a->options.threads = a->threads;
-    StoreOptions so;
-    so.create = false;
-    CaseStore store(a->store, so);
-    ModelRunner model(a->model);
-    EmbedStoreResult r = embed_store(store, model, a->options);
+    EmbedStoreResult r;
+    run_as_rank(*world, [&] {
+      ModelRunner model(a->model, resolve_device_for_rank(a->device, world->local_rank));
+      if (world->distributed()) {
+        r = embed_store_distributed(a->store, model, *world, a->options);
+        return;
+      }
+      StoreOptions so;
+      so.create = false;
+      CaseStore store(a->store, so);
+      r = embed_store(store, model, a->options);
+    });
+    if (!world->is_main()) return;
     if (a->json)
       std::cout << r.to_json().dump(2) << "\n";
     else
@@ -75,7 +93,7 @@ void add_embed(CLI::App& app) {
 void add_query(CLI::App& app) {
   struct Args {
     std::vector<std::string> images;
-    std::string store, model, exclude_patient, grades, sheet, index_spec = "exact", attention;
+    std::string store, model, exclude_patient, grades, sheet, index_spec = "exact", attention, device = "cpu";
     int k = 10, threads = 0;
     bool json = false;
   };
@@ -91,6 +109,7 @@ void add_query(CLI::App& app) {
   cmd->add_option("--sheet", a->sheet, "Write a contact sheet (query + hits) to this JPEG/PNG");
   cmd->add_option("--attention", a->attention, "Write the query's attention overlay to this JPEG/PNG");
   add_threads_option(*cmd, a->threads);
+  add_device_option(*cmd, a->device);
   cmd->add_flag("--json", a->json, "Print JSON");
   cmd->callback([a] {
     EngineOptions eo;
@@ -98,6 +117,7 @@ void add_query(CLI::App& app) {
     eo.checkpoint_path = a->model;
     eo.index_spec = a->index_spec;
     eo.threads = a->threads;
+    eo.device = a->device;
     eo.create_store = false;
     SearchEngine engine(eo);
     QueryOptions qo;
@@ -139,7 +159,7 @@ void add_query(CLI::App& app) {
 
 void add_eval(CLI::App& app) {
   struct Args {
-    std::string model, ks = "1,5,10,20,50";
+    std::string model, ks = "1,5,10,20,50", device = "cpu";
     EvalRunOptions options;
     int threads = 0;
   };
@@ -164,11 +184,12 @@ void add_eval(CLI::App& app) {
                   "joined with '+'")
       ->capture_default_str();
   add_threads_option(*cmd, a->threads);
+  add_device_option(*cmd, a->device);
   cmd->callback([a] {
     set_compute_threads(a->threads);
     a->options.threads = a->threads;
     a->options.ks = parse_int_list(a->ks, "--k");
-    ModelRunner model(a->model);
+    ModelRunner model(a->model, a->device);
     EvalRunResult r = run_evaluation(model, a->options);
     std::cout << r.markdown;
     for (const std::string& f : r.files) std::cout << "wrote " << f << "\n";
@@ -177,7 +198,7 @@ void add_eval(CLI::App& app) {
 
 void add_explain(CLI::App& app) {
   struct Args {
-    std::string image, model, out, store, case_id, data, splits = "test", masks;
+    std::string image, model, out, store, case_id, data, splits = "test", masks, device = "cpu";
     ExplainOptions explain;
     double tolerance = 8;
     int64_t limit = 0;
@@ -200,10 +221,11 @@ void add_explain(CLI::App& app) {
   cmd->add_option("--tolerance", a->tolerance, "Pointing-game tolerance in input pixels")->capture_default_str();
   cmd->add_option("--limit", a->limit, "At most N images with lesions (with --localisation)");
   add_threads_option(*cmd, a->threads);
+  add_device_option(*cmd, a->device);
   cmd->add_flag("--json", a->json, "Print JSON");
   cmd->callback([a] {
     set_compute_threads(a->threads);
-    ModelRunner model(a->model);
+    ModelRunner model(a->model, a->device);
     if (a->localisation) {
       FUNDUS_CHECK(!a->data.empty() && !a->masks.empty(), "--localisation needs --data MANIFEST and --masks DIR");
       LocalisationOptions lo;

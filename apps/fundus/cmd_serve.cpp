@@ -52,6 +52,7 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--access-log", a->server.access_log, "Append the JSON access log to this file (default: stderr)");
   cmd->add_flag("--no-access-log", a->no_access_log, "Write no access log");
   add_threads_option(*cmd, a->engine.threads);
+  add_device_option(*cmd, a->engine.device);
   cmd->callback([a] {
     EngineOptions eo = a->engine;
     ServerOptions so = a->server;

@@ -9,9 +9,11 @@ namespace fundus::cli {
 void add_train_commands(CLI::App& app) {
   struct Options {
     std::string preset, config, data, out, pretrained, train_split = "train", val_split = "val";
+    std::string device = "cpu", precision = "fp32";
     std::vector<std::string> overrides;
     bool resume = false, print_config = false;
     int epochs = 0, threads = -1;
+    LaunchOptions launch;
   };
   auto opt = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("train", "Train a retrieval model (checkpoints, exact --resume, Ctrl-C saves)");
@@ -29,6 +31,11 @@ void add_train_commands(CLI::App& app) {
   cmd->add_option("--val-split", opt->val_split, "Split used for validation queries (gallery: the train split)");
   cmd->add_flag("--resume", opt->resume, "Continue the run in --out from its last checkpoint");
   cmd->add_flag("--print-config", opt->print_config, "Print the resolved configuration and exit");
+  add_device_option(*cmd, opt->device);
+  cmd->add_option("--precision", opt->precision, "fp32, or bf16 (CUDA autocast)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  add_distributed_options(*cmd, opt->launch);
   cmd->callback([opt] {
     std::vector<std::string> overrides = opt->overrides;
     if (!opt->pretrained.empty()) overrides.push_back("model.pretrained=" + opt->pretrained);
@@ -56,9 +63,23 @@ void add_train_commands(CLI::App& app) {
     req.resume = opt->resume;
     req.train_split = opt->train_split;
     req.val_split = opt->val_split;
-    TrainSummary s = train_model(req);
+    req.device = opt->device;
+    req.precision = opt->precision;
+    std::optional<DistributedOptions> world = launch_or_join(opt->launch);
+    if (!world) {  // this process launched the workers; rank 0 printed the results
+      std::cout << "distributed run finished: " << opt->out << "\n";
+      return;
+    }
+    req.distributed = *world;
+    TrainSummary s;
+    run_as_rank(*world, [&] { s = train_model(req); });
+    if (!world->is_main()) return;
     std::cout << (s.interrupted ? "interrupted" : "finished") << ": " << s.steps << " steps, "
-              << s.epochs_completed << " epochs, " << strprintf("%.1f", s.images_per_second) << " img/s\n";
+              << s.epochs_completed << " epochs, " << strprintf("%.1f", s.images_per_second) << " img/s";
+    if (world->distributed())
+      std::cout << " (" << world->world_size << " processes, communication "
+                << strprintf("%.1f", s.comm_ms_per_step) << " ms/step)";
+    std::cout << "\n";
     if (s.best_epoch > 0)
       std::cout << "best " << s.select << " = " << strprintf("%.4f", s.best_value) << " at epoch " << s.best_epoch
                 << " -> " << s.best_checkpoint << "\n";

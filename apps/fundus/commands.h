@@ -2,7 +2,13 @@
 // subcommands and turns options into calls of the library; no logic lives here.
 #pragma once
 
+#include <functional>
+#include <optional>
+#include <string>
+
 #include <CLI/CLI.hpp>
+
+#include "fundus/train/launcher.h"
 
 namespace fundus::cli {
 
@@ -19,5 +25,15 @@ void add_demo_command(CLI::App& app);        // demo
 
 /// Shared option: compute threads (0 = all cores). Applies to torch, OpenMP and our pools.
 void add_threads_option(CLI::App& cmd, int& threads);
+/// Shared option: --device cpu|cuda|auto (where the model runs; model/runtime.h resolve_device).
+void add_device_option(CLI::App& cmd, std::string& device);
+/// Shared options of distributed commands: --nproc, --nnodes, --node-rank, --master-addr,
+/// --master-port, --dist-timeout (train/launcher.h).
+void add_distributed_options(CLI::App& cmd, LaunchOptions& options);
+/// This process's place in the run. A launcher (--nproc > 1, or --nnodes > 1) starts the local
+/// workers, waits, returns nullopt when they all succeeded and throws when one failed.
+std::optional<DistributedOptions> launch_or_join(const LaunchOptions& options);
+/// Runs `body`; errors of a distributed worker are prefixed with its rank ("rank 1/2: ...").
+void run_as_rank(const DistributedOptions& world, const std::function<void()>& body);
 
 }  // namespace fundus::cli

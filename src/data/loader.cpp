@@ -25,6 +25,8 @@ void LoaderOptions::validate() const {
   if (augment) augmentation.validate();
   FUNDUS_CHECK(workers >= 0, "loader.workers: must be >= 0 (0 = all cores), got " << workers);
   FUNDUS_CHECK(prefetch_batches >= 1, "loader.prefetch_batches: must be >= 1, got " << prefetch_batches);
+  FUNDUS_CHECK(shard_count >= 1 && shard_index >= 0 && shard_index < shard_count,
+               "loader: shard " << shard_index << " of " << shard_count << " is not a valid shard");
 }
 
 LoaderOptions eval_loader_options(const LoaderOptions& base, int64_t batch_size) {
@@ -120,19 +122,23 @@ cv::Mat DataLoader::load_image(int64_t index, int64_t position) const {
 }
 
 Batch DataLoader::build_batch(int64_t b) const {
-  const std::vector<int64_t>& idx = plan_[size_t(b)];
+  const std::vector<int64_t>& planned = plan_[size_t(b)];
+  // This shard's rows of the planned batch; `first` keeps their positions (and so their augmentation).
+  const auto [first, last] = shard_range(int64_t(planned.size()), options_.shard_index, options_.shard_count);
+  const std::vector<int64_t> idx(planned.begin() + first, planned.begin() + last);
   const int64_t n = int64_t(idx.size()), side = options_.preprocess.size, stride = 3 * side * side;
   Batch out;
   out.epoch = epoch_;
   out.batch = b;
   out.indices = idx;
-  out.images = torch::empty({n, 3, side, side}, torch::kFloat32);
-  out.grades = torch::empty({n}, torch::kInt64);
+  out.images = torch::empty({n, 3, side, side}, torch::TensorOptions(torch::kFloat32).pinned_memory(options_.pin_memory));
+  out.grades = torch::empty({n}, torch::TensorOptions(torch::kInt64).pinned_memory(options_.pin_memory));
   float* pixels = out.images.data_ptr<float>();
   int64_t* grades = out.grades.data_ptr<int64_t>();
   for (int64_t i = 0; i < n && !stop_; ++i) {
     const CaseRecord& r = dataset_.records[size_t(idx[size_t(i)])];
-    image_to_chw(load_image(idx[size_t(i)], b * options_.sampler.batch_size + i), pixels + i * stride, options_.normalization);
+    image_to_chw(load_image(idx[size_t(i)], b * options_.sampler.batch_size + first + i), pixels + i * stride,
+                 options_.normalization);
     grades[i] = r.grade;
     out.ids.push_back(r.id);
   }

@@ -121,4 +121,12 @@ std::vector<std::vector<int64_t>> BatchSampler::epoch(int64_t epoch) const {
   return batches;
 }
 
+std::pair<int64_t, int64_t> shard_range(int64_t rows, int part, int parts) {
+  FUNDUS_CHECK(parts >= 1 && part >= 0 && part < parts && rows >= 0,
+               "shard_range: part " << part << " of " << parts << " for " << rows << " rows");
+  const int64_t base = rows / parts, extra = rows % parts;
+  const int64_t first = part * base + std::min<int64_t>(part, extra);
+  return {first, first + base + (part < extra ? 1 : 0)};
+}
+
 }  // namespace fundus

@@ -53,7 +53,7 @@ Aggregation parse_aggregation(const std::string& name) {
 std::string aggregation_name(Aggregation a) { return a == Aggregation::literal ? "literal" : "standard"; }
 
 ConvBNReLUImpl::ConvBNReLUImpl(int64_t in, int64_t out)
-    : conv(register_module("0", conv1x1(in, out))), bn(register_module("1", torch::nn::BatchNorm2d(out))) {
+    : conv(register_module("0", conv1x1(in, out))), bn(register_module("1", SyncBatchNorm2d(out))) {
   kaiming(conv);
 }
 

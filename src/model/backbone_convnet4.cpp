@@ -14,14 +14,14 @@ using layers::conv2d;
 struct ConvStage : torch::nn::Module {
   ConvStage(int64_t in, int64_t out)
       : conv1(register_module("0", conv2d(in, out, 3, 2, 1))),
-        bn1(register_module("1", torch::nn::BatchNorm2d(out))),
+        bn1(register_module("1", SyncBatchNorm2d(out))),
         conv2(register_module("3", conv2d(out, out, 3, 1, 1))),
-        bn2(register_module("4", torch::nn::BatchNorm2d(out))) {}
+        bn2(register_module("4", SyncBatchNorm2d(out))) {}
   torch::Tensor forward(const torch::Tensor& x) { return bn2(conv2(bn1(conv1(x)).relu_())).relu_(); }
   torch::nn::Conv2d conv1;
-  torch::nn::BatchNorm2d bn1;
+  SyncBatchNorm2d bn1;
   torch::nn::Conv2d conv2;
-  torch::nn::BatchNorm2d bn2;
+  SyncBatchNorm2d bn2;
 };
 
 class ConvNet4 : public BackboneImpl {

@@ -12,25 +12,25 @@ using layers::conv2d;
 
 struct DenseLayer : torch::nn::Module {
   DenseLayer(int64_t in, int64_t growth, int64_t bn_size)
-      : norm1(register_module("norm1", torch::nn::BatchNorm2d(in))),
+      : norm1(register_module("norm1", SyncBatchNorm2d(in))),
         conv1(register_module("conv1", conv2d(in, bn_size * growth, 1))),
-        norm2(register_module("norm2", torch::nn::BatchNorm2d(bn_size * growth))),
+        norm2(register_module("norm2", SyncBatchNorm2d(bn_size * growth))),
         conv2(register_module("conv2", conv2d(bn_size * growth, growth, 3, 1, 1))) {}
   torch::Tensor forward(const std::vector<torch::Tensor>& inputs) {
     torch::Tensor y = conv1(norm1(torch::cat(inputs, 1)).relu_());
     return conv2(norm2(y).relu_());
   }
-  torch::nn::BatchNorm2d norm1;
+  SyncBatchNorm2d norm1;
   torch::nn::Conv2d conv1;
-  torch::nn::BatchNorm2d norm2;
+  SyncBatchNorm2d norm2;
   torch::nn::Conv2d conv2;
 };
 
 struct Transition : torch::nn::Module {
   Transition(int64_t in, int64_t out)
-      : norm(register_module("norm", torch::nn::BatchNorm2d(in))), conv(register_module("conv", conv2d(in, out, 1))) {}
+      : norm(register_module("norm", SyncBatchNorm2d(in))), conv(register_module("conv", conv2d(in, out, 1))) {}
   torch::Tensor forward(const torch::Tensor& x) { return torch::avg_pool2d(conv(norm(x).relu_()), 2, 2); }
-  torch::nn::BatchNorm2d norm;
+  SyncBatchNorm2d norm;
   torch::nn::Conv2d conv;
 };
 
@@ -40,7 +40,7 @@ class DenseNet121 : public BackboneImpl {
     const int64_t growth = 32, bn_size = 4, blocks[4] = {6, 12, 24, 16};
     auto features = layers::container(*this, "features");
     conv0 = features->register_module("conv0", conv2d(3, 64, 7, 2, 3));
-    norm0 = features->register_module("norm0", torch::nn::BatchNorm2d(64));
+    norm0 = features->register_module("norm0", SyncBatchNorm2d(64));
     int64_t channels = 64;
     for (int k = 0; k < 4; ++k) {
       auto block = layers::container(*features, "denseblock" + std::to_string(k + 1));
@@ -56,7 +56,7 @@ class DenseNet121 : public BackboneImpl {
         channels /= 2;
       }
     }
-    norm5 = features->register_module("norm5", torch::nn::BatchNorm2d(channels));
+    norm5 = features->register_module("norm5", SyncBatchNorm2d(channels));
     layers::init_convs(*this, torch::kFanIn);
     add_stage({[conv = conv0, norm = norm0](torch::Tensor x) mutable { return torch::max_pool2d(norm(conv(x)).relu_(), 3, 2, 1); },
                {conv0.ptr(), norm0.ptr()}});
@@ -79,7 +79,7 @@ class DenseNet121 : public BackboneImpl {
 
  private:
   torch::nn::Conv2d conv0{nullptr};
-  torch::nn::BatchNorm2d norm0{nullptr}, norm5{nullptr};
+  SyncBatchNorm2d norm0{nullptr}, norm5{nullptr};
   std::vector<std::vector<std::shared_ptr<DenseLayer>>> blocks_;
   std::vector<std::shared_ptr<Transition>> transitions_;
 };

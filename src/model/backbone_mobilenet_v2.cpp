@@ -14,13 +14,13 @@ using layers::conv2d;
 struct ConvBNReLU6 : torch::nn::Module {
   ConvBNReLU6(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t groups = 1)
       : conv(register_module("0", conv2d(in, out, kernel, stride, (kernel - 1) / 2, groups))),
-        bn(register_module("1", torch::nn::BatchNorm2d(out))) {}
+        bn(register_module("1", SyncBatchNorm2d(out))) {}
   torch::Tensor forward(const torch::Tensor& x) {
     torch::Tensor y = bn(conv(x));
     return torch::hardtanh_(y, 0.0, 6.0);  // torchvision's ReLU6(inplace=True)
   }
   torch::nn::Conv2d conv;
-  torch::nn::BatchNorm2d bn;
+  SyncBatchNorm2d bn;
 };
 
 struct InvertedResidual : torch::nn::Module {
@@ -32,7 +32,7 @@ struct InvertedResidual : torch::nn::Module {
     acts.push_back(seq->register_module(std::to_string(index++),
                                         std::make_shared<ConvBNReLU6>(hidden, hidden, 3, stride, hidden)));
     project = seq->register_module(std::to_string(index++), conv2d(hidden, out, 1));
-    bn = seq->register_module(std::to_string(index++), torch::nn::BatchNorm2d(out));
+    bn = seq->register_module(std::to_string(index++), SyncBatchNorm2d(out));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     torch::Tensor y = x;
@@ -43,7 +43,7 @@ struct InvertedResidual : torch::nn::Module {
   bool residual;
   std::vector<std::shared_ptr<ConvBNReLU6>> acts;
   torch::nn::Conv2d project{nullptr};
-  torch::nn::BatchNorm2d bn{nullptr};
+  SyncBatchNorm2d bn{nullptr};
 };
 
 class MobileNetV2 : public BackboneImpl {

@@ -15,20 +15,20 @@ struct Downsample {
     if (stride == 1 && in == out) return;
     auto seq = layers::container(block, "downsample");
     conv = seq->register_module("0", conv2d(in, out, 1, stride));
-    bn = seq->register_module("1", torch::nn::BatchNorm2d(out));
+    bn = seq->register_module("1", SyncBatchNorm2d(out));
   }
   torch::Tensor operator()(const torch::Tensor& x) { return conv ? bn(conv(x)) : x; }
   torch::nn::Conv2d conv{nullptr};
-  torch::nn::BatchNorm2d bn{nullptr};
+  SyncBatchNorm2d bn{nullptr};
 };
 
 struct BasicBlock : torch::nn::Module {
   static constexpr int64_t kExpansion = 1;
   BasicBlock(int64_t in, int64_t planes, int64_t stride)
       : conv1(register_module("conv1", conv2d(in, planes, 3, stride, 1))),
-        bn1(register_module("bn1", torch::nn::BatchNorm2d(planes))),
+        bn1(register_module("bn1", SyncBatchNorm2d(planes))),
         conv2(register_module("conv2", conv2d(planes, planes, 3, 1, 1))),
-        bn2(register_module("bn2", torch::nn::BatchNorm2d(planes))),
+        bn2(register_module("bn2", SyncBatchNorm2d(planes))),
         downsample(*this, in, planes, stride) {}
   torch::Tensor forward(const torch::Tensor& x) {
     torch::Tensor y = bn1(conv1(x)).relu_();
@@ -36,9 +36,9 @@ struct BasicBlock : torch::nn::Module {
     return y.add_(downsample(x)).relu_();
   }
   torch::nn::Conv2d conv1;
-  torch::nn::BatchNorm2d bn1;
+  SyncBatchNorm2d bn1;
   torch::nn::Conv2d conv2;
-  torch::nn::BatchNorm2d bn2;
+  SyncBatchNorm2d bn2;
   Downsample downsample;
 };
 
@@ -47,11 +47,11 @@ struct Bottleneck : torch::nn::Module {
   static constexpr int64_t kExpansion = 4;
   Bottleneck(int64_t in, int64_t planes, int64_t stride)
       : conv1(register_module("conv1", conv2d(in, planes, 1))),
-        bn1(register_module("bn1", torch::nn::BatchNorm2d(planes))),
+        bn1(register_module("bn1", SyncBatchNorm2d(planes))),
         conv2(register_module("conv2", conv2d(planes, planes, 3, stride, 1))),
-        bn2(register_module("bn2", torch::nn::BatchNorm2d(planes))),
+        bn2(register_module("bn2", SyncBatchNorm2d(planes))),
         conv3(register_module("conv3", conv2d(planes, planes * kExpansion, 1))),
-        bn3(register_module("bn3", torch::nn::BatchNorm2d(planes * kExpansion))),
+        bn3(register_module("bn3", SyncBatchNorm2d(planes * kExpansion))),
         downsample(*this, in, planes * kExpansion, stride) {}
   torch::Tensor forward(const torch::Tensor& x) {
     torch::Tensor y = bn1(conv1(x)).relu_();
@@ -60,11 +60,11 @@ struct Bottleneck : torch::nn::Module {
     return y.add_(downsample(x)).relu_();
   }
   torch::nn::Conv2d conv1;
-  torch::nn::BatchNorm2d bn1;
+  SyncBatchNorm2d bn1;
   torch::nn::Conv2d conv2;
-  torch::nn::BatchNorm2d bn2;
+  SyncBatchNorm2d bn2;
   torch::nn::Conv2d conv3;
-  torch::nn::BatchNorm2d bn3;
+  SyncBatchNorm2d bn3;
   Downsample downsample;
 };
 
@@ -74,7 +74,7 @@ class ResNet : public BackboneImpl {
   ResNet(const std::string& name, const std::array<int, 4>& repeats)
       : BackboneImpl(name),
         conv1(register_module("conv1", conv2d(3, 64, 7, 2, 3))),
-        bn1(register_module("bn1", torch::nn::BatchNorm2d(64))) {
+        bn1(register_module("bn1", SyncBatchNorm2d(64))) {
     std::vector<std::shared_ptr<Block>> blocks;
     int64_t in = 64;
     for (int k = 0; k < 4; ++k) {
@@ -96,7 +96,7 @@ class ResNet : public BackboneImpl {
 
  private:
   torch::nn::Conv2d conv1;
-  torch::nn::BatchNorm2d bn1;
+  SyncBatchNorm2d bn1;
 };
 
 }  // namespace

@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include "fundus/model/sync_batchnorm.h"  // every BatchNorm2d of our networks
+
 namespace fundus::layers {
 
 /// Conv2d with torchvision's defaults (no bias unless asked).

@@ -10,6 +10,7 @@
 
 #include "fundus/core/concurrency.h"
 #include "fundus/core/error.h"
+#include "fundus/core/strings.h"
 
 namespace fundus {
 
@@ -38,10 +39,20 @@ std::string resolve_device(const std::string& requested) {
   if (requested == "cpu") return "cpu";
   bool cuda = torch::cuda::is_available();
   if (requested == "auto") return cuda ? "cuda" : "cpu";
-  FUNDUS_CHECK(requested == "cuda", "device must be cpu, cuda or auto, not '" << requested << "'");
-  FUNDUS_CHECK(cuda, "device 'cuda' requested but no CUDA device is available (this LibTorch build: "
-                         << (torch::cuda::is_available() ? "CUDA" : "CPU-only") << ")");
-  return "cuda";
+  int64_t index = -1;
+  const bool indexed = requested.rfind("cuda:", 0) == 0 && try_parse_int(requested.substr(5), index) && index >= 0;
+  FUNDUS_CHECK(requested == "cuda" || indexed, "--device must be cpu, cuda or auto, not '" << requested << "'");
+  FUNDUS_CHECK(cuda, "--device " << requested << ": no CUDA device is available (this machine or this LibTorch "
+                                 << "build has none); use --device cpu");
+  FUNDUS_CHECK(!indexed || index < int64_t(torch::cuda::device_count()),
+               "--device " << requested << ": this machine has " << torch::cuda::device_count() << " CUDA device(s)");
+  return requested;
+}
+
+std::string resolve_device_for_rank(const std::string& requested, int local_rank) {
+  const std::string device = resolve_device(requested);
+  if (device != "cuda") return device;
+  return "cuda:" + std::to_string(local_rank % std::max<int64_t>(1, int64_t(torch::cuda::device_count())));
 }
 
 }  // namespace fundus

@@ -1,3 +1,4 @@
+#include "fundus/model/device.h"
 #include "fundus/retrieval/explain.h"
 
 #include <algorithm>
@@ -133,7 +134,7 @@ Explanation explain_image(RetrievalNetImpl& net, const cv::Mat& image, const Exp
                                                     << net.descriptor_dim());
   FUNDUS_CHECK(!net.is_training(), "explain: the model must be in eval mode");
 
-  torch::Tensor x = image_to_tensor(image, Normalization::none()).unsqueeze(0);
+  torch::Tensor x = image_to_tensor(image, Normalization::none()).unsqueeze(0).to(module_device(net));
   Explanation e;
   if (attention) {
     c10::InferenceMode guard;
@@ -157,7 +158,7 @@ Explanation explain_image(RetrievalNetImpl& net, const cv::Mat& image, const Exp
     } else {
       torch::Tensor r = torch::from_blob(const_cast<float*>(reference.data()), {1, int64_t(reference.size())},
                                          torch::kFloat32)
-                            .to(g.descriptor.dtype());
+                            .to(g.descriptor.device(), g.descriptor.scalar_type());
       score = torch::cosine_similarity(g.descriptor, r, 1).sum();
     }
     torch::Tensor grad = torch::autograd::grad({score}, {g.feature_map})[0];

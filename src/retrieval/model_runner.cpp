@@ -5,6 +5,8 @@
 #include "fundus/core/error.h"
 #include "fundus/core/io.h"
 #include "fundus/data/tensor.h"
+#include "fundus/model/device.h"
+#include "fundus/model/runtime.h"
 #include "fundus/train/embed.h"
 
 namespace fundus {
@@ -15,9 +17,12 @@ struct ModelRunner::Impl {
 
 ModelRunner::ModelRunner() : impl_(std::make_unique<Impl>()) {}
 
-ModelRunner::ModelRunner(const std::string& checkpoint_path) : impl_(std::make_unique<Impl>()) {
+ModelRunner::ModelRunner(const std::string& checkpoint_path, const std::string& device)
+    : impl_(std::make_unique<Impl>()) {
+  const torch::Device target(resolve_device(device));  // before the (slow) load: a missing GPU fails at once
   FUNDUS_CHECK(file_exists(checkpoint_path), checkpoint_path << ": checkpoint not found");
   impl_->model = load_trained_model(checkpoint_path);
+  if (!target.is_cpu()) impl_->model.net->to(target);
 }
 
 ModelRunner::~ModelRunner() = default;
@@ -33,6 +38,7 @@ std::unique_ptr<ModelRunner> ModelRunner::clone() const {
   dst.net = RetrievalNet(src.config.model, /*load_weights=*/false);
   load_into(*dst.net, module_state_dict(*src.net));
   if (src.net->channels_last()) dst.net->use_channels_last(true);
+  dst.net->to(module_device(*src.net));
   dst.net->eval();
   return copy;
 }
@@ -43,6 +49,7 @@ const std::string& ModelRunner::checkpoint_path() const { return impl_->model.ch
 const std::string& ModelRunner::checkpoint_sha256() const { return impl_->model.checkpoint_sha256; }
 const Json& ModelRunner::meta() const { return impl_->model.meta; }
 RetrievalNetImpl& ModelRunner::net() { return *impl_->model.net; }
+std::string ModelRunner::device() const { return module_device(*impl_->model.net).str(); }
 
 std::string ModelRunner::display_name() const {
   std::string path = checkpoint_path();

@@ -192,7 +192,7 @@ SearchEngine::SearchEngine(const EngineOptions& options) : impl_(std::make_uniqu
   so.create = options.create_store;
   e.store = std::make_unique<CaseStore>(options.store_path, so);
   auto first = std::make_unique<Impl::Replica>();
-  first->model = std::make_unique<ModelRunner>(options.checkpoint_path);
+  first->model = std::make_unique<ModelRunner>(options.checkpoint_path, options.device);
   e.replicas.push_back(std::move(first));
   for (int i = 1; i < options.inference_replicas; ++i) {
     auto r = std::make_unique<Impl::Replica>();

@@ -5,6 +5,7 @@
 #include "fundus/core/hash.h"
 #include "fundus/core/progress.h"
 #include "fundus/data/loader.h"
+#include "fundus/model/device.h"
 #include "fundus/train/checkpoint.h"
 
 namespace fundus {
@@ -30,7 +31,9 @@ TrainedModel load_trained_model(const std::string& path) {
 
 torch::Tensor embed_batch(RetrievalNetImpl& net, const torch::Tensor& images) {
   c10::InferenceMode guard;
-  return net.forward(images).descriptor.to(torch::kCPU, torch::kFloat32).contiguous();
+  return net.forward(images.to(module_device(net), /*non_blocking=*/true))
+      .descriptor.to(torch::kCPU, torch::kFloat32)
+      .contiguous();
 }
 
 Embeddings embed_dataset(RetrievalNetImpl& net, const PreprocessOptions& preprocess, const Dataset& dataset,

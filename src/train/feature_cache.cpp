@@ -2,6 +2,7 @@
 
 #include "fundus/core/error.h"
 #include "fundus/core/progress.h"
+#include "fundus/model/device.h"
 
 namespace fundus {
 
@@ -16,7 +17,10 @@ FeatureCache::FeatureCache(RetrievalNetImpl& net, const Dataset& dataset, const 
   o.sampler.kind = SamplerKind::sequential;
   o.sampler.batch_size = 32;
   o.sampler.drop_last = false;
+  o.shard_index = 0;  // every row, also on a rank of a distributed run
+  o.shard_count = 1;
   DataLoader loader(dataset, o);
+  const torch::Device device = module_device(net);
   std::unique_ptr<Progress> bar;
   if (progress) bar = std::make_unique<Progress>("feature cache", n * copies, "img");
   for (int m = 0; m < copies; ++m) {
@@ -26,7 +30,7 @@ FeatureCache::FeatureCache(RetrievalNetImpl& net, const Dataset& dataset, const 
       torch::Tensor f;
       {
         c10::InferenceMode guard;
-        f = net.frozen_features(b->images);
+        f = net.frozen_features(b->images.to(device)).to(torch::kCPU);
       }
       const int64_t batch = b->images.size(0);
       views_ = f.size(0) / batch;

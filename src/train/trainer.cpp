@@ -20,9 +20,11 @@
 #include "fundus/eval/retrieval_eval.h"
 #include "fundus/loss/loss.h"
 #include "fundus/model/batchnorm.h"
+#include "fundus/model/device.h"
 #include "fundus/model/runtime.h"
 #include "fundus/model/weights_hub.h"
 #include "fundus/train/checkpoint.h"
+#include "fundus/train/distributed.h"
 #include "fundus/train/embed.h"
 #include "fundus/train/feature_cache.h"
 
@@ -36,6 +38,7 @@ Json TrainSummary::to_json() const {
           {"best_value", best_value},
           {"best_epoch", best_epoch},
           {"images_per_second", images_per_second},
+          {"comm_ms_per_step", comm_ms_per_step},
           {"last_validation", last_validation},
           {"best_checkpoint", best_checkpoint},
           {"last_checkpoint", last_checkpoint}};
@@ -127,12 +130,13 @@ std::string optimizer_bytes(torch::optim::Optimizer& opt) {
   return out.str();
 }
 
-void load_optimizer(torch::optim::Optimizer& opt, const std::string& bytes, const std::string& source) {
+void load_optimizer(torch::optim::Optimizer& opt, const std::string& bytes, const std::string& source,
+                    torch::Device device) {
   FUNDUS_CHECK(!bytes.empty(), source << ": checkpoint has no optimiser state (not a training checkpoint)");
   std::istringstream in(bytes);
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(in);
+    archive.load_from(in, device);
     opt.load(archive);
   } catch (const c10::Error& e) {
     FUNDUS_THROW(source << ": optimiser state does not fit this configuration (" << e.what_without_backtrace()
@@ -188,15 +192,23 @@ EvalSet eval_set(const Embeddings& e, const Dataset& d) {
   return s;
 }
 
-Json validate(RetrievalNetImpl& net, const RunConfig& cfg, const Splits& splits) {
+// Distributed: every rank embeds its share of the images, rank 0 evaluates and shares the result.
+Json validate(RetrievalNetImpl& net, const RunConfig& cfg, const Splits& splits, Communicator* comm) {
   net.eval();
   EmbedOptions eo;
   eo.batch_size = cfg.train.val_batch_size;
   eo.workers = cfg.train.workers;
   eo.cache_dir = cfg.train.cache_dir;
   eo.label = "validate";
-  Embeddings q = embed_dataset(net, cfg.preprocess, splits.val, eo);
-  Embeddings g = embed_dataset(net, cfg.preprocess, splits.train, eo);
+  auto embed = [&](const Dataset& d) {
+    return comm ? embed_dataset_sharded(*comm, net, cfg.preprocess, d, eo) : embed_dataset(net, cfg.preprocess, d, eo);
+  };
+  Embeddings q = embed(splits.val);
+  Embeddings g = embed(splits.train);
+  if (comm && !comm->is_main()) {
+    net.train();
+    return Json::parse(comm->broadcast_bytes(""));
+  }
   EvalOptions opt;
   opt.ks = {1, 5, 10};
   opt.exclude_same_patient = true;  // fellow-eye leakage off, whatever the split
@@ -206,16 +218,18 @@ Json validate(RetrievalNetImpl& net, const RunConfig& cfg, const Splits& splits)
   DescriptorHealth health = assess_descriptors(g.data.data(), g.rows, g.dim);
   if (health.flagged()) FUNDUS_WARN("validation: training-set descriptors " << health.summary() << "; " << health.advice());
   net.train();
-  return {{"val_mean_cos", health.mean_cosine},
-          {"val_relative_spread", health.relative_spread},
-          {"val_health", health.status},
-          {"val_P@10", r.value("micro", "P@10")},
-          {"val_mAP@10", r.value("micro", "mAP@10")},
-          {"val_macro_P@10", r.value("macro", "P@10")},
-          {"val_macro_mAP@10", r.value("macro", "mAP@10")},
-          {"val_kNN_acc", r.knn_accuracy},
-          {"chance_P@10", r.chance("micro", "P@10")},
-          {"chance_macro_P@10", r.chance("macro", "P@10")}};
+  Json result = {{"val_mean_cos", health.mean_cosine},
+                 {"val_relative_spread", health.relative_spread},
+                 {"val_health", health.status},
+                 {"val_P@10", r.value("micro", "P@10")},
+                 {"val_mAP@10", r.value("micro", "mAP@10")},
+                 {"val_macro_P@10", r.value("macro", "P@10")},
+                 {"val_macro_mAP@10", r.value("macro", "mAP@10")},
+                 {"val_kNN_acc", r.knn_accuracy},
+                 {"chance_P@10", r.chance("micro", "P@10")},
+                 {"chance_macro_P@10", r.chance("macro", "P@10")}};
+  if (comm) comm->broadcast_bytes(result.dump());
+  return result;
 }
 
 // The config fields that must match for an exact resume (epochs, threads, workers may change).
@@ -325,9 +339,10 @@ class BatchNormCalibrator {
     if (!enabled()) return Json{{"recalibrated", false}};
     DataLoader loader(subset_, options_);
     loader.start_epoch(0);
+    const torch::Device device = module_device(net);
     BatchNormRecalibration r = recalibrate_batchnorm(net, [&]() -> torch::Tensor {
       auto b = loader.next();
-      return b ? b->images : torch::Tensor();
+      return b ? b->images.to(device) : torch::Tensor();
     });
     return {{"recalibrated", true}, {"images", r.images}, {"batches", r.batches}, {"layers", r.layers}};
   }
@@ -344,34 +359,60 @@ TrainSummary train_model(const TrainRequest& req) {
   const LossConfig loss_cfg = LossConfig::from_json(cfg.loss);
   FUNDUS_CHECK(!loss_cfg.needs_logits() || cfg.model.head_classes > 0,
                "loss uses ce/bce but model.head_classes is 0 (no classifier head)");
+  const torch::Device device(resolve_device_for_rank(req.device, req.distributed.local_rank));
+  const Precision precision = parse_precision(req.precision);
+  check_precision(precision, device, /*training=*/true);
+  // Distributed: join the other ranks first, so that a rank failing a check below ends their waits.
+  std::unique_ptr<Communicator> comm;
+  if (req.distributed.distributed()) comm = std::make_unique<Communicator>(req.distributed, device);
+  const bool main_rank = !comm || comm->is_main();
+  QuietUnlessMain quiet(main_rank);
   // Missing pretrained weights ("imagenet" not fetched) fail now, not after the data preparation.
-  if (!req.resume) resolve_pretrained(cfg.model.pretrained, cfg.model.backbone);
+  if (!req.resume && main_rank) resolve_pretrained(cfg.model.pretrained, cfg.model.backbone);
   Splits splits = prepare_data(req);
   const std::string ckpt_dir = join_path(req.out_dir, "checkpoints");
   const std::string last_path = join_path(ckpt_dir, "last.ckpt"), best_path = join_path(ckpt_dir, "best.ckpt");
-  FUNDUS_CHECK(req.resume || !file_exists(last_path),
-               req.out_dir << " already holds a run; continue it with --resume or choose another --out");
-  FUNDUS_CHECK(!req.resume || file_exists(last_path), last_path << ": nothing to resume (checkpoint not found)");
-  make_dirs(ckpt_dir);
+  if (main_rank) {  // the run folder is rank 0's alone (it need not exist on the other machines)
+    FUNDUS_CHECK(req.resume || !file_exists(last_path),
+                 req.out_dir << " already holds a run; continue it with --resume or choose another --out");
+    FUNDUS_CHECK(!req.resume || file_exists(last_path), last_path << ": nothing to resume (checkpoint not found)");
+    make_dirs(ckpt_dir);
+  }
 
-  int threads = set_compute_threads(cfg.train.threads);
+  // Local processes share the cores: threads = 0 means this process's share.
+  int threads = set_compute_threads(cfg.train.threads > 0 ? cfg.train.threads
+                                                          : std::max(1, available_cores() / req.distributed.local_world_size));
   seed_torch(cfg.train.seed);
-  RetrievalNet net(cfg.model, /*load_weights=*/!req.resume);
+  RetrievalNet net(cfg.model, /*load_weights=*/!req.resume && main_rank);
   if (cfg.train.channels_last) net->use_channels_last(true);  // before the optimizer sees the parameters
+  net->to(device);
   auto optimizer = make_optimizer(cfg.optim, net->parameters());
   RunState st;
-  if (req.resume) {
+  if (req.resume && main_rank) {
     Checkpoint ckpt = load_checkpoint(last_path);
     FUNDUS_CHECK(resume_identity(ckpt.meta["config"]) == resume_identity(cfg.to_json()),
                  last_path << ": the configuration differs from the run's (only train.epochs, threads, "
                               "workers and logging may change on --resume)");
     load_into(*net, ckpt.model, {});
-    load_optimizer(*optimizer, ckpt.optimizer_state, last_path);
+    load_optimizer(*optimizer, ckpt.optimizer_state, last_path, device);
     st = RunState::from_json(ckpt.meta.at("state"));
     FUNDUS_INFO("resuming " << req.out_dir << " at epoch " << st.epoch + 1 << ", batch " << st.batch
                             << " (step " << st.step << ")");
   }
-  save_json_file(join_path(req.out_dir, "config.json"), cfg.to_json());
+  std::unique_ptr<DataParallel> dp;
+  if (comm) {
+    // Every rank starts from rank 0's model (and, on --resume, its optimiser state and position).
+    dp = std::make_unique<DataParallel>(*comm, *net);
+    dp->broadcast_state(*net);
+    if (req.resume) {
+      std::string bytes = comm->broadcast_bytes(main_rank ? optimizer_bytes(*optimizer) : "");
+      if (!main_rank) load_optimizer(*optimizer, bytes, "rank 0's optimiser state", device);
+      st = RunState::from_json(Json::parse(comm->broadcast_bytes(main_rank ? st.to_json().dump() : "")));
+    }
+    FUNDUS_INFO("distributed: " << comm->world_size() << " processes (" << comm->backend() << "), global batch "
+                                << cfg.sampler.batch_size << " split across them, synchronised BatchNorm");
+  }
+  if (main_rank) save_json_file(join_path(req.out_dir, "config.json"), cfg.to_json());
 
   LoaderOptions lo;
   lo.sampler = cfg.sampler;
@@ -383,6 +424,11 @@ TrainSummary train_model(const TrainRequest& req) {
   lo.workers = cfg.train.workers;
   lo.prefetch_batches = cfg.train.prefetch_batches;
   lo.cache_dir = cfg.train.cache_dir;
+  if (dp) {
+    lo.shard_index = dp->rank();
+    lo.shard_count = dp->world_size();
+  }
+  lo.pin_memory = device.is_cuda();
   DataLoader loader(splits.train, lo);
   int64_t per_epoch = loader.batches_per_epoch();
   if (cfg.train.max_steps_per_epoch > 0) per_epoch = std::min(per_epoch, cfg.train.max_steps_per_epoch);
@@ -398,10 +444,23 @@ TrainSummary train_model(const TrainRequest& req) {
   TrainSummary summary;
   summary.select = cfg.train.select;
   summary.last_checkpoint = last_path;
-  MetricsLog log(req.out_dir, req.resume);
+  std::unique_ptr<MetricsLog> log;
+  if (main_rank) log = std::make_unique<MetricsLog>(req.out_dir, req.resume);
   SigintGuard sigint;
   BatchNormCalibrator calibrator(splits.train, cfg);
   Json batchnorm_record = Json{{"recalibrated", false}};
+  // Distributed: rank 0 recalibrates alone (local BatchNorm statistics) and shares the buffers.
+  auto recalibrate = [&]() -> Json {
+    if (!dp) return calibrator.run(*net);
+    Json record;
+    if (main_rank) {
+      DataParallel::LocalBatchNorm local(*dp);
+      record = calibrator.run(*net);
+    }
+    net->eval();
+    dp->broadcast_buffers(*net);
+    return record;
+  };
   auto make_checkpoint = [&](bool with_optimizer) {
     Checkpoint c;
     c.meta = {{"config", cfg.to_json()}, {"state", st.to_json()}, {"batchnorm", batchnorm_record}};
@@ -422,6 +481,8 @@ TrainSummary train_model(const TrainRequest& req) {
     FUNDUS_INFO("feature cache: " << copies << " cop" << (copies == 1 ? "y" : "ies") << " of the frozen stages' output, "
                                   << strprintf("%.0f MB", double(feature_cache->bytes()) / 1e6));
   }
+  int64_t skipped_batches = 0, comm_steps = 0;
+  double comm_seconds = 0;
   std::vector<int64_t> all_grades;
   for (const auto& r : splits.train.records) all_grades.push_back(r.grade);
 
@@ -431,37 +492,61 @@ TrainSummary train_model(const TrainRequest& req) {
     net->freeze_stages();
     net->train();
     std::vector<std::vector<int64_t>> plan;
-    if (feature_cache) plan = loader.epoch_plan(epoch);
-    else loader.start_epoch(epoch, st.batch);
+    if (feature_cache || dp) plan = loader.epoch_plan(epoch);
+    if (!feature_cache) loader.start_epoch(epoch, st.batch);
     for (int64_t b = st.batch; b < per_epoch; ++b) {
       ModelOutput out;
       torch::Tensor grades;
       auto t0 = std::chrono::steady_clock::now();
-      if (feature_cache) {
-        if (b >= int64_t(plan.size())) break;
-        const std::vector<int64_t>& rows = plan[size_t(b)];
-        std::vector<int64_t> g;
-        for (int64_t i : rows) g.push_back(all_grades[size_t(i)]);
-        grades = torch::tensor(g, torch::kInt64);
-        torch::Tensor f = feature_cache->batch(rows, epoch % feature_cache->copies(), cfg.train.channels_last);
-        out = net->forward_from_frozen(f, int64_t(rows.size()));
+      if (dp && b < int64_t(plan.size()) && int64_t(plan[size_t(b)].size()) < dp->world_size()) {
+        // A final partial batch with fewer images than processes would leave a process without
+        // any: every rank skips it (the single-process run would not).
+        if (!feature_cache) loader.next();
+        if (skipped_batches++ == 0)
+          FUNDUS_WARN("distributed: skipping batch " << b + 1 << " of epoch " << epoch + 1 << " ("
+                                                     << plan[size_t(b)].size() << " image(s) for " << dp->world_size()
+                                                     << " processes); use sampler.drop_last or another batch size");
+        st.batch = b + 1;
+        continue;
       }
+      const auto timing_before = dp ? dp->timing() : DataParallel::Timing{};
       double lr = cfg.optim.lr_at(epoch + double(b) / double(per_epoch), epochs);
-      set_lr(*optimizer, lr);
-      if (!feature_cache) {
-        auto batch = loader.next();
-        if (!batch) break;
-        t0 = std::chrono::steady_clock::now();  // waiting for data is not training time
-        grades = batch->grades;
-        out = net->forward(batch->images);
+      {
+        AutocastGuard autocast(precision, device);  // the forward pass; loss and backward in fp32
+        if (feature_cache) {
+          if (b >= int64_t(plan.size())) break;
+          std::vector<int64_t> rows = plan[size_t(b)];
+          if (dp) {  // this rank's slice of the global batch
+            auto [first, last] = shard_range(int64_t(rows.size()), dp->rank(), dp->world_size());
+            rows = std::vector<int64_t>(rows.begin() + first, rows.begin() + last);
+          }
+          std::vector<int64_t> g;
+          for (int64_t i : rows) g.push_back(all_grades[size_t(i)]);
+          grades = torch::tensor(g, torch::kInt64).to(device);
+          torch::Tensor f = feature_cache->batch(rows, epoch % feature_cache->copies(), cfg.train.channels_last);
+          out = net->forward_from_frozen(f.to(device), int64_t(rows.size()));
+        }
+        set_lr(*optimizer, lr);
+        if (!feature_cache) {
+          auto batch = loader.next();
+          if (!batch) break;
+          t0 = std::chrono::steady_clock::now();  // waiting for data is not training time
+          grades = batch->grades.to(device, /*non_blocking=*/true);
+          out = net->forward(batch->images.to(device, /*non_blocking=*/true));
+        }
       }
-      LossResult loss = compute_loss(loss_cfg, {out.descriptor, out.branch_h, out.branch_v, out.logits, grades});
+      auto fp32 = [](const torch::Tensor& t) { return t.defined() ? t.to(torch::kFloat32) : t; };
+      LossInputs inputs{fp32(out.descriptor), fp32(out.branch_h), fp32(out.branch_v), fp32(out.logits), grades};
+      if (dp) inputs = dp->gather_loss_inputs(inputs);  // the loss sees the whole global batch
+      LossResult loss = compute_loss(loss_cfg, inputs);
       optimizer->zero_grad();
       loss.total.backward();
+      bool stop_vote = sigint.interrupted();
+      if (dp) stop_vote = dp->reduce_gradients(net->parameters(), stop_vote);  // the same answer on every rank
       if (cfg.optim.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.optim.clip_grad_norm);
       optimizer->step();
       double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      int64_t n = grades.size(0);
+      int64_t n = inputs.grades.size(0);
       train_seconds += seconds;
       images_seen += n;
       ++st.step;
@@ -479,7 +564,16 @@ TrainSummary train_model(const TrainRequest& req) {
                   {"loss", total},  {"images_per_s", n / seconds}, {"seconds", seconds}};
       for (const auto& [k, v] : loss.parts)
         if (k != "total") row[k] = v;
-      log.write(row);
+      if (dp) {  // communication time of this step (milliseconds)
+        const DataParallel::Timing t = dp->timing();
+        row["allreduce_ms"] = 1e3 * (t.gradients - timing_before.gradients);
+        row["bn_sync_ms"] = 1e3 * (t.batchnorm - timing_before.batchnorm);
+        row["gather_ms"] = 1e3 * (t.loss_gather - timing_before.loss_gather);
+        comm_seconds += (t.gradients + t.batchnorm + t.loss_gather) -
+                        (timing_before.gradients + timing_before.batchnorm + timing_before.loss_gather);
+        ++comm_steps;
+      }
+      if (log) log->write(row);
       std::string guard_text;
       if (loss.parts.count("ftl_blind"))
         guard_text += strprintf(" (label-blind %.3f)", loss.parts.at("ftl_blind"));
@@ -487,9 +581,9 @@ TrainSummary train_model(const TrainRequest& req) {
       progress.advance(1, strprintf("ep %d/%d loss %.4f%s %.1f img/s", epoch + 1, epochs, total, guard_text.c_str(),
                                     images_seen / std::max(1e-9, train_seconds)));
       bool stop_requested = cfg.train.stop_after_steps > 0 && st.step >= cfg.train.stop_after_steps;
-      if (sigint.interrupted() || stop_requested) {
-        batchnorm_record = calibrator.run(*net);
-        save_checkpoint(last_path, make_checkpoint(true));
+      if (stop_vote || stop_requested) {
+        batchnorm_record = recalibrate();
+        if (main_rank) save_checkpoint(last_path, make_checkpoint(true));
         progress.finish("interrupted");
         FUNDUS_INFO("interrupted at step " << st.step << ": checkpoint saved to " << last_path
                                            << "; continue with --resume");
@@ -500,6 +594,7 @@ TrainSummary train_model(const TrainRequest& req) {
         summary.best_epoch = st.best_epoch;
         summary.best_checkpoint = st.best_epoch >= 0 ? best_path : "";
         summary.images_per_second = images_seen / std::max(1e-9, train_seconds);
+        summary.comm_ms_per_step = comm_steps ? 1e3 * comm_seconds / double(comm_steps) : 0.0;
         return summary;
       }
     }
@@ -508,14 +603,14 @@ TrainSummary train_model(const TrainRequest& req) {
     double train_loss = st.loss_count ? st.loss_sum / double(st.loss_count) : 0.0;
     Json epoch_row = {{"kind", "epoch"}, {"epoch", epoch + 1}, {"step", st.step}, {"train_loss", train_loss}};
     std::string guard_text = epoch_guards(st, loss_cfg, epoch + 1, epoch_row);
-    batchnorm_record = calibrator.run(*net);
+    batchnorm_record = recalibrate();
     bool validate_now = !splits.val.records.empty() && ((epoch + 1) % cfg.train.val_every == 0 || epoch + 1 == epochs);
     if (validate_now) {
-      st.last_validation = validate(*net, cfg, splits);
+      st.last_validation = validate(*net, cfg, splits, comm.get());
       epoch_row.update(st.last_validation);
     }
     epoch_row["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
-    log.write(epoch_row);
+    if (log) log->write(epoch_row);
     st.history.push_back(epoch_row);
     bool has_value = lower_is_better || select_last || validate_now;
     double value = lower_is_better ? train_loss
@@ -530,8 +625,10 @@ TrainSummary train_model(const TrainRequest& req) {
     st.epoch = epoch + 1;
     st.batch = 0;
     st.reset_epoch_sums();
-    if (improved) save_checkpoint(best_path, make_checkpoint(false));
-    save_checkpoint(last_path, make_checkpoint(true));
+    if (main_rank) {
+      if (improved) save_checkpoint(best_path, make_checkpoint(false));
+      save_checkpoint(last_path, make_checkpoint(true));
+    }
     std::string val_text = validate_now ? strprintf(" val P@10 %.3f mAP@10 %.3f macro-P@10 %.3f (chance %.3f / %.3f)",
                                                     epoch_row["val_P@10"].get<double>(),
                                                     epoch_row["val_mAP@10"].get<double>(),
@@ -546,10 +643,12 @@ TrainSummary train_model(const TrainRequest& req) {
   if (epochs == 0 && !req.resume) {
     // No training: the initial model (e.g. frozen ImageNet features, the baseline every trained model
     // must beat) is saved as the run's result.
-    batchnorm_record = calibrator.run(*net);
+    batchnorm_record = recalibrate();
     st.best_epoch = 0;
-    save_checkpoint(best_path, make_checkpoint(false));
-    save_checkpoint(last_path, make_checkpoint(true));
+    if (main_rank) {
+      save_checkpoint(best_path, make_checkpoint(false));
+      save_checkpoint(last_path, make_checkpoint(true));
+    }
   }
 
   summary.steps = st.step;
@@ -558,6 +657,8 @@ TrainSummary train_model(const TrainRequest& req) {
   summary.best_epoch = st.best_epoch;
   summary.last_validation = st.last_validation;
   summary.images_per_second = images_seen / std::max(1e-9, train_seconds);
+  summary.comm_ms_per_step = comm_steps ? 1e3 * comm_seconds / double(comm_steps) : 0.0;
+  if (!main_rank) return summary;
   if (file_exists(best_path)) {
     summary.best_checkpoint = best_path;
     write_state_dict(join_path(req.out_dir, "best.pth"), load_checkpoint(best_path).model);

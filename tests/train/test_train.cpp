@@ -18,42 +18,14 @@
 #include "fundus/train/embed.h"
 #include "fundus/train/trainer.h"
 #include "test_support.h"
+#include "train_fixtures.h"
 
 using namespace fundus;
 
 namespace {
 
-// One synthetic dataset shared by the tests of this file (generated once, ~2 s).
-const std::string& synthetic_manifest() {
-  static test::TempDir* dir = new test::TempDir();  // lives for the whole test program
-  static std::string manifest = [] {
-    SynthOptions o;
-    o.count = 40;
-    o.size = 128;
-    o.seed = 5;
-    o.out_dir = dir->file("synth");
-    generate_synthetic_dataset(o);
-    Dataset d = load_dataset(dir->file("synth/labels.csv")).dataset;
-    SplitOptions so;
-    so.val_fraction = 0.2;
-    so.test_fraction = 0.2;
-    Dataset s = split_dataset(d, so);
-    write_split(dir->file("split"), s, summarize_split(s, so));
-    return dir->file("split/manifest.csv");
-  }();
-  return manifest;
-}
-
-std::vector<double> step_losses(const std::string& run) {
-  std::vector<double> out;
-  std::ifstream in(run + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    Json j = Json::parse(line);
-    if (j["kind"] == "step") out.push_back(j["loss"].get<double>());
-  }
-  return out;
-}
+using test::step_losses;
+using test::synthetic_manifest;
 
 TrainRequest tiny_request(const std::string& out, const std::vector<std::string>& overrides = {}) {
   TrainRequest r;

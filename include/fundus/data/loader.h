@@ -43,7 +43,7 @@ struct Batch {
   torch::Tensor images;              // [B,3,H,W] float32, normalised as LoaderOptions::normalization
   torch::Tensor grades;              // [B] int64
   std::vector<std::string> ids;      // CaseRecord::id of each row
-  std::vector<int64_t> indices;      // index into the Dataset of each row
+  std::vector<int64_t> indices;      // index into the Dataset of each row (this shard's rows only)
   int64_t epoch = 0, batch = 0;      // position of this batch
 };
 
@@ -57,6 +57,13 @@ struct LoaderOptions {
   int workers = 2;                                             // 0 = available_cores()
   int prefetch_batches = 4;                                    // batches built ahead of next()
   std::string cache_dir;                                       // "" = no disk cache
+  // Data-parallel training (train/distributed.h): deliver only the rows shard_range(n, shard_index,
+  // shard_count) of every planned batch of n rows, augmented exactly as the unsharded loader would
+  // augment those rows (same positions in the epoch).
+  int shard_index = 0, shard_count = 1;
+  // Batch tensors in page-locked memory, for fast asynchronous copies to a CUDA device. Needs a
+  // CUDA-enabled LibTorch (throws at the first batch otherwise); off on CPU.
+  bool pin_memory = false;
 
   void validate() const;
 };

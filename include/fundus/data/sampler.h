@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fundus/core/json.h"
@@ -53,5 +54,10 @@ class BatchSampler {
   uint64_t seed_;
   std::vector<std::vector<int64_t>> by_grade_;  // dataset indices of each grade
 };
+
+/// Data-parallel sharding: the half-open range [first, last) of part `part` when `rows` rows are
+/// split into `parts` contiguous pieces of nearly equal size (differing by at most one; earlier
+/// parts get the extra rows). Throws for part outside 0..parts-1.
+std::pair<int64_t, int64_t> shard_range(int64_t rows, int part, int parts);
 
 }  // namespace fundus

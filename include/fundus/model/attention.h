@@ -28,6 +28,8 @@
 
 #include <torch/torch.h>
 
+#include "fundus/model/sync_batchnorm.h"
+
 namespace fundus {
 
 class SpatialAttentionImpl : public torch::nn::Module {
@@ -55,7 +57,7 @@ class ConvBNReLUImpl : public torch::nn::Module {
   ConvBNReLUImpl(int64_t in, int64_t out);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Conv2d conv{nullptr};
-  torch::nn::BatchNorm2d bn{nullptr};
+  SyncBatchNorm2d bn{nullptr};
 };
 TORCH_MODULE(ConvBNReLU);
 

@@ -19,7 +19,11 @@ int set_compute_threads(int threads);
 void keep_freed_memory();
 /// Seeds LibTorch's global generator (model init, dropout).
 void seed_torch(uint64_t seed);
-/// "cpu", or "cuda" when requested ("auto"/"cuda") and available; throws for "cuda" without a GPU.
+/// "cpu", or "cuda" when requested ("auto"/"cuda") and available; throws for "cuda" without a GPU
+/// (one line naming --device). "cuda:N" asks for device N (throws when there is no such device).
 std::string resolve_device(const std::string& requested);
+/// resolve_device() for one of several processes on a machine: a CUDA request becomes
+/// "cuda:<local_rank modulo the device count>" (one GPU per process); "cpu" stays "cpu".
+std::string resolve_device_for_rank(const std::string& requested, int local_rank);
 
 }  // namespace fundus

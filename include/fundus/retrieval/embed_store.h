@@ -16,6 +16,7 @@
 
 #include "fundus/core/json.h"
 #include "fundus/store/case_store.h"
+#include "fundus/train/launcher.h"
 
 namespace fundus {
 
@@ -41,6 +42,7 @@ struct EmbedStoreOptions {
   std::string index_path;        // "" = default_index_path
   std::string index_spec = "exact";
   int threads = 0;               // index build threads (0 = all cores)
+  std::string precision = "fp32";  // fp32 | bf16 | fp16: CUDA autocast for inference (model/device.h)
 };
 
 struct EmbedStoreResult {
@@ -60,5 +62,16 @@ struct EmbedStoreResult {
 };
 
 EmbedStoreResult embed_store(CaseStore& store, ModelRunner& model, const EmbedStoreOptions& options = {});
+
+/// embed_store() by the ranks of a distributed run (`fundus embed --nproc N`, or several machines,
+/// train/launcher.h; `world` is this process's place, the process group is made here): rank 0 alone opens the store at `store_path` and selects the cases; every rank
+/// embeds a contiguous share; rank 0 receives all vectors and writes them (commit_every rows per
+/// transaction, one writer: one consistent store, also across machines), then refreshes the index.
+/// Only rank 0's machine needs the store; every machine needs the checkpoint and the images at the
+/// same paths. Returns the run's result on rank 0 and this rank's share (embedded, seconds) elsewhere.
+/// Every rank must call it with the same options. A rank that fails makes the others fail (no hang);
+/// what rank 0 committed stays, and running the command again embeds the rest.
+EmbedStoreResult embed_store_distributed(const std::string& store_path, ModelRunner& model,
+                                         const DistributedOptions& world, const EmbedStoreOptions& options = {});
 
 }  // namespace fundus

@@ -28,14 +28,15 @@ namespace fundus {
 
 class ModelRunner {
  public:
-  /// Loads the checkpoint (load_trained_model); throws naming the file when it is missing, corrupt or
-  /// does not fit its own config.
-  explicit ModelRunner(const std::string& checkpoint_path);
+  /// Loads the checkpoint (load_trained_model) onto `device` (cpu | cuda | auto, resolve_device);
+  /// throws naming the file when it is missing, corrupt or does not fit its own config, and in one
+  /// line when cuda is asked for without a CUDA device.
+  explicit ModelRunner(const std::string& checkpoint_path, const std::string& device = "cpu");
   ~ModelRunner();
   ModelRunner(const ModelRunner&) = delete;
   ModelRunner& operator=(const ModelRunner&) = delete;
 
-  /// An independent copy of the same weights (no file access).
+  /// An independent copy of the same weights on the same device (no file access).
   std::unique_ptr<ModelRunner> clone() const;
 
   const RunConfig& config() const;
@@ -55,6 +56,8 @@ class ModelRunner {
   Explanation explain(const cv::Mat& preprocessed, const ExplainOptions& options = {},
                       const std::vector<float>& reference = {});
 
+  /// "cpu" or "cuda:0".
+  std::string device() const;
   /// The underlying network (torch users only: include fundus/model/retrieval_net.h).
   RetrievalNetImpl& net();
 

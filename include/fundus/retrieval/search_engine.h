@@ -50,6 +50,7 @@ struct EngineOptions {
   std::string image_dir;               // where added images are kept; "" = <store dir>/images
   std::string cache_dir;               // preprocessed-image cache for embedding, "" = none
   int threads = 0;                     // compute threads, 0 = all cores
+  std::string device = "cpu";          // where the model runs: cpu | cuda | auto
   int inference_replicas = 1;          // model copies for concurrent queries
   int64_t max_image_pixels = 40000000; // larger decoded images are rejected (fundus::Error)
   bool embed_missing = true;           // embed cases without a vector at start-up

@@ -45,7 +45,8 @@ struct EmbedOptions {
 Embeddings embed_dataset(RetrievalNetImpl& net, const PreprocessOptions& preprocess, const Dataset& dataset,
                          const EmbedOptions& options = {});
 
-/// Descriptors of an already preprocessed batch [B,3,H,W] in [0,1]: [B,D] float32, CPU.
+/// Descriptors of an already preprocessed batch [B,3,H,W] in [0,1] (any device: moved to the
+/// model's): [B,D] float32, CPU.
 torch::Tensor embed_batch(RetrievalNetImpl& net, const torch::Tensor& images);
 
 }  // namespace fundus

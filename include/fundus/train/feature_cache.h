@@ -8,6 +8,9 @@
 // the cache is a pure function of (model weights, data, preprocessing, augmentation, seed): a resumed
 // run rebuilds the same one. Memory: copies x images x views x C x h x w floats (MobileNetV2 at 224
 // px frozen through stage 14: 3 x 160 x 7 x 7 x 4 B = 94 kB per image and copy).
+// Distributed training: every rank builds the cache of the whole training set (each epoch's global
+// batches touch every row, and a rank's slices of them differ from epoch to epoch).
+// The cache lives in CPU memory whatever the model's device; batch() is copied to it per step.
 // Not thread-safe; built and used by the trainer's thread.
 #pragma once
 

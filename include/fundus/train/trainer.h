@@ -14,12 +14,16 @@
 // (epoch, batch), so a resumed run reproduces the uninterrupted run's per-step losses.
 // Wrong data fails before any compute: missing manifest or images, an empty train split, an empty
 // validation split when the selection needs one.
+// Several processes (request.distributed, train/distributed.h): one process per rank, each calling
+// train_model with its own DistributedOptions; together they compute the single-process run with the
+// same configuration (global batch = sampler.batch_size). Rank 0 alone reads and writes out_dir.
 // Torch-free header.
 #pragma once
 
 #include <string>
 
 #include "fundus/core/json.h"
+#include "fundus/train/launcher.h"
 #include "fundus/train/run_config.h"
 
 namespace fundus {
@@ -31,6 +35,9 @@ struct TrainRequest {
   bool resume = false;           // continue from out_dir/checkpoints/last.ckpt
   std::string train_split = "train";
   std::string val_split = "val";
+  DistributedOptions distributed;  // world_size > 1: this process is one rank of a distributed run
+  std::string device = "cpu";      // cpu | cuda | auto (model/runtime.h resolve_device)
+  std::string precision = "fp32";  // fp32 | bf16 (CUDA autocast, model/device.h)
 };
 
 struct TrainSummary {
@@ -40,7 +47,8 @@ struct TrainSummary {
   std::string select;            // the selection metric
   double best_value = 0;
   int best_epoch = -1;
-  double images_per_second = 0;  // training throughput of this process
+  double images_per_second = 0;  // training throughput (all processes together when distributed)
+  double comm_ms_per_step = 0;   // distributed: mean communication time per step (gradients, BatchNorm, loss)
   Json last_validation;          // metrics of the last validation
   std::string best_checkpoint, last_checkpoint;
   Json to_json() const;
