@@ -77,7 +77,7 @@ Json model_section(const Json& config) {
 }
 
 const std::vector<std::string>& model_preset_names() {
-  static const std::vector<std::string> names{"paper", "cpu", "baseline-gem", "self-attention"};
+  static const std::vector<std::string> names{"paper", "cpu", "baseline-gem", "self-attention", "scratch"};
   return names;
 }
 
@@ -97,6 +97,12 @@ Json model_preset(const std::string& name) {
     // The authors' strongest logged model: self-attention + GeM, trained with BCE on a 5-grade head.
     c.attention = "self";
     c.combine = "sum";
+    c.head_classes = 5;
+  } else if (name == "scratch") {
+    // No pretrained weights anywhere: a small CNN that learns from random initialisation on a CPU in
+    // minutes; the grade head's cross-entropy gives the embedding its first structure.
+    c.backbone = "convnet4";
+    c.input_size = 128;
     c.head_classes = 5;
   } else {
     FUNDUS_THROW("unknown model preset '" << name << "' (known: " << join(model_preset_names(), ", ") << ")");

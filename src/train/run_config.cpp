@@ -73,7 +73,7 @@ double OptimConfig::lr_at(double t, int epochs) const {
 TrainSettings TrainSettings::from_json(const Json& s, const std::string& ctx) {
   check_known_keys(s, {"epochs", "seed", "threads", "workers", "prefetch_batches", "augment", "select", "val_every",
                        "val_batch_size", "cache_dir", "stop_after_steps", "max_steps_per_epoch", "channels_last",
-                       "bn_recalibration_images", "feature_cache"},
+                       "bn_recalibration_images", "feature_cache", "feature_cache_dir"},
                    ctx);
   TrainSettings t;
   t.epochs = json_value(s, "epochs", t.epochs, ctx);
@@ -91,6 +91,7 @@ TrainSettings TrainSettings::from_json(const Json& s, const std::string& ctx) {
   t.channels_last = json_value(s, "channels_last", t.channels_last, ctx);
   t.bn_recalibration_images = json_value(s, "bn_recalibration_images", t.bn_recalibration_images, ctx);
   t.feature_cache = json_value(s, "feature_cache", t.feature_cache, ctx);
+  t.feature_cache_dir = json_value(s, "feature_cache_dir", t.feature_cache_dir, ctx);
   FUNDUS_CHECK(t.epochs >= 0, ctx << ".epochs: must be >= 0 (0 = no training: the initial model is saved)");
   FUNDUS_CHECK(t.threads >= 0 && t.workers >= 0 && t.prefetch_batches >= 1,
                ctx << ": threads/workers must be >= 0 and prefetch_batches >= 1");
@@ -112,7 +113,7 @@ Json TrainSettings::to_json() const {
           {"val_batch_size", val_batch_size}, {"cache_dir", cache_dir},
           {"stop_after_steps", stop_after_steps}, {"max_steps_per_epoch", max_steps_per_epoch},
           {"channels_last", channels_last}, {"bn_recalibration_images", bn_recalibration_images},
-          {"feature_cache", feature_cache}};
+          {"feature_cache", feature_cache}, {"feature_cache_dir", feature_cache_dir}};
 }
 
 // ---- whole configuration ------------------------------------------------------------------------
@@ -149,7 +150,7 @@ Json RunConfig::to_json() const {
 
 // ---- presets ------------------------------------------------------------------------------------
 const std::vector<std::string>& run_preset_names() {
-  static const std::vector<std::string> names = {"paper", "cpu", "baseline-gem", "self-attention", "tiny"};
+  static const std::vector<std::string> names = {"paper", "cpu", "baseline-gem", "self-attention", "scratch", "tiny"};
   return names;
 }
 
@@ -182,6 +183,17 @@ Json run_preset(const std::string& name) {
     p = run_preset("paper");
     p["model"] = model_preset("self-attention");
     p["loss"] = {{"ftl", {{"weight", 0.0}}}, {"bce", {{"weight", 1.0}}}};
+  } else if (name == "scratch") {
+    // Training without any pretrained weights (the demo on a fresh machine): convnet4 at 128 px with
+    // Ben Graham contrast normalisation, FTL plus cross-entropy on a grade head, a higher LR.
+    p = {{"model", model_preset("scratch")},
+         {"loss", {{"ftl", {{"weight", 1.0}, {"degree", "minmax"}}}, {"ce", {{"weight", 1.0}}}}},
+         {"optim", {{"name", "adam"}, {"lr", 2e-3}, {"weight_decay", 1e-4}, {"schedule", "cosine"},
+                    {"warmup_epochs", 0.5}}},
+         {"train", {{"epochs", 10}, {"select", "val_mAP@10"}}},
+         {"sampler", {{"kind", "balanced"}, {"batch_size", 20}, {"grades_per_batch", 5}}},
+         {"preprocess", {{"ben_graham", true}}},
+         {"augment", {{"rotation_deg", 15}}}};
   } else if (name == "tiny") {
     // For tests and smoke runs: a small random-init MobileNetV2 at 64 px, two short epochs.
     Json m = model_preset("cpu");
@@ -194,7 +206,7 @@ Json run_preset(const std::string& name) {
          {"sampler", {{"kind", "balanced"}, {"batch_size", 10}, {"grades_per_batch", 5}}},
          {"augment", {{"rotation_deg", 15}}}};
   } else {
-    FUNDUS_THROW("unknown preset '" << name << "' (presets: paper, cpu, baseline-gem, self-attention, tiny)");
+    FUNDUS_THROW("unknown preset '" << name << "' (presets: paper, cpu, baseline-gem, self-attention, scratch, tiny)");
   }
   p["preset"] = name;
   return RunConfig::from_json(p, "preset " + name).to_json();

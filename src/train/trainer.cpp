@@ -220,7 +220,7 @@ Json validate(RetrievalNetImpl& net, const RunConfig& cfg, const Splits& splits)
 
 // The config fields that must match for an exact resume (epochs, threads, workers may change).
 Json resume_identity(Json config) {
-  for (const char* k : {"epochs", "threads", "workers", "prefetch_batches", "stop_after_steps", "cache_dir",
+  for (const char* k : {"epochs", "threads", "workers", "prefetch_batches", "stop_after_steps", "cache_dir", "feature_cache_dir",
                         "val_batch_size", "val_every", "channels_last", "bn_recalibration_images"})
     config["train"].erase(k);
   config.erase("preset");
@@ -417,10 +417,12 @@ TrainSummary train_model(const TrainRequest& req) {
   // Frozen backbone stages computed once per augmented copy (train/feature_cache.h).
   std::unique_ptr<FeatureCache> feature_cache;
   if (cfg.train.feature_cache > 0) {
-    const int copies = cfg.train.augment ? cfg.train.feature_cache : 1;  // un-augmented copies are identical
-    feature_cache = std::make_unique<FeatureCache>(*net, splits.train, lo, copies);
+    feature_cache = std::make_unique<FeatureCache>(*net, splits.train, cfg);
+    const int copies = feature_cache->copies();
     FUNDUS_INFO("feature cache: " << copies << " cop" << (copies == 1 ? "y" : "ies") << " of the frozen stages' output, "
-                                  << strprintf("%.0f MB", double(feature_cache->bytes()) / 1e6));
+                                  << strprintf("%.0f MB", double(feature_cache->bytes()) / 1e6) << ", "
+                                  << feature_cache->loaded_from_disk() << " entries from "
+                                  << (cfg.train.feature_cache_dir.empty() ? "(no folder)" : cfg.train.feature_cache_dir));
   }
   std::vector<int64_t> all_grades;
   for (const auto& r : splits.train.records) all_grades.push_back(r.grade);

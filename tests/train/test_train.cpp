@@ -257,6 +257,14 @@ TEST(Trainer, FeatureCacheTrainsTheUnfrozenStagesAndResumesExactly) {
   std::vector<double> got = step_losses(dir.file("resumed"));
   ASSERT_EQ(got.size(), expected.size());
   for (size_t i = 0; i < got.size(); ++i) EXPECT_DOUBLE_EQ(got[i], expected[i]) << "step " << i + 1;
+  // With a cache folder the second run computes nothing and trains identically.
+  std::vector<std::string> on_disk = o;
+  on_disk.push_back("train.feature_cache_dir=\"" + dir.file("features") + "\"");
+  train_model(tiny_request(dir.file("disk1"), on_disk));
+  train_model(tiny_request(dir.file("disk2"), on_disk));
+  EXPECT_EQ(step_losses(dir.file("disk1")), step_losses(dir.file("disk2")));
+  EXPECT_EQ(step_losses(dir.file("disk1")), expected) << "the folder changes nothing but the cost";
+  EXPECT_FALSE(std::filesystem::is_empty(dir.file("features")));
   // A cache without frozen stages is a configuration error.
   EXPECT_THROW(resolve_run_config("tiny", "", {"train.feature_cache=2"}), Error);
 }
