@@ -12,16 +12,21 @@ void Database::fail(int rc, const std::string& what) const {
   const char* detail = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
   if (primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT)
     FUNDUS_THROW(path_ << ": not a SQLite database or the file is corrupt (" << detail << ")");
+  if (primary == SQLITE_READONLY)
+    FUNDUS_THROW(path_ << ": cannot write to the case store (" << detail << ") during " << what
+                       << (read_only_ ? "; it was opened read-only" : "; check the permissions of the file and its folder"));
   if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
     FUNDUS_THROW(path_ << ": database is locked by another writer; gave up after the busy timeout during "
                        << what);
   FUNDUS_THROW(path_ << ": " << what << " failed: " << detail);
 }
 
-Database::Database(const std::string& path, bool create) : path_(path) {
+Database::Database(const std::string& path, bool create, bool read_only) : path_(path), read_only_(read_only) {
+  if (read_only) create = false;
   if (!create) FUNDUS_CHECK(file_exists(path), path << ": no case store at this path");
   if (create && !parent_dir(path).empty()) make_dirs(parent_dir(path));  // `store add --store new/dir/cases.db`
-  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+  int flags = (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX |
+              (create ? SQLITE_OPEN_CREATE : 0);
   int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {
     std::string detail = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
@@ -93,6 +98,7 @@ void Statement::reset() {
 }
 
 int64_t Statement::column_int(int index) const { return sqlite3_column_int64(stmt_, index); }
+bool Statement::column_is_integer(int index) const { return sqlite3_column_type(stmt_, index) == SQLITE_INTEGER; }
 
 std::string Statement::column_text(int index) const {
   const unsigned char* text = sqlite3_column_text(stmt_, index);

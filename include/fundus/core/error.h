@@ -5,7 +5,9 @@
 //
 // The message is written for the user (name the file, line or field that is wrong); the source
 // location is appended in brackets for developers: "labels.csv:7: grade 9 outside 0-4 [src/data/x.cpp:42]".
-// User-facing front ends (CLI, server) print what(); nothing else is added.
+// User-facing front ends (CLI, server) print what(); nothing else is added. Control characters and
+// invalid UTF-8 in the message (user input quoted in it) are escaped ("\x1b"), so printing an
+// error can never drive a terminal or be cut short at a NUL byte.
 #pragma once
 
 #include <sstream>
