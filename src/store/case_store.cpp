@@ -204,20 +204,26 @@ std::string text_problem(const std::string& text) {
 }
 
 void check_record(const CaseRecord& r, const std::string& where) {
-  FUNDUS_CHECK(!r.id.empty(), where << "case without an id");
-  for (auto [name, value] : {std::pair<const char*, const std::string*>{"id", &r.id}, {"image path", &r.image_path},
-                             {"patient", &r.patient}, {"eye", &r.eye}, {"split", &r.split}}) {
-    std::string why = text_problem(*value);
-    FUNDUS_CHECK(why.empty(), where << "case '" << r.id << "': " << name << " " << why);
-  }
-  FUNDUS_CHECK(r.grade >= 0 && r.grade < kNumGrades,
-               where << "case '" << r.id << "': grade " << r.grade << " outside 0-" << kNumGrades - 1);
-  FUNDUS_CHECK(!r.image_path.empty(), where << "case '" << r.id << "': no image path");
+  std::string problem = case_record_problem(r);
+  FUNDUS_CHECK(problem.empty(), where << problem);
 }
 
 constexpr size_t kMaxProblemsPerKind = 100;
 
 }  // namespace
+
+std::string case_record_problem(const CaseRecord& r) {
+  if (r.id.empty()) return "case without an id";
+  for (auto [name, value] : {std::pair<const char*, const std::string*>{"id", &r.id}, {"image path", &r.image_path},
+                             {"patient", &r.patient}, {"eye", &r.eye}, {"split", &r.split}}) {
+    std::string why = text_problem(*value);
+    if (!why.empty()) return "case '" + escape_control(r.id) + "': " + name + " " + why;
+  }
+  if (r.grade < 0 || r.grade >= kNumGrades)
+    return "case '" + r.id + "': grade " + std::to_string(r.grade) + " outside 0-" + std::to_string(kNumGrades - 1);
+  if (r.image_path.empty()) return "case '" + r.id + "': no image path";
+  return "";
+}
 
 CaseRecord StoredCase::to_record() const {
   CaseRecord r;

@@ -26,6 +26,14 @@ class Error : public std::runtime_error {
   std::string message_;
 };
 
+/// An Error caused by what a caller sent (an uploaded image, a request field, a duplicate id): the
+/// message names that input, never a server file. Front ends answer it as the caller's problem (HTTP
+/// 4xx); any other Error is the server's (HTTP 5xx, details only in the server's log).
+class InputError : public Error {
+ public:
+  using Error::Error;
+};
+
 [[noreturn]] void throw_error(const char* file, int line, const std::string& message);
 
 namespace detail {
@@ -44,6 +52,14 @@ struct MessageBuilder {
 
 #define FUNDUS_THROW(msg) \
   ::fundus::throw_error(__FILE__, __LINE__, (::fundus::detail::MessageBuilder{} << msg).str())
+
+#define FUNDUS_THROW_INPUT(msg) \
+  throw ::fundus::InputError((::fundus::detail::MessageBuilder{} << msg).str(), __FILE__, __LINE__)
+
+#define FUNDUS_CHECK_INPUT(cond, msg) \
+  do {                                \
+    if (!(cond)) FUNDUS_THROW_INPUT(msg); \
+  } while (0)
 
 #define FUNDUS_CHECK(cond, msg)  \
   do {                           \

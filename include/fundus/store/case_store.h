@@ -101,6 +101,11 @@ struct StoredCase {
   CaseRecord to_record() const;
 };
 
+/// "" when `record` may be stored: an id, an image path, a grade 0-4, and id, image path, patient,
+/// eye and split valid UTF-8 without control characters; else what is wrong, naming the case
+/// ("case 'x': patient contains the control character 0x1B (ESC)"). add_cases/add_case apply it.
+std::string case_record_problem(const CaseRecord& record);
+
 struct ModelInfo {
   int64_t id = 0;
   std::string name;
