@@ -46,7 +46,8 @@ class Statement {
 class Database {
  public:
   /// Opens (and with create=true creates) the file. Does not touch the schema. read_only opens with
-  /// SQLITE_OPEN_READONLY: nothing can be written through this connection.
+  /// SQLITE_OPEN_READONLY: nothing can be written through this connection; in a folder the process
+  /// cannot write to, a WAL store is read as immutable (SQLite could not create its -shm file).
   Database(const std::string& path, bool create, bool read_only = false);
   ~Database();
   Database(const Database&) = delete;
@@ -65,6 +66,8 @@ class Database {
   [[noreturn]] void fail(int rc, const std::string& what) const;
 
  private:
+  void open(const std::string& name, int flags);
+
   sqlite3* db_ = nullptr;
   std::string path_;
   bool read_only_ = false;

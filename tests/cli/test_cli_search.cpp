@@ -160,7 +160,7 @@ TEST(CliSearch, QueryNeverWritesTheStoreUnlessAskedTo) {
     as = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
   }
   ASSERT_EQ(::chmod(s.dir.path().c_str(), 0755), 0);  // the checkpoint and the images must be readable
-  ASSERT_EQ(::chmod(dir.path().c_str(), 0777), 0);     // SQLite's -shm and the index file go here
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);    // the store's folder is read-only too
   ASSERT_EQ(::chmod(db.c_str(), 0444), 0);
   const std::string protected_bytes = sha256_file(db);
   r = test::run_command(as + "env FUNDUS_QUIET=1 FUNDUS_LOG=error " + shell_quote(FUNDUS_CLI) + " query " +

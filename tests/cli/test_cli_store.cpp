@@ -201,28 +201,33 @@ TEST(CliStore, DamagedStoresAreClearErrorsNeverCrashesOrWrites) {
       << r.output;
 }
 
-// Item 4: read commands failed on a write-protected store ("attempt to write a readonly database").
+// Item 4: read commands failed on a write-protected store in a write-protected folder ("'PRAGMA
+// user_version' failed: attempt to write a readonly database").
 TEST(CliStore, ReadCommandsWorkOnAWriteProtectedStore) {
   test::TempDir dir;
   std::string db = make_store(dir);
   ASSERT_EQ(test::run_cli("store check --store " + shell_quote(db)).exit_code, 0);
-  // root ignores file permissions: run the commands as nobody then (SQLite's -shm file needs a
-  // folder the reader can write to, as for any SQLite reader).
+  // root ignores file permissions: run the commands as nobody then.
   std::string as = "";
   if (geteuid() == 0) {
     if (test::run_command("setpriv --reuid=65534 --regid=65534 --clear-groups true").exit_code != 0)
       GTEST_SKIP() << "running as root without setpriv: cannot make a file read-only";
     as = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
   }
-  ASSERT_EQ(::chmod(dir.path().c_str(), 0777), 0);
+  make_dirs(dir.file("out"));
+  ASSERT_EQ(::chmod(dir.file("out").c_str(), 0777), 0);
   ASSERT_EQ(::chmod(db.c_str(), 0444), 0);
   const std::string before = sha256_file(db);
   std::string s = " --store " + shell_quote(db);
-  for (const std::string& command : std::vector<std::string>{"store stats" + s, "store stats --json" + s,
-                                                             "store check" + s,
-                                                             "store export --out " + shell_quote(dir.file("out")) + s}) {
-    auto r = test::run_command(as + shell_quote(FUNDUS_CLI) + " " + command);
-    EXPECT_EQ(r.exit_code, 0) << command << "\n" << r.output;
+  // The folder read-only as well (SQLite cannot create its -shm file there), then writable.
+  for (mode_t folder : {0755, 0777}) {
+    ASSERT_EQ(::chmod(dir.path().c_str(), folder), 0);
+    for (const std::string& command : std::vector<std::string>{"store stats" + s, "store stats --json" + s,
+                                                               "store check" + s,
+                                                               "store export --out " + shell_quote(dir.file("out")) + s}) {
+      auto r = test::run_command(as + shell_quote(FUNDUS_CLI) + " " + command);
+      EXPECT_EQ(r.exit_code, 0) << std::oct << folder << ": " << command << "\n" << r.output;
+    }
   }
   EXPECT_TRUE(file_exists(dir.file("out/cases.csv")));
   auto r = test::run_command(as + shell_quote(FUNDUS_CLI) + " store remove 1" + s);

@@ -33,8 +33,9 @@
 //
 // Read-only use: StoreOptions::read_only opens the file with SQLITE_OPEN_READONLY. Nothing is
 // written (no schema, no migration, no journal-mode switch), so stats/check/export/queries work on a
-// write-protected file; an old schema then asks for `fundus store migrate`. A read-only open of a WAL
-// store needs a writable folder for SQLite's shared-memory index (-shm), as with any SQLite reader.
+// write-protected file; an old schema then asks for `fundus store migrate`. In a folder the process
+// cannot write to (where SQLite cannot create its -shm index), the file is read as immutable, unless
+// a leftover -wal file holds changes, which is then an error saying so.
 // A 0-byte file or an empty SQLite database is a case store only when create=true (it is then
 // initialised like a new file); otherwise it is refused as "not a case store".
 //
