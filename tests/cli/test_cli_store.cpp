@@ -1,6 +1,5 @@
 // `fundus store ...` and `fundus index ...` end to end through the real binary.
 #include <gtest/gtest.h>
-#include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -139,18 +138,6 @@ TEST(CliStore, IndexBuildInfoAndEmbeddingExport) {
 
 // ---- issue 10: damaged stores through the CLI ------------------------------------------------------
 
-// Runs raw SQL on a database file (to damage a store on purpose).
-void raw_sql(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  char* err = nullptr;
-  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-  std::string message = err ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(db);
-  ASSERT_EQ(rc, SQLITE_OK) << message;
-}
-
 // Items 1 and 4: a negative user_version crashed every command (SIGSEGV); a 0-byte file passed
 // `store check` and got a schema written into it by `stats`; a dropped store_info table, a grade of 7
 // and a NaN vector passed `store check`.
@@ -158,7 +145,7 @@ TEST(CliStore, DamagedStoresAreClearErrorsNeverCrashesOrWrites) {
   test::TempDir dir;
   std::string db = make_store(dir);
   std::string s = " --store " + shell_quote(db);
-  raw_sql(db, "PRAGMA user_version = -100000");
+  test::run_sql(db, "PRAGMA user_version = -100000");
   for (const std::string& command :
        std::vector<std::string>{"store stats", "store check", "store export --out " + shell_quote(dir.file("x")),
                                 "store add --data " + shell_quote(dir.file("syn/labels.csv")), "store remove 1"}) {
@@ -167,7 +154,7 @@ TEST(CliStore, DamagedStoresAreClearErrorsNeverCrashesOrWrites) {
     EXPECT_NE(r.output.find(db + ": case store schema version -100000 is invalid"), std::string::npos)
         << command << "\n" << r.output;
   }
-  raw_sql(db, "PRAGMA user_version = 2; DROP TABLE store_info;");
+  test::run_sql(db, "PRAGMA user_version = 2; DROP TABLE store_info;");
   auto r = test::run_cli("store check" + s);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("table store_info is missing"), std::string::npos) << r.output;
@@ -184,7 +171,7 @@ TEST(CliStore, DamagedStoresAreClearErrorsNeverCrashesOrWrites) {
   test::TempDir dir2;
   db = make_store(dir2);
   s = " --store " + shell_quote(db);
-  raw_sql(db,
+  test::run_sql(db,
           "PRAGMA ignore_check_constraints = 1; UPDATE cases SET grade = 7 WHERE id = 2;"
           "INSERT INTO models(name, checkpoint_hash, descriptor_dim) VALUES ('m', 'h', 2);"
           "INSERT INTO embeddings VALUES (3, 1, X'0000C07F0000803F');");

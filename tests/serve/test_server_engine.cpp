@@ -3,7 +3,6 @@
 // that must not lose acknowledged adds.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -168,16 +167,8 @@ TEST_F(EngineServerTest, QueryAddDeleteWithTheRealEngine) {
 // it; a missing image file gave a 500 naming the server's path.
 TEST_F(EngineServerTest, PoisonedRowsAndMissingImagesNeverCrashTheServerOrRevealPaths) {
   std::string dir = copy_store();
-  std::string deep;
-  for (int i = 0; i < 60000; ++i) deep += "{\"a\":";
-  deep += "1" + std::string(60000, '}');
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open((dir + "/cases.db").c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, ("UPDATE cases SET meta = '" + deep + "' WHERE id = 5").c_str(), nullptr, nullptr, nullptr),
-              SQLITE_OK);
-    sqlite3_close(db);
-  }
+  const std::string deep = nested_json(60000);
+  run_sql(dir + "/cases.db", "UPDATE cases SET meta = '" + deep + "' WHERE id = 5");
   SearchEngine engine(engine_options(dir));
   auto backend = engine_backend(engine);
   ServerOptions so;

@@ -510,12 +510,6 @@ TEST_F(ServerTest, AccessLogHasOneJsonLinePerRequestWithoutPrivateData) {
 
 // ---- issue 10: hostile input and damaged stores --------------------------------------------------
 
-std::string nested_json(int depth) {
-  std::string text;
-  for (int i = 0; i < depth; ++i) text += "{\"a\":";
-  return text + "1" + std::string(size_t(depth), '}');
-}
-
 // Items 2 and 10: a 60,000-deep `meta` killed the server (and was stored first); Latin-1 and escape
 // sequences were stored; "0x10" was a k and "0x2" a grade.
 TEST_F(ServerTest, HostileFieldsAreRefusedBeforeAnythingIsStored) {

@@ -41,16 +41,7 @@ Dataset make_dataset(const test::TempDir& dir, int n, const std::string& prefix 
 }
 
 // Runs raw SQL on a database file (to build old schemas or damage a store on purpose).
-void raw_sql(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  char* err = nullptr;
-  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-  std::string message = err ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(db);
-  ASSERT_EQ(rc, SQLITE_OK) << message;
-}
+void raw_sql(const std::string& path, const std::string& sql) { test::run_sql(path, sql); }
 
 std::string error_of(const std::function<void()>& fn) {
   try {
@@ -442,13 +433,6 @@ TEST(CaseStore, ExportsReadableByNumpy) {
 
 namespace {
 
-std::string nested_meta(int depth) {
-  std::string text;
-  for (int i = 0; i < depth; ++i) text += "{\"a\":";
-  text += "1";
-  return text + std::string(size_t(depth), '}');
-}
-
 // A healthy store with 3 cases, a model of dimension 4 and a vector for every case.
 void make_healthy_store(const test::TempDir& dir, const std::string& path) {
   CaseStore store(path);
@@ -561,7 +545,7 @@ TEST(CaseStore, CheckFindsEveryRowThatBreaksAReader) {
   raw_sql(path,
           "PRAGMA ignore_check_constraints = 1;"
           "UPDATE cases SET grade = 7 WHERE id = 1;"
-          "UPDATE cases SET meta = '" + nested_meta(1000) + "' WHERE id = 2;"   // valid JSON, too deep
+          "UPDATE cases SET meta = '" + test::nested_json(1000) + "' WHERE id = 2;"   // valid JSON, too deep
           "UPDATE cases SET patient = CAST(X'4A6F73E9' AS TEXT), external_id = 'c' || char(27) || '[2J' WHERE id = 3;"
           "UPDATE embeddings SET vector = X'0000803F0000C07F0000803F0000803F' WHERE case_id = 2;"  // NaN
           "INSERT INTO models(name, checkpoint_hash, descriptor_dim) VALUES ('huge', 'h2', 1099511627776);");
@@ -601,7 +585,7 @@ TEST(CaseStore, CheckFindsEveryRowThatBreaksAReader) {
     CaseStore deep(dir.file("deep2.db"));
     deep.add_cases(make_dataset(dir, 1, "d"));
   }
-  raw_sql(dir.file("deep2.db"), "UPDATE cases SET meta = '" + nested_meta(60000) + "'");
+  raw_sql(dir.file("deep2.db"), "UPDATE cases SET meta = '" + test::nested_json(60000) + "'");
   StoreCheck d = CaseStore(dir.file("deep2.db")).check();
   ASSERT_EQ(d.problems.size(), 1u) << join(d.problems, "\n");
   EXPECT_EQ(d.problems[0], "case id 1: meta: JSON nested deeper than 64 levels");
@@ -619,11 +603,11 @@ TEST(CaseStore, WritersRefuseTextAndMetaThatWouldBreakReaders) {
   EXPECT_EQ(error_of([&] { store.add_cases(ds); }),
             dir.file("case.csv") + ":3: case 'case1': patient contains the control character 0x1B (ESC)");
   EXPECT_EQ(store.stats().cases, 0);
-  EXPECT_EQ(error_of([&] { store.add_case(ds.records[0], nested_meta(60000)); }),
+  EXPECT_EQ(error_of([&] { store.add_case(ds.records[0], test::nested_json(60000)); }),
             "meta of case 'case0': JSON nested deeper than 64 levels");
   EXPECT_NE(error_of([&] { store.add_case(ds.records[0], "{\"a\": \"caf\xE9\"}"); }).find("invalid JSON"),
             std::string::npos);
   EXPECT_EQ(store.stats().cases, 0);
-  EXPECT_GT(store.add_case(ds.records[0], nested_meta(kMaxJsonDepth)), 0);
+  EXPECT_GT(store.add_case(ds.records[0], test::nested_json(kMaxJsonDepth)), 0);
   EXPECT_TRUE(store.check().ok());
 }

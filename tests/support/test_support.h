@@ -53,4 +53,10 @@ CommandResult run_python(const std::string& script, const std::string& args = ""
 /// Shell-quotes one argument.
 std::string shell_quote(const std::string& s);
 
+/// `depth` nested JSON objects, {"a":{"a":...1...}} (hostile-input tests).
+std::string nested_json(int depth);
+/// Runs SQL on a SQLite file directly (to build old schemas or damage a store on purpose); a failure
+/// fails the current test.
+void run_sql(const std::string& db_path, const std::string& sql);
+
 }  // namespace fundus::test
