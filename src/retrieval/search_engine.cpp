@@ -36,8 +36,10 @@ double ms_since(std::chrono::steady_clock::time_point t) {
 // Every case shown to a caller passes here: a stored row that breaks an invariant the answer relies
 // on (the grade indexes the vote, meta is copied and printed recursively) is the store's fault.
 CaseInfo to_info(const StoredCase& c, const std::string& store_path) {
-  if (c.grade < 0 || c.grade >= kNumGrades)
-    throw StoreCorruptError(store_path, c.id, "grade " + (c.grade == -1 ? std::string("not an integer") : std::to_string(c.grade)) + " outside 0-4", __FILE__, __LINE__);
+  if (c.grade < 0 || c.grade >= kNumGrades) {
+    std::string why = c.grade == -1 ? "grade is not an integer" : "grade " + std::to_string(c.grade) + " outside 0-4";
+    throw StoreCorruptError(store_path, c.id, why, __FILE__, __LINE__);
+  }
   std::string problem;
   std::optional<Json> meta = try_parse_json(c.meta, problem);
   if (!meta) throw StoreCorruptError(store_path, c.id, "meta: " + problem, __FILE__, __LINE__);

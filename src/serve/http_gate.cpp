@@ -158,10 +158,12 @@ class GateStream : public httplib::Stream {
 class GatedHttpServer::Gate : public httplib::TaskQueue {
  public:
   explicit Gate(GatedHttpServer& server) : server_(server), limits_(server.limits_) {
+    // Keep 64 descriptors for everything else (the store, the log, images being read).
     rlimit files{};
-    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY)
-      limits_.max_connections = int(std::min<rlim_t>(rlim_t(limits_.max_connections),
-                                                     std::max<rlim_t>(16, files.rlim_cur > 64 ? files.rlim_cur - 64 : 16)));
+    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY) {
+      const rlim_t fit = files.rlim_cur > 80 ? files.rlim_cur - 64 : 16;
+      limits_.max_connections = int(std::min<rlim_t>(rlim_t(limits_.max_connections), fit));
+    }
     if (::pipe(wake_) != 0) wake_[0] = wake_[1] = -1;
     for (int fd : wake_)
       if (fd >= 0) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);

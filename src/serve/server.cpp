@@ -273,6 +273,7 @@ void send_png(Response& res, const cv::Mat& rgb, const char* cache_control) {
 
 // ---- the server ----------------------------------------------------------------------------------
 
+namespace {
 GateLimits gate_limits(const ServerOptions& o) {
   GateLimits g;
   g.workers = o.workers;
@@ -282,6 +283,7 @@ GateLimits gate_limits(const ServerOptions& o) {
   g.max_connections = o.max_connections;
   return g;
 }
+}  // namespace
 
 struct Server::Impl {
   Impl(SearchBackend& backend, const ServerOptions& options)

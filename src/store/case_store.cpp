@@ -217,7 +217,7 @@ std::string case_record_problem(const CaseRecord& r) {
   for (auto [name, value] : {std::pair<const char*, const std::string*>{"id", &r.id}, {"image path", &r.image_path},
                              {"patient", &r.patient}, {"eye", &r.eye}, {"split", &r.split}}) {
     std::string why = text_problem(*value);
-    if (!why.empty()) return "case '" + escape_control(r.id) + "': " + name + " " + why;
+    if (!why.empty()) return "case '" + r.id + "': " + name + " " + why;
   }
   if (r.grade < 0 || r.grade >= kNumGrades)
     return "case '" + r.id + "': grade " + std::to_string(r.grade) + " outside 0-" + std::to_string(kNumGrades - 1);

@@ -18,10 +18,10 @@
 //
 // Invariants (what readers rely on; `check()` verifies every one of them):
 //   - the schema matches user_version (above); store_info holds a non-empty 'store_id';
-//   - cases: external_id non-empty and unique; every text column valid UTF-8 without control
-//     characters (they are printed to terminals and written into JSON); grade an integer 0-4;
-//     image_path non-empty; content_hash 64 hex digits; meta a JSON text nested at most
-//     kMaxJsonDepth levels (fundus/core/json.h);
+//   - cases: external_id non-empty and unique; external_id, image_path, patient, eye and split
+//     valid UTF-8 without control characters (they are printed to terminals and written into
+//     JSON); grade an integer 0-4; image_path and content_hash non-empty; meta a JSON text nested
+//     at most kMaxJsonDepth levels (fundus/core/json.h);
 //   - models: descriptor_dim an integer 1..kMaxDescriptorDim; config and preprocessing JSON text;
 //   - embeddings: a BLOB of exactly 4 * descriptor_dim bytes of finite float32 values, whose case
 //     and model exist (foreign keys), and SQLite's own integrity_check passes.
