@@ -6,27 +6,64 @@
 
 namespace fundus {
 
-Json parse_json(const std::string& text, const std::string& source) {
-  try {
-    return Json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    // Convert the byte offset into line:column for humans.
-    size_t line = 1, col = 1;
-    for (size_t i = 0; i + 1 < e.byte && i < text.size(); ++i) {
-      if (text[i] == '\n') {
-        ++line;
-        col = 1;
-      } else {
-        ++col;
-      }
+namespace {
+
+struct TooDeep {};
+
+// Byte offset -> "line:column" for humans.
+std::string position(const std::string& text, size_t byte) {
+  size_t line = 1, col = 1;
+  for (size_t i = 0; i + 1 < byte && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
     }
-    FUNDUS_THROW(source << ":" << line << ":" << col << ": invalid JSON (" << e.what() << ")");
   }
+  return strprintf("%zu:%zu", line, col);
 }
 
-Json load_json_file(const std::string& path) {
+// The value, or nullopt with `where` ("line:column", or "" for a depth violation) and `what` set.
+std::optional<Json> parse_bounded(const std::string& text, int max_depth, std::string& where, std::string& what) {
+  // nlohmann's parser is iterative, but copying, comparing and dumping a value recurse once per
+  // level: refuse depth while parsing, through the callback that reports it.
+  const Json::parser_callback_t bound = [max_depth](int depth, Json::parse_event_t event, Json&) {
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
+        depth >= max_depth)
+      throw TooDeep{};
+    return true;
+  };
+  try {
+    return Json::parse(text, bound);
+  } catch (const TooDeep&) {
+    what = "JSON nested deeper than " + std::to_string(max_depth) + " levels";
+  } catch (const nlohmann::json::parse_error& e) {
+    where = position(text, e.byte);
+    what = std::string("invalid JSON (") + e.what() + ")";
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Json> try_parse_json(const std::string& text, std::string& problem, int max_depth) {
+  std::string where, what;
+  std::optional<Json> value = parse_bounded(text, max_depth, where, what);
+  if (!value) problem = where.empty() ? what : where + ": " + what;
+  return value;
+}
+
+Json parse_json(const std::string& text, const std::string& source, int max_depth) {
+  std::string where, what;
+  std::optional<Json> value = parse_bounded(text, max_depth, where, what);
+  FUNDUS_CHECK(value, source << (where.empty() ? "" : ":" + where) << ": " << what);
+  return std::move(*value);
+}
+
+Json load_json_file(const std::string& path, int max_depth) {
   FUNDUS_CHECK(file_exists(path), path << ": JSON file not found");
-  return parse_json(read_file(path), path);
+  return parse_json(read_file(path), path, max_depth);
 }
 
 void save_json_file(const std::string& path, const Json& value) { write_file_atomic(path, value.dump(2) + "\n"); }
@@ -40,12 +77,9 @@ void apply_override(Json& config, const std::string& assignment) {
   auto eq = assignment.find('=');
   FUNDUS_CHECK(eq != std::string::npos && eq > 0, "override '" << assignment << "' must look like key.path=value");
   std::string path = assignment.substr(0, eq), text = assignment.substr(eq + 1);
-  Json value;
-  try {
-    value = Json::parse(text);
-  } catch (const nlohmann::json::exception&) {
-    value = text;
-  }
+  std::string ignored;
+  std::optional<Json> parsed = try_parse_json(text, ignored);
+  Json value = parsed ? std::move(*parsed) : Json(text);
   Json* node = &config;
   auto keys = split(path, '.');
   for (size_t i = 0; i + 1 < keys.size(); ++i) {

@@ -34,7 +34,16 @@ double ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
 }
 
-CaseInfo to_info(const StoredCase& c) {
+// Every case shown to a caller passes here: a stored row that breaks an invariant the answer relies
+// on (the grade indexes the vote, meta is copied and printed recursively) is the store's fault.
+CaseInfo to_info(const StoredCase& c, const std::string& store_path) {
+  if (c.grade < 0 || c.grade >= kNumGrades) {
+    std::string why = c.grade == -1 ? "grade is not an integer" : "grade " + std::to_string(c.grade) + " outside 0-4";
+    throw StoreCorruptError(store_path, c.id, why, __FILE__, __LINE__);
+  }
+  std::string problem;
+  std::optional<Json> meta = try_parse_json(c.meta, problem);
+  if (!meta) throw StoreCorruptError(store_path, c.id, "meta: " + problem, __FILE__, __LINE__);
   CaseInfo i;
   i.id = c.id;
   i.external_id = c.external_id;
@@ -43,7 +52,7 @@ CaseInfo to_info(const StoredCase& c) {
   i.patient = c.patient;
   i.eye = c.eye;
   i.split = c.split;
-  i.meta = parse_json(c.meta, "meta of case " + std::to_string(c.id));
+  i.meta = std::move(*meta);
   i.added_at = c.added_at;
   return i;
 }
@@ -118,19 +127,26 @@ struct SearchEngine::Impl {
 
   const PreprocessOptions& preprocess() const { return replicas.front()->model->preprocess(); }
 
-  // Checks the bytes before decoding anything big, then decodes and preprocesses.
+  // Checks the bytes before decoding anything big, then decodes and preprocesses. Every failure is
+  // the caller's image: InputError.
   PreprocessResult decode_checked(std::string_view bytes, const std::string& source) const {
-    std::string problem = image_structure_problem(bytes);
-    FUNDUS_CHECK(problem.empty(), source << ": " << problem);
-    ImageInfo info = image_info_from_bytes(bytes, source);
-    const int64_t pixels = int64_t(info.width) * int64_t(info.height);
-    FUNDUS_CHECK(info.width > 0 && info.height > 0, source << ": image has no pixels");
-    FUNDUS_CHECK(pixels <= options.max_image_pixels, source << ": image of " << info.width << "x" << info.height << " = "
-                                                            << pixels << " pixels exceeds the limit of "
-                                                            << options.max_image_pixels);
-    problem = jpeg_data_problem(bytes);  // a damaged middle would otherwise decode as grey blocks
-    FUNDUS_CHECK(problem.empty(), source << ": " << problem);
-    return preprocess_fundus_bytes(bytes, source, preprocess());
+    try {
+      std::string problem = image_structure_problem(bytes);
+      FUNDUS_CHECK(problem.empty(), source << ": " << problem);
+      ImageInfo info = image_info_from_bytes(bytes, source);
+      const int64_t pixels = int64_t(info.width) * int64_t(info.height);
+      FUNDUS_CHECK(info.width > 0 && info.height > 0, source << ": image has no pixels");
+      FUNDUS_CHECK(pixels <= options.max_image_pixels, source << ": image of " << info.width << "x" << info.height
+                                                              << " = " << pixels << " pixels exceeds the limit of "
+                                                              << options.max_image_pixels);
+      problem = jpeg_data_problem(bytes);  // a damaged middle would otherwise decode as grey blocks
+      FUNDUS_CHECK(problem.empty(), source << ": " << problem);
+      return preprocess_fundus_bytes(bytes, source, preprocess());
+    } catch (const InputError&) {
+      throw;
+    } catch (const Error& e) {
+      FUNDUS_THROW_INPUT(e.message());
+    }
   }
 
   // Exact scores against every stored vector of the model, filtered; for when the index candidates
@@ -151,7 +167,7 @@ struct SearchEngine::Impl {
     });
     std::vector<SearchHit> hits;
     for (size_t i = 0; i < n; ++i)
-      hits.push_back({to_info(cases.at(m.case_ids[size_t(scored[i].second)])), scored[i].first, 0});
+      hits.push_back({to_info(cases.at(m.case_ids[size_t(scored[i].second)]), store->path()), scored[i].first, 0});
     return hits;
   }
 
@@ -167,7 +183,7 @@ struct SearchEngine::Impl {
       const int64_t id = sr.ids[size_t(j)];
       if (id < 0) break;
       auto c = store->get_case(id);
-      if (c && keep_hit(*c, o)) hits.push_back({to_info(*c), sr.scores[size_t(j)], 0});
+      if (c && keep_hit(*c, o)) hits.push_back({to_info(*c, store->path()), sr.scores[size_t(j)], 0});
     }
     if (filtered && int(hits.size()) < o.k && fetch < n) hits = exact_search(q, o);
     return hits;
@@ -189,7 +205,8 @@ SearchEngine::SearchEngine(const EngineOptions& options) : impl_(std::make_uniqu
   FUNDUS_CHECK(options.max_image_pixels > 0, "search engine: max_image_pixels must be > 0");
   set_compute_threads(options.threads);
   StoreOptions so;
-  so.create = options.create_store;
+  so.create = options.create_store && !options.read_only;
+  so.read_only = options.read_only;
   e.store = std::make_unique<CaseStore>(options.store_path, so);
   auto first = std::make_unique<Impl::Replica>();
   first->model = std::make_unique<ModelRunner>(options.checkpoint_path);
@@ -200,14 +217,31 @@ SearchEngine::SearchEngine(const EngineOptions& options) : impl_(std::make_uniqu
     e.replicas.push_back(std::move(r));
   }
   ModelRunner& model = *e.replicas.front()->model;
-  e.model_id = register_model(*e.store, model);
-  if (options.embed_missing) {
+  if (options.embed_missing && !options.read_only) {
+    e.model_id = register_model(*e.store, model);
     EmbedStoreOptions eo;
     eo.cache_dir = options.cache_dir;
     eo.progress = options.progress;
     eo.build_index = false;
     EmbedStoreResult r = embed_store(*e.store, model, eo);
     if (r.embedded > 0) FUNDUS_INFO(r.summary());
+  } else {
+    // Embedding a whole store is long and writes to it: never a side effect of reading.
+    std::optional<int64_t> id = e.store->find_model(model.checkpoint_sha256(), model.preprocess().to_json().dump());
+    const int64_t vectors = id ? int64_t(e.store->embedding_ids(*id).size()) : 0;
+    const int64_t cases = e.store->stats().cases;
+    FUNDUS_CHECK(vectors > 0 || cases == 0,
+                 options.store_path << ": model '" << model.display_name() << "' (" << options.checkpoint_path
+                                    << ") has no vectors in this store (" << cases << " cases); embed them first with "
+                                    << "`fundus embed --model " << options.checkpoint_path << " --store "
+                                    << options.store_path << "` (or let `fundus query --embed-missing` do it)");
+    FUNDUS_CHECK(id, options.store_path << ": the store has no cases and model '" << model.display_name()
+                                        << "' is not registered in it; add cases with `fundus store add` first");
+    e.model_id = *id;
+    if (vectors < cases)
+      FUNDUS_WARN(options.store_path << ": " << cases - vectors << " of " << cases << " cases have no vector for model "
+                                     << e.model_id << " and are not searched; run `fundus embed --model "
+                                     << options.checkpoint_path << " --store " << options.store_path << "`");
   }
   e.index_path = options.index_path.empty() ? default_index_path(options.store_path, e.model_id) : options.index_path;
   e.index = load_or_rebuild_index(*e.store, e.model_id, e.index_path, options.index_spec, &e.index_report,
@@ -302,20 +336,31 @@ QueryResult SearchEngine::query_file(const std::string& path, const QueryOptions
 std::optional<CaseInfo> SearchEngine::get_case(int64_t id) const {
   auto c = impl_->store->get_case(id);
   if (!c) return std::nullopt;
-  return to_info(*c);
+  return to_info(*c, impl_->store->path());
 }
 
 CaseInfo SearchEngine::add_case(std::string_view bytes, const std::string& source, const CaseRecord& record,
                                 const Json& meta) {
   Impl& e = *impl_;
-  FUNDUS_CHECK(record.grade >= 0 && record.grade < kNumGrades,
-               source << ": grade " << record.grade << " outside 0-" << kNumGrades - 1);
-  FUNDUS_CHECK(meta.is_object(), source << ": meta must be a JSON object, got " << meta.type_name());
+  FUNDUS_CHECK_INPUT(record.grade >= 0 && record.grade < kNumGrades,
+                     source << ": grade " << record.grade << " outside 0-" << kNumGrades - 1);
+  FUNDUS_CHECK_INPUT(meta.is_object(), source << ": meta must be a JSON object, got " << meta.type_name());
+  std::string meta_text, meta_problem;
+  try {
+    meta_text = meta.dump();
+  } catch (const Json::exception& ex) {  // strings that are not UTF-8
+    FUNDUS_THROW_INPUT(source << ": meta: " << ex.what());
+  }
+  // The store's readers bound the depth; refuse here what they would refuse later.
+  FUNDUS_CHECK_INPUT(try_parse_json(meta_text, meta_problem), source << ": meta: " << meta_problem);
   PreprocessResult p = e.decode_checked(bytes, source);
   const std::string hash = sha256_hex(bytes);
   CaseRecord rec = record;
   rec.id = record.id.empty() ? "img-" + hash.substr(0, 16) : record.id;
   rec.split = record.split;
+  rec.image_path = "-";  // set below; checked here with the other fields, before anything is written
+  std::string problem = case_record_problem(rec);
+  FUNDUS_CHECK_INPUT(problem.empty(), source << ": " << problem);
   // Content-addressed copy: the same bytes always land in the same file, written atomically.
   make_dirs(e.image_dir);
   rec.image_path = join_path(e.image_dir, hash + extension_for(image_info_from_bytes(bytes, source).format));
@@ -324,14 +369,14 @@ CaseInfo SearchEngine::add_case(std::string_view bytes, const std::string& sourc
 
   std::unique_lock<WriterPriorityMutex> lock(e.state_mu);
   if (auto existing = e.store->find_by_external_id(rec.id)) {
-    FUNDUS_CHECK(record.id.empty(), source << ": a case with id '" << rec.id << "' is already in the store (id "
-                                           << existing->id << ")");
-    FUNDUS_CHECK(existing->grade == rec.grade,
-                 source << ": this image is already in the store as case " << existing->id << " with grade "
-                        << existing->grade << ", not " << rec.grade);
-    if (e.index->contains(existing->id)) return to_info(*existing);  // the same upload again
+    FUNDUS_CHECK_INPUT(record.id.empty(), source << ": a case with id '" << rec.id << "' is already in the store (id "
+                                                 << existing->id << ")");
+    FUNDUS_CHECK_INPUT(existing->grade == rec.grade,
+                       source << ": this image is already in the store as case " << existing->id << " with grade "
+                              << existing->grade << ", not " << rec.grade);
+    if (e.index->contains(existing->id)) return to_info(*existing, e.store->path());  // the same upload again
   }
-  const int64_t id = e.store->add_case(rec, meta.dump(), hash);
+  const int64_t id = e.store->add_case(rec, meta_text, hash);
   try {
     e.store->put_embeddings(e.model_id, {id}, v.data(), int(v.size()));
   } catch (...) {
@@ -340,7 +385,7 @@ CaseInfo SearchEngine::add_case(std::string_view bytes, const std::string& sourc
   }
   if (!e.index->contains(id)) e.index->add(1, &id, v.data());
   e.index_dirty = true;
-  return to_info(*e.store->get_case(id));
+  return to_info(*e.store->get_case(id), e.store->path());
 }
 
 bool SearchEngine::remove_case(int64_t id) {

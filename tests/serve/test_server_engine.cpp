@@ -162,6 +162,58 @@ TEST_F(EngineServerTest, QueryAddDeleteWithTheRealEngine) {
   EXPECT_FALSE(s["model"].contains("checkpoint"));
 }
 
+// Issue 10 items 2, 5 and 12 with the real engine and store: a case whose meta is nested 60,000
+// levels (written before the bound existed) killed the server on GET and on every query returning
+// it; a missing image file gave a 500 naming the server's path.
+TEST_F(EngineServerTest, PoisonedRowsAndMissingImagesNeverCrashTheServerOrRevealPaths) {
+  std::string dir = copy_store();
+  const std::string deep = nested_json(60000);
+  run_sql(dir + "/cases.db", "UPDATE cases SET meta = '" + deep + "' WHERE id = 5");
+  SearchEngine engine(engine_options(dir));
+  auto backend = engine_backend(engine);
+  ServerOptions so;
+  so.port = 0;
+  so.access_log_enabled = false;
+  Server server(*backend, so);
+  server.start();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+
+  std::vector<httplib::Result> damaged;
+  damaged.push_back(c.Get("/api/cases/5"));
+  damaged.push_back(c.Post("/api/query", form(read_file(image("data", 4)), {{"k", "30"}})));  // every case
+  for (const httplib::Result& r : damaged) {
+    ASSERT_TRUE(r) << "the server died";
+    EXPECT_EQ(r->status, 500) << r->body;
+    EXPECT_EQ(error_code(r), "corrupt_case");
+    EXPECT_EQ(body_json(r)["error"]["case_id"], 5);
+    EXPECT_EQ(r->body.find(dir), std::string::npos) << r->body;
+  }
+  auto bad_meta = c.Post("/api/cases", form(read_file(image("extra", 0)), {{"grade", "1"}, {"meta", deep}}));
+  ASSERT_TRUE(bad_meta);
+  EXPECT_EQ(bad_meta->status, 400);
+  EXPECT_EQ(error_code(bad_meta), "bad_meta");
+  EXPECT_EQ(engine.size(), 30);
+
+  auto add = c.Post("/api/cases", form(read_file(image("extra", 1)), {{"grade", "2"}}));
+  ASSERT_TRUE(add);
+  ASSERT_EQ(add->status, 201) << add->body;
+  const int64_t id = body_json(add)["id"];
+  ASSERT_EQ(std::remove(engine.get_case(id)->image_path.c_str()), 0);  // the kept copy went missing
+  const std::string base = "/api/cases/" + std::to_string(id);
+  for (const std::string& path : {base + "/image", base + "/image?size=thumb", base + "/attention.png"}) {
+    auto r = c.Get(path.c_str());
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 500) << path;
+    EXPECT_EQ(error_code(r), "image_unavailable") << path;
+    EXPECT_EQ(r->body.find(fixture->path()), std::string::npos) << r->body;
+    EXPECT_EQ(r->body.find(work.path()), std::string::npos) << r->body;
+  }
+  auto h = c.Get("/api/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+}
+
 TEST_F(EngineServerTest, ConcurrentClientsKeepStoreAndIndexConsistent) {
   std::string dir = copy_store();
   EngineOptions eo = engine_options(dir);

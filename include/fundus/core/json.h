@@ -5,6 +5,7 @@
 #pragma once
 
 #include <initializer_list>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -13,9 +14,19 @@ namespace fundus {
 
 using Json = nlohmann::json;
 
+/// Deepest nesting of arrays and objects accepted in a JSON document read from outside the process
+/// (config files, checkpoint meta, HTTP fields, store rows). Real documents here nest a handful of
+/// levels; a bound keeps hostile ones (60,000 nested objects in 360 kB) from exhausting the stack in
+/// the recursive code that later copies, compares or prints them.
+constexpr int kMaxJsonDepth = 64;
+
 /// Parses a file; errors name the file and the line/column of the syntax error.
-Json load_json_file(const std::string& path);
-Json parse_json(const std::string& text, const std::string& source);
+Json load_json_file(const std::string& path, int max_depth = kMaxJsonDepth);
+/// Every JSON text from outside goes through here: syntax errors name source:line:column, documents
+/// nested deeper than `max_depth` are rejected while parsing (before the deep value is built).
+Json parse_json(const std::string& text, const std::string& source, int max_depth = kMaxJsonDepth);
+/// Non-throwing form: the value, or nullopt with `problem` set ("line 1, column 5: ...").
+std::optional<Json> try_parse_json(const std::string& text, std::string& problem, int max_depth = kMaxJsonDepth);
 /// Pretty-printed, atomic write.
 void save_json_file(const std::string& path, const Json& value);
 

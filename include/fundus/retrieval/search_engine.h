@@ -5,9 +5,17 @@
 //   QueryResult r = engine.query_file("new.jpg", {.k = 10});
 //   for (auto& hit : r.hits) ... hit.info.grade, hit.similarity ...
 //
-// Construction registers the model in the store (idempotent), embeds cases that have no vector
-// for it yet, and loads the index file (or rebuilds it from the store when it is missing, stale or
-// corrupt).
+// Construction (embed_missing, the default) registers the model in the store (idempotent), embeds
+// cases that have no vector for it yet, and loads the index file (or rebuilds it from the store when
+// it is missing, stale or corrupt). With embed_missing=false nothing is written to the store: the
+// model must already have vectors there (else an error says how to embed them), and cases without
+// one are left out of the search with a warning. read_only opens the store file read-only (queries
+// on a write-protected store; add_case/remove_case then throw).
+//
+// Errors: input problems (an image that does not decode, a bad grade or meta, a duplicate id) are
+// fundus::InputError naming the input; a stored row that breaks an invariant (a grade outside 0-4,
+// meta that is not JSON or nested too deep, a non-finite vector) is StoreCorruptError naming the case
+// (fundus/store/case_store.h); anything else is a plain fundus::Error.
 //
 // Query: decode (structure check, pixel cap from the header) -> preprocess (FOV crop at the model's
 // input size) -> embed -> index search (with extra candidates when filters apply; an exact search over
@@ -52,7 +60,8 @@ struct EngineOptions {
   int threads = 0;                     // compute threads, 0 = all cores
   int inference_replicas = 1;          // model copies for concurrent queries
   int64_t max_image_pixels = 40000000; // larger decoded images are rejected (fundus::Error)
-  bool embed_missing = true;           // embed cases without a vector at start-up
+  bool embed_missing = true;           // embed cases without a vector at start-up (writes the store)
+  bool read_only = false;              // open the store read-only (implies embed_missing = false)
   bool progress = true;
   bool create_store = true;            // false: a missing store file is an error
 };
@@ -104,14 +113,15 @@ class SearchEngine {
   SearchEngine(const SearchEngine&) = delete;
   SearchEngine& operator=(const SearchEngine&) = delete;
 
-  /// Throws fundus::Error naming `source` for undecodable, truncated or oversized images.
+  /// Throws fundus::InputError naming `source` for undecodable, truncated or oversized images.
   QueryResult query_image_bytes(std::string_view bytes, const std::string& source, const QueryOptions& options);
   QueryResult query_file(const std::string& path, const QueryOptions& options);
 
   std::optional<CaseInfo> get_case(int64_t id) const;
   /// Adds a graded case: keeps a copy of the image in image_dir, stores, embeds and indexes it.
   /// `record.image_path` is ignored; record.id is the external id ("" = derived from the content hash).
-  /// Throws for a bad image, a grade outside 0-4, a duplicate external id or malformed meta.
+  /// Throws InputError for a bad image, a grade outside 0-4, a duplicate external id, malformed meta
+  /// or text fields that are not UTF-8 or hold control characters.
   CaseInfo add_case(std::string_view image_bytes, const std::string& source, const CaseRecord& record,
                     const Json& meta = Json::object());
   /// Removes from the store and the index; false for an unknown id. The image copy in image_dir is
