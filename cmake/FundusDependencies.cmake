@@ -9,7 +9,8 @@ find_package(faiss REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(SQLite3 REQUIRED)
-find_package(JPEG REQUIRED)            # libjpeg-turbo: the JPEG entropy-data check (data/image_io.h)
+find_package(JPEG REQUIRED)            # libjpeg-turbo: JPEG decoding with corrupt-data checks (data/image_io.h)
+find_package(PNG REQUIRED)             # libpng: PNG decoding with warnings that name the file (data/image_io.h)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)  # Debian ships no CMake config
 

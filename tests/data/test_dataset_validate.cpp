@@ -191,5 +191,37 @@ TEST(DatasetValidate, DamagedMiddleWithIntactEndIsReported) {
   EXPECT_EQ(v.problems[1].line, 4);
 }
 
+// Issue 10 items 7 and 9: validation applies the same image policy as every other command (a
+// decompression bomb is refused from its header, never decoded) and says when a name is a directory.
+TEST(DatasetValidate, SamePolicyAsDecodingAndClearMessages) {
+  test::TempDir dir;
+  write_test_image(dir.file("good.png"), 64, 48, 3);
+  std::string png = read_file(dir.file("good.png"));
+  for (int k = 0; k < 4; ++k) png[size_t(16 + k)] = png[size_t(20 + k)] = char(k == 2 ? 0x2e : k == 3 ? 0xe0 : 0);  // 12000 x 12000
+  write_text(dir.file("bomb.png"), png);
+  make_dirs(dir.file("x.jpg"));
+  write_text(dir.file("labels.csv"), "image,grade\ngood.png,0\nbomb.png,1\nx.jpg,2\n");
+  ValidateOptions o;
+  o.progress = false;
+  ValidationResult v = validate_dataset(dir.file("labels.csv"), {}, o);
+  ASSERT_EQ(v.problems.size(), 2u) << format_problems(v.problems);
+  EXPECT_EQ(v.problems[0].line, 3);
+  EXPECT_EQ(v.problems[0].kind, ProblemKind::corrupt_image);
+  EXPECT_NE(v.problems[0].message.find("12000x12000 = 144000000 pixels exceeds the limit of 40000000 pixels"), std::string::npos)
+      << v.problems[0].message;
+  EXPECT_EQ(v.problems[1].line, 4);
+  EXPECT_EQ(v.problems[1].kind, ProblemKind::missing_image);
+  EXPECT_EQ(v.problems[1].message, "image 'x.jpg' is a directory (" + dir.file("x.jpg") + "), not an image file");
+  // The same files through check_images (records that point at them directly).
+  Dataset d;
+  d.records.resize(2);
+  d.records[0].image_path = dir.file("bomb.png");
+  d.records[1].image_path = dir.file("x.jpg");
+  std::vector<DatasetProblem> direct = check_images(d, o);
+  ASSERT_EQ(direct.size(), 2u);
+  EXPECT_EQ(direct[1].message, "is a directory, not an image file");
+  EXPECT_EQ(direct[1].kind, ProblemKind::missing_image);
+}
+
 }  // namespace
 }  // namespace fundus

@@ -30,6 +30,7 @@
 
 #include "fundus/core/json.h"
 #include "fundus/data/fov.h"
+#include "fundus/data/image_io.h"
 
 namespace fundus {
 
@@ -64,12 +65,16 @@ struct PreprocessResult {
   double out_radius = 0;
 };
 
-/// From an RGB CV_8UC3 image already in memory (reduce = 1).
+/// From an RGB CV_8UC3 image already in memory (reduce = 1); errors name it "image".
 PreprocessResult preprocess_fundus(const cv::Mat& rgb, const PreprocessOptions& options);
-/// From encoded bytes (JPEG, PNG, TIFF, BMP); `source` names the image in errors.
-PreprocessResult preprocess_fundus_bytes(std::string_view bytes, const std::string& source, const PreprocessOptions& options);
-/// From a file.
-PreprocessResult preprocess_fundus_file(const std::string& path, const PreprocessOptions& options);
+/// From encoded bytes (JPEG, PNG, TIFF, BMP); `source` names the image in errors. The image policy of
+/// image_io.h applies (structure, pixel cap from the header before decoding, corrupt data): failures
+/// throw ImageError.
+PreprocessResult preprocess_fundus_bytes(std::string_view bytes, const std::string& source, const PreprocessOptions& options,
+                                         const ImageLimits& limits = {});
+/// From a file (read_image_file: a directory or a missing file is an ImageError naming it).
+PreprocessResult preprocess_fundus_file(const std::string& path, const PreprocessOptions& options,
+                                        const ImageLimits& limits = {});
 
 /// The FOV in original-image coordinates as JSON: {found, note, width, height, reduce, bbox:[x,y,w,h],
 /// center:[x,y], radius, area_fraction}.

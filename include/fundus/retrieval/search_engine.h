@@ -9,7 +9,8 @@
 // for it yet, and loads the index file (or rebuilds it from the store when it is missing, stale or
 // corrupt).
 //
-// Query: decode (structure check, pixel cap from the header) -> preprocess (FOV crop at the model's
+// Query: decode (the image policy of data/image_io.h; a refused image throws ImageError, whose problem()
+// callers map) -> preprocess (FOV crop at the model's
 // input size) -> embed -> index search (with extra candidates when filters apply; an exact search over
 // the store's vectors when filtering leaves fewer than k) -> hits with case info -> similarity-weighted
 // k-NN grade vote (eval/metrics.h knn_vote). add_case with an empty record id derives the id from the
@@ -48,7 +49,7 @@ struct EngineOptions {
   std::string cache_dir;               // preprocessed-image cache for embedding, "" = none
   int threads = 0;                     // compute threads, 0 = all cores
   int inference_replicas = 1;          // model copies for concurrent queries
-  int64_t max_image_pixels = 40000000; // larger decoded images are rejected (fundus::Error)
+  int64_t max_image_pixels = kDefaultMaxImagePixels;  // larger images are refused from the header (ImageError)
   bool embed_missing = true;           // embed cases without a vector at start-up
   bool progress = true;
   bool create_store = true;            // false: a missing store file is an error
