@@ -89,12 +89,14 @@ std::string PreprocessOptions::cache_key() const {
 namespace {
 
 PreprocessResult finish(const cv::Mat& decoded, int reduce, cv::Size original, const PreprocessOptions& o,
-                        const std::string& /*source*/) {
+                        const std::string& source) {
   PreprocessResult r;
   r.decoded = decoded;
   r.reduce = reduce;
   r.original_size = original;
   r.fov = (o.crop_fov || o.mask) ? detect_fov(decoded, o.fov, false) : whole_image_fov(decoded.size(), "FOV detection disabled");
+  // No confident answer for what is not a fundus photograph: no descriptor, no grade estimate.
+  if (r.fov.no_field_of_view) FUNDUS_IMAGE_ERROR(ImageProblem::no_field_of_view, source << ": " << r.fov.note << ": not a fundus photograph");
   const cv::Rect box = o.crop_fov ? r.fov.bbox : cv::Rect(0, 0, decoded.cols, decoded.rows);
 
   // Longer side of the crop -> size, centred on a black square.
@@ -196,7 +198,8 @@ Json fov_to_json(const PreprocessResult& r) {
                         int(std::lround(f.bbox.height * sy))}},
               {"center", {round2(f.center.x * sx), round2(f.center.y * sy)}},
               {"radius", round2(f.radius * (sx + sy) / 2)},
-              {"area_fraction", std::round(f.area_fraction * 1e4) / 1e4}};
+              {"area_fraction", std::round(f.area_fraction * 1e4) / 1e4},
+              {"outline_error", std::round(f.outline_error * 1e4) / 1e4}};
 }
 
 cv::Mat preprocess_comparison(const PreprocessResult& r) {

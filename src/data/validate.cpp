@@ -11,6 +11,7 @@
 #include "fundus/core/io.h"
 #include "fundus/core/progress.h"
 #include "fundus/core/strings.h"
+#include "fundus/data/fov.h"
 #include "fundus/data/image_io.h"
 
 namespace fundus {
@@ -24,13 +25,20 @@ struct ImageVerdict {
 };
 
 // The image policy of image_io.h, the same as every command that decodes: JPEGs are decoded
-// DCT-reduced (all coefficients are still entropy-decoded, so corrupt data is found).
+// DCT-reduced (all coefficients are still entropy-decoded, so corrupt data is found, and the shorter
+// side stays >= 256 px for the field-of-view check).
 ImageVerdict image_problem(const std::string& path) {
   ImageVerdict v;
   try {
     const std::string bytes = read_image_file(path);
     const ImageInfo info = check_image_bytes(bytes, path);
-    decode_image_rgb_bytes(bytes, path, info.format == ImageFormat::jpeg ? choose_reduce_factor(info.width, info.height, 128) : 1);
+    const cv::Mat rgb =
+        decode_image_rgb_bytes(bytes, path, info.format == ImageFormat::jpeg ? choose_reduce_factor(info.width, info.height, 128) : 1);
+    const FovResult fov = detect_fov(rgb, FovOptions{}, false);
+    if (fov.no_field_of_view) {  // preprocessing would refuse it (preprocess.h)
+      v.kind = ProblemKind::no_field_of_view;
+      v.message = fov.note + ": not a fundus photograph";
+    }
   } catch (const ImageError& e) {
     // Messages of image_io start with the path; the problem already names it.
     const std::string& m = e.message();

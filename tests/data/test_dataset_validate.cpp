@@ -1,6 +1,8 @@
 // Validation: corrupt, truncated and fake images become problems naming the CSV line; nothing crashes.
 #include <map>
 
+#include <opencv2/imgproc.hpp>
+
 #include <gtest/gtest.h>
 
 #include "dataset_fixtures.h"
@@ -221,6 +223,30 @@ TEST(DatasetValidate, SamePolicyAsDecodingAndClearMessages) {
   ASSERT_EQ(direct.size(), 2u);
   EXPECT_EQ(direct[1].message, "is a directory, not an image file");
   EXPECT_EQ(direct[1].kind, ProblemKind::missing_image);
+}
+
+// Issue 9 item 3: images without a field of view are their own problem kind, by line.
+TEST(DatasetValidate, ImagesWithoutFieldOfViewAreReported) {
+  test::TempDir dir;
+  write_test_image(dir.file("good.jpg"), 320, 240, 1);
+  write_image_rgb(dir.file("black.jpg"), cv::Mat::zeros(240, 320, CV_8UC3));
+  cv::Mat page(400, 300, CV_8UC3, cv::Scalar::all(240));
+  for (int y = 30; y < 380; y += 24) cv::putText(page, "lorem ipsum dolor sit", {10, y}, cv::FONT_HERSHEY_SIMPLEX, 0.6, cv::Scalar::all(20));
+  write_image_rgb(dir.file("page.png"), page);
+  write_text(dir.file("labels.csv"), "image,grade\ngood.jpg,0\nblack.jpg,1\npage.png,2\n");
+  ValidateOptions o;
+  o.progress = false;
+  ValidationResult v = validate_dataset(dir.file("labels.csv"), {}, o);
+  ASSERT_EQ(v.dataset.size(), 1u) << format_problems(v.problems);
+  ASSERT_EQ(v.problems.size(), 2u);
+  EXPECT_EQ(v.problems[0].kind, ProblemKind::no_field_of_view);
+  EXPECT_EQ(v.problems[0].line, 3);
+  EXPECT_EQ(v.problems[0].message, "image '" + dir.file("black.jpg") +
+                                       "': no field of view found (the image is practically uniform: brightness 0 to 0): "
+                                       "not a fundus photograph");
+  EXPECT_EQ(v.problems[1].kind, ProblemKind::no_field_of_view);
+  EXPECT_NE(v.problems[1].message.find("the colours are not a retina's"), std::string::npos) << v.problems[1].message;
+  EXPECT_EQ(count_problem_kinds(v.problems).at("no_field_of_view"), 2);
 }
 
 }  // namespace
