@@ -147,7 +147,8 @@ try {
   await page.setInputFiles('#file-input', { name: 'black.png', mimeType: 'image/png', buffer: blackPng(320, 240) });
   await page.waitForFunction(() => document.querySelector('#status').classList.contains('error'), null, { timeout: 60000 });
   const refusal = await page.locator('#status').textContent();
-  assert.match(refusal, /does not look like a fundus photograph/);
+  assert.match(refusal, /^Not searched: /);
+  assert.match(refusal, /not a fundus photograph/);
   assert.match(refusal, /upload 'black\.png': no field of view found \(the image is practically uniform/);
   assert.equal(await page.locator('#results .card').count(), 0);
   assert.ok(await page.locator('#estimate').isHidden(), 'no grade suggestion');

@@ -78,8 +78,8 @@ async function runQuery() {
       const error = await errorOf(response);
       clearResults();
       setStatus(error.code === 'no_field_of_view'
-        ? `This does not look like a fundus photograph: ${error.message}. No similar cases or grade ` +
-          'suggestion are shown for it.'
+        ? `Not searched: ${error.message}. No similar cases or grade suggestion are shown for an image ` +
+          'without a field of view.'
         : `Search failed: ${error.message}`, true);
       return;
     }
