@@ -18,6 +18,10 @@
 
 namespace fundus {
 
+/// Upper bound of head_classes (a DR grade head has 5): configs and checkpoints beyond it are refused
+/// before anything is allocated.
+constexpr int kMaxHeadClasses = 1000;
+
 struct ModelConfig {
   std::string backbone = "densenet121";  // mobilenet_v2 | resnet18 | resnet34 | resnet50 | densenet121
   std::string pretrained;                // torchvision state_dict (.pth) for the backbone, or ""
@@ -29,7 +33,7 @@ struct ModelConfig {
   std::string pooling = "gem";           // gem | avg | max | rmac
   double gem_p = 3.0;                    // initial GeM exponent (learnable)
   std::string combine = "concat";        // concat | sum of the two mirror branches
-  int head_classes = 0;                  // grade classifier on the descriptor; 0 = none
+  int head_classes = 0;                  // grade classifier on the descriptor; 0 = none, at most kMaxHeadClasses
   bool imagenet_normalize = true;
 
   /// Reads a model section over the defaults; validates.
