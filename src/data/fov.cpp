@@ -82,9 +82,6 @@ Circle robust_circle(std::vector<cv::Point2d> pts) {
   return c;
 }
 
-}  // namespace
-
-namespace {
 // The whole image, marked as showing no field of view at all.
 FovResult no_fov(cv::Size size, const std::string& why) {
   FovResult r = whole_image_fov(size, "no field of view found (" + why + ")");

@@ -96,7 +96,8 @@ PreprocessResult finish(const cv::Mat& decoded, int reduce, cv::Size original, c
   r.original_size = original;
   r.fov = (o.crop_fov || o.mask) ? detect_fov(decoded, o.fov, false) : whole_image_fov(decoded.size(), "FOV detection disabled");
   // No confident answer for what is not a fundus photograph: no descriptor, no grade estimate.
-  if (r.fov.no_field_of_view) FUNDUS_IMAGE_ERROR(ImageProblem::no_field_of_view, source << ": " << r.fov.note << ": not a fundus photograph");
+  if (r.fov.no_field_of_view)
+    FUNDUS_IMAGE_ERROR(ImageProblem::no_field_of_view, source << ": " << r.fov.note << ": not a fundus photograph");
   const cv::Rect box = o.crop_fov ? r.fov.bbox : cv::Rect(0, 0, decoded.cols, decoded.rows);
 
   // Longer side of the crop -> size, centred on a black square.
