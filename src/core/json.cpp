@@ -1,5 +1,7 @@
 #include "fundus/core/json.h"
 
+#include <cmath>
+
 #include "fundus/core/error.h"
 #include "fundus/core/io.h"
 #include "fundus/core/strings.h"
@@ -102,6 +104,31 @@ void check_known_keys(const Json& object, std::initializer_list<const char*> kno
       FUNDUS_THROW(context << ": unknown key '" << it.key() << "' (known: " << names << ")");
     }
   }
+}
+
+int64_t json_integer(const Json& value, int64_t lo, int64_t hi, const std::string& field) {
+  auto out_of_range = [&] {
+    return std::runtime_error(field + ": " + value.dump() + " is out of range (expected an integer from " + std::to_string(lo) +
+                              " to " + std::to_string(hi) + ")");
+  };
+  if (value.is_number_unsigned()) {
+    const uint64_t u = value.get<uint64_t>();
+    if (hi < 0 || u > uint64_t(hi)) throw out_of_range();
+    return int64_t(u);
+  }
+  if (value.is_number_integer()) {
+    const int64_t i = value.get<int64_t>();
+    if (i < lo || i > hi) throw out_of_range();
+    return i;
+  }
+  if (value.is_number_float()) {
+    const double d = value.get<double>();
+    if (!std::isfinite(d) || d != std::floor(d)) throw std::runtime_error(field + ": " + value.dump() + " is not an integer");
+    // Compare in double without converting an out-of-range value (UB): 2^63 itself is out of int64.
+    if (d < double(lo) || d > double(hi) || d >= 9223372036854775808.0) throw out_of_range();
+    return int64_t(d);
+  }
+  throw std::runtime_error(field + ": expected an integer, got " + value.dump());
 }
 
 }  // namespace fundus

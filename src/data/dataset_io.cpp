@@ -158,6 +158,11 @@ class ImageResolver {
         return std::nullopt;
       }
     }
+    for (const std::string& dir : absolute ? std::vector<std::string>{""} : dirs_)
+      if (is_directory(join_path(dir, name))) {  // the listings hold regular files only
+        why = "image '" + name + "' is a directory (" + join_path(dir, name) + "), not an image file";
+        return std::nullopt;
+      }
     std::vector<std::string> searched;
     for (const auto& d : absolute ? std::vector<std::string>{parent_dir(name)} : dirs_)
       searched.push_back(d.empty() ? "." : d);

@@ -10,6 +10,7 @@ const char* problem_kind_name(ProblemKind kind) {
     case ProblemKind::bad_grade: return "bad_grade";
     case ProblemKind::missing_image: return "missing_image";
     case ProblemKind::corrupt_image: return "corrupt_image";
+    case ProblemKind::no_field_of_view: return "no_field_of_view";
     case ProblemKind::duplicate_id: return "duplicate_id";
     case ProblemKind::empty_dataset: return "empty_dataset";
   }

@@ -63,7 +63,9 @@ void ModelConfig::validate(const std::string& context) const {
   FUNDUS_CHECK(input_size >= 32 && input_size <= 4096, context << ".input_size: " << input_size << " outside 32-4096");
   FUNDUS_CHECK(reduction >= 1 && reduction <= 64, context << ".reduction: " << reduction << " outside 1-64");
   FUNDUS_CHECK(gem_p > 0 && gem_p <= 100, context << ".gem_p: " << gem_p << " outside (0, 100]");
-  FUNDUS_CHECK(head_classes >= 0, context << ".head_classes: " << head_classes << " must be >= 0");
+  // A bound before anything is allocated: a classification head is a Linear(descriptor, head_classes).
+  FUNDUS_CHECK(head_classes >= 0 && head_classes <= kMaxHeadClasses,
+               context << ".head_classes: " << head_classes << " outside 0-" << kMaxHeadClasses);
   FUNDUS_CHECK(frozen_stages >= 0 && frozen_stages <= 64,
                context << ".frozen_stages: " << frozen_stages << " outside 0-64");
   FUNDUS_CHECK(frozen_stages == 0 || !spatial_attention,

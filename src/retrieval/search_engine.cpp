@@ -127,21 +127,16 @@ struct SearchEngine::Impl {
 
   const PreprocessOptions& preprocess() const { return replicas.front()->model->preprocess(); }
 
-  // Checks the bytes before decoding anything big, then decodes and preprocesses. Every failure is
-  // the caller's image: InputError.
+  // The image policy (image_io.h: structure, pixel cap from the header before decoding, corrupt
+  // data), then preprocessing. A refused image throws ImageError (whose problem() callers map); any
+  // other failure is still the caller's image: InputError.
   PreprocessResult decode_checked(std::string_view bytes, const std::string& source) const {
+    ImageLimits limits;
+    limits.max_pixels = options.max_image_pixels;
     try {
-      std::string problem = image_structure_problem(bytes);
-      FUNDUS_CHECK(problem.empty(), source << ": " << problem);
-      ImageInfo info = image_info_from_bytes(bytes, source);
-      const int64_t pixels = int64_t(info.width) * int64_t(info.height);
-      FUNDUS_CHECK(info.width > 0 && info.height > 0, source << ": image has no pixels");
-      FUNDUS_CHECK(pixels <= options.max_image_pixels, source << ": image of " << info.width << "x" << info.height
-                                                              << " = " << pixels << " pixels exceeds the limit of "
-                                                              << options.max_image_pixels);
-      problem = jpeg_data_problem(bytes);  // a damaged middle would otherwise decode as grey blocks
-      FUNDUS_CHECK(problem.empty(), source << ": " << problem);
-      return preprocess_fundus_bytes(bytes, source, preprocess());
+      return preprocess_fundus_bytes(bytes, source, preprocess(), limits);
+    } catch (const ImageError&) {
+      throw;
     } catch (const InputError&) {
       throw;
     } catch (const Error& e) {
@@ -329,8 +324,7 @@ QueryResult SearchEngine::query_image_bytes(std::string_view bytes, const std::s
 }
 
 QueryResult SearchEngine::query_file(const std::string& path, const QueryOptions& options) {
-  FUNDUS_CHECK(file_exists(path), path << ": image file not found");
-  return query_image_bytes(read_file(path), path, options);
+  return query_image_bytes(read_image_file(path), path, options);
 }
 
 std::optional<CaseInfo> SearchEngine::get_case(int64_t id) const {

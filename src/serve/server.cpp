@@ -110,32 +110,32 @@ const httplib::MultipartFormData& require_image(const Request& req) {
   return *part;
 }
 
-// Cheap checks before any decoding: JPEG/PNG only (their headers give the size without decoding,
-// so a decompression bomb is refused before it allocates), structurally complete, within the pixel cap,
-// and for JPEGs free of corrupt scan data.
+// An image the policy (data/image_io.h) refused, as an HTTP error with a stable code.
+[[noreturn]] void fail_image(const ImageError& e) {
+  switch (e.problem()) {
+    case ImageProblem::empty:
+    case ImageProblem::not_an_image: fail(400, "not_an_image", e.message());
+    case ImageProblem::too_many_pixels: fail(413, "too_many_pixels", e.message() + " (--max-pixels)");
+    case ImageProblem::no_field_of_view: fail(422, "no_field_of_view", e.message());
+    default: fail(422, "bad_image", e.message());
+  }
+}
+
+// The policy's checks before any decoding: JPEG/PNG only (their headers give the size without
+// decoding, so a decompression bomb is refused before it allocates), structurally complete, within
+// the pixel cap. Corrupt scan data is found while decoding (the backend's ImageError).
 void check_image(std::string_view bytes, const std::string& source, int64_t max_pixels) {
-  auto starts = [&](std::string_view magic) { return bytes.substr(0, magic.size()) == magic; };
-  bool jpeg = starts(std::string_view("\xFF\xD8", 2)), png = starts(std::string_view("\x89PNG\r\n\x1a\n", 8));
-  if (!jpeg && !png) {
-    if (image_structure_problem(bytes).empty())  // TIFF or BMP: a real image, but not accepted here
-      fail(422, "unsupported_image_format", source + ": only JPEG and PNG uploads are accepted");
-    fail(400, "not_an_image", source + ": not an image (expected JPEG or PNG bytes)");
-  }
-  std::string problem = image_structure_problem(bytes);
-  if (!problem.empty()) fail(422, "bad_image", source + ": " + problem);
-  ImageInfo info;
+  const ImageFormat format = sniff_image_format(bytes);
+  if (format == ImageFormat::unknown) fail(400, "not_an_image", source + ": not an image (expected JPEG or PNG bytes)");
+  if (format != ImageFormat::jpeg && format != ImageFormat::png)  // TIFF or BMP: a real image, but not accepted here
+    fail(422, "unsupported_image_format", source + ": only JPEG and PNG uploads are accepted");
+  ImageLimits limits;
+  limits.max_pixels = max_pixels;
   try {
-    info = image_info_from_bytes(bytes, source);
-  } catch (const Error& e) {
-    fail(422, "bad_image", e.message());
+    check_image_bytes(bytes, source, limits);
+  } catch (const ImageError& e) {
+    fail_image(e);
   }
-  int64_t pixels = int64_t(info.width) * info.height;
-  if (pixels > max_pixels)
-    fail(413, "too_many_pixels",
-         strprintf("%s: %dx%d = %lld pixels exceeds the limit of %lld (--max-pixels)", source.c_str(), info.width,
-                   info.height, (long long)pixels, (long long)max_pixels));
-  problem = jpeg_data_problem(bytes);  // damaged scan data behind an intact end marker
-  if (!problem.empty()) fail(422, "bad_image", source + ": " + problem);
 }
 
 int parse_k(const std::optional<std::string>& text, int max_k) {
@@ -508,6 +508,8 @@ void Server::Impl::query(const Request& req, Response& res) {
   QueryResult r;
   try {
     r = backend.query(image.content, source, q);
+  } catch (const ImageError& e) {
+    fail_image(e);  // e.g. corrupt scan data, no field of view
   } catch (const InputError& e) {
     fail(422, "bad_image", e.message());  // the bytes passed the structural checks but do not decode
   }  // anything else (a damaged store, a database error) is the server's: see the exception handler
@@ -627,6 +629,8 @@ void Server::Impl::add_case(const Request& req, Response& res) {
   CaseInfo added;
   try {
     added = backend.add_case(image.content, source, record, meta);
+  } catch (const ImageError& e) {
+    fail_image(e);
   } catch (const InputError& e) {
     fail(422, "rejected", e.message());  // e.g. a duplicate external id or an image that does not decode
   }

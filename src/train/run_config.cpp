@@ -92,15 +92,20 @@ TrainSettings TrainSettings::from_json(const Json& s, const std::string& ctx) {
   t.bn_recalibration_images = json_value(s, "bn_recalibration_images", t.bn_recalibration_images, ctx);
   t.feature_cache = json_value(s, "feature_cache", t.feature_cache, ctx);
   t.feature_cache_dir = json_value(s, "feature_cache_dir", t.feature_cache_dir, ctx);
-  FUNDUS_CHECK(t.epochs >= 0, ctx << ".epochs: must be >= 0 (0 = no training: the initial model is saved)");
-  FUNDUS_CHECK(t.threads >= 0 && t.workers >= 0 && t.prefetch_batches >= 1,
-               ctx << ": threads/workers must be >= 0 and prefetch_batches >= 1");
+  // Upper bounds too: a config (or a checkpoint's) must not make the process spawn a million threads.
+  FUNDUS_CHECK(t.epochs >= 0 && t.epochs <= 100000,
+               ctx << ".epochs: " << t.epochs << " outside 0-100000 (0 = no training: the initial model is saved)");
+  FUNDUS_CHECK(t.threads >= 0 && t.threads <= 1024, ctx << ".threads: " << t.threads << " outside 0-1024");
+  FUNDUS_CHECK(t.workers >= 0 && t.workers <= 256, ctx << ".workers: " << t.workers << " outside 0-256");
+  FUNDUS_CHECK(t.prefetch_batches >= 1 && t.prefetch_batches <= 1024,
+               ctx << ".prefetch_batches: " << t.prefetch_batches << " outside 1-1024");
   FUNDUS_CHECK(t.select == "val_P@10" || t.select == "val_mAP@10" || t.select == "val_macro_P@10" ||
                    t.select == "train_loss" || t.select == "last",
                ctx << ".select: '" << t.select << "' is not val_P@10, val_mAP@10, val_macro_P@10, train_loss or last");
   FUNDUS_CHECK(t.bn_recalibration_images >= 0, ctx << ".bn_recalibration_images: must be >= 0");
   FUNDUS_CHECK(t.feature_cache >= 0 && t.feature_cache <= 64, ctx << ".feature_cache: " << t.feature_cache << " outside 0-64");
   FUNDUS_CHECK(t.val_every >= 1 && t.val_batch_size >= 1, ctx << ": val_every and val_batch_size must be >= 1");
+  FUNDUS_CHECK(t.val_batch_size <= 65536, ctx << ".val_batch_size: " << t.val_batch_size << " outside 1-65536");
   FUNDUS_CHECK(t.stop_after_steps >= 0 && t.max_steps_per_epoch >= 0, ctx << ": step limits must be >= 0");
   return t;
 }
@@ -126,15 +131,26 @@ RunConfig RunConfig::from_json(const Json& c, const std::string& ctx) {
   r.loss = LossConfig::from_json(section("loss"), ctx + ".loss").to_json();
   r.optim = OptimConfig::from_json(section("optim"), ctx + ".optim");
   r.train = TrainSettings::from_json(section("train"), ctx + ".train");
-  r.sampler = SamplerOptions::from_json(section("sampler"));
+  // The data component's readers name their keys "sampler.batch_size", "preprocess.size": prefix the
+  // context (a config file, a checkpoint) as the other sections do.
+  auto in_context = [&](auto&& read) {
+    try {
+      return read();
+    } catch (const Error& e) {
+      FUNDUS_THROW(ctx << "." << e.message());
+    } catch (const std::runtime_error& e) {  // json_value's conversion errors
+      FUNDUS_THROW(ctx << "." << e.what());
+    }
+  };
+  r.sampler = in_context([&] { return SamplerOptions::from_json(section("sampler")); });
   Json pre = section("preprocess");
   if (pre.contains("size"))
     FUNDUS_CHECK(pre["size"] == r.model.input_size,
                  ctx << ".preprocess.size (" << pre["size"] << ") differs from model.input_size ("
                      << r.model.input_size << "); set model.input_size only");
   pre["size"] = r.model.input_size;
-  r.preprocess = PreprocessOptions::from_json(pre);
-  r.augment = AugmentOptions::from_json(section("augment"));
+  r.preprocess = in_context([&] { return PreprocessOptions::from_json(pre); });
+  r.augment = in_context([&] { return AugmentOptions::from_json(section("augment")); });
   FUNDUS_CHECK(r.train.feature_cache == 0 || r.model.frozen_stages > 0,
                ctx << ".train.feature_cache: needs model.frozen_stages > 0 (the cache holds the frozen stages' output)");
   return r;

@@ -137,6 +137,8 @@ void load_optimizer(torch::optim::Optimizer& opt, const std::string& bytes, cons
   } catch (const c10::Error& e) {
     FUNDUS_THROW(source << ": optimiser state does not fit this configuration (" << e.what_without_backtrace()
                         << ")");
+  } catch (const std::exception& e) {  // e.g. bad_alloc for an absurd size in a damaged archive
+    FUNDUS_THROW(source << ": unreadable optimiser state (" << e.what() << ")");
   }
 }
 

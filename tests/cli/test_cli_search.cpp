@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "fundus/core/hash.h"
 #include "fundus/core/io.h"
 #include "fundus/core/json.h"
@@ -172,6 +174,51 @@ TEST(CliSearch, QueryNeverWritesTheStoreUnlessAskedTo) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find(db + ": cannot write to the case store"), std::string::npos) << r.output;
   EXPECT_EQ(sha256_file(db), protected_bytes);
+}
+
+namespace {
+// An all-black RGB PNG written by hand (this suite links no image library): zlib stored blocks.
+std::string black_png(uint32_t w, uint32_t h) {
+  auto be32 = [](uint32_t v) { return std::string{char(v >> 24), char(v >> 16), char(v >> 8), char(v)}; };
+  auto chunk = [&](const std::string& type, const std::string& data) {
+    return be32(uint32_t(data.size())) + type + data + be32(crc32(type + data));
+  };
+  const std::string raw(size_t(h) * (1 + 3 * w), '\0');  // filter byte 0 + black pixels per row
+  std::string z = "\x78\x01";
+  for (size_t at = 0; at < raw.size(); at += 65535) {
+    const uint16_t n = uint16_t(std::min<size_t>(65535, raw.size() - at));
+    z += char(at + n == raw.size());
+    z += {char(n & 255), char(n >> 8), char(~n & 255), char((~n >> 8) & 255)};
+    z += raw.substr(at, n);
+  }
+  uint32_t a = 1, b = 0;  // adler32
+  for (unsigned char c : raw) a = (a + c) % 65521, b = (b + a) % 65521;
+  z += be32((b << 16) | a);
+  return std::string("\x89PNG\r\n\x1a\n", 8) + chunk("IHDR", be32(w) + be32(h) + std::string("\x08\x02\0\0\0", 5)) +
+         chunk("IDAT", z) + chunk("IEND", "");
+}
+}  // namespace
+
+// Issue 9 item 3 and issue 10 item 9: no answer for what is not a fundus photograph, and a directory is
+// called a directory; `query` and `explain` exit non-zero naming the file.
+TEST(CliSearch, QueryAndExplainRefuseImagesWithoutFieldOfView) {
+  const CliSetup& s = setup();
+  const std::string black = s.dir.file("black.png"), dir = s.dir.file("folder.jpg");
+  write_file_atomic(black, black_png(320, 240));
+  make_dirs(dir);
+  for (const std::string& cmd : {"query " + shell_quote(black) + model_store(),
+                                 "explain " + shell_quote(black) + " --model " + shell_quote(s.ckpt) + " -o " +
+                                     shell_quote(s.dir.file("black_panel.png"))}) {
+    auto r = cli(cmd);
+    EXPECT_EQ(r.exit_code, 1) << cmd << "\n" << r.output;
+    EXPECT_NE(r.output.find(black + ": no field of view found (the image is practically uniform"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("not a fundus photograph"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("grade estimate"), std::string::npos) << r.output;
+  }
+  EXPECT_FALSE(file_exists(s.dir.file("black_panel.png")));
+  auto r = cli("query " + shell_quote(dir) + model_store());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find(dir + ": is a directory, not an image file"), std::string::npos) << r.output;
 }
 
 TEST(CliSearch, EvalWritesReports) {

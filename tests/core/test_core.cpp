@@ -272,6 +272,31 @@ TEST(Json, MergeOverrideUnknownKeys) {
   EXPECT_THROW(parse_json("{\n \"a\": 1,\n}", "c.json"), Error);
 }
 
+// Issue 10 item 11: integers in configs are converted strictly and reported as written.
+TEST(Json, IntegersAreCheckedAsWritten) {
+  auto what = [](const Json& j, auto fallback) {
+    try {
+      json_value(j, "n", fallback, "model");
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(json_value(Json{{"n", 224}}, "n", 0, "model"), 224);
+  EXPECT_EQ(json_value(Json{{"n", 224.0}}, "n", 0, "model"), 224);  // an integral float is that integer
+  EXPECT_EQ(json_value(Json{{"n", -3}}, "n", int64_t(0), "model"), -3);
+  EXPECT_EQ(json_value(Json::object(), "n", 7, "model"), 7);
+  EXPECT_EQ(json_value(Json{{"n", 18446744073709551615ull}}, "n", uint64_t(1), "train"), 18446744073709551615ull);
+  EXPECT_EQ(what(Json::parse(R"({"n": 1e30})"), 0), "model.n: 1e+30 is out of range (expected an integer from -2147483648 to 2147483647)");
+  EXPECT_EQ(what(Json{{"n", 3000000000ll}}, 0), "model.n: 3000000000 is out of range (expected an integer from -2147483648 to 2147483647)");
+  EXPECT_EQ(what(Json{{"n", 2.5}}, 0), "model.n: 2.5 is not an integer");
+  EXPECT_EQ(what(Json{{"n", "5"}}, 0), "model.n: expected an integer, got \"5\"");
+  EXPECT_EQ(what(Json{{"n", -1}}, uint64_t(0)), "model.n: -1 is out of range (expected an integer from 0 to 9223372036854775807)");
+  EXPECT_EQ(what(Json::parse(R"({"n": 9.3e18})"), int64_t(0)),
+            "model.n: 9.3e+18 is out of range (expected an integer from -9223372036854775808 to 9223372036854775807)");
+  EXPECT_EQ(json_integer(Json(40), 32, 4096, "model.input_size"), 40);
+}
+
 TEST(Npy, RoundTrip) {
   test::TempDir dir;
   std::vector<float> v{1, 2, 3, 4, 5, 6};

@@ -17,7 +17,8 @@
 // meta that is not JSON or nested too deep, a non-finite vector) is StoreCorruptError naming the case
 // (fundus/store/case_store.h); anything else is a plain fundus::Error.
 //
-// Query: decode (structure check, pixel cap from the header) -> preprocess (FOV crop at the model's
+// Query: decode (the image policy of data/image_io.h; a refused image throws ImageError, whose problem()
+// callers map) -> preprocess (FOV crop at the model's
 // input size) -> embed -> index search (with extra candidates when filters apply; an exact search over
 // the store's vectors when filtering leaves fewer than k) -> hits with case info -> similarity-weighted
 // k-NN grade vote (eval/metrics.h knn_vote) -> trust warnings (retrieval/query_trust.h: a collapsed
@@ -59,7 +60,7 @@ struct EngineOptions {
   std::string cache_dir;               // preprocessed-image cache for embedding, "" = none
   int threads = 0;                     // compute threads, 0 = all cores
   int inference_replicas = 1;          // model copies for concurrent queries
-  int64_t max_image_pixels = 40000000; // larger decoded images are rejected (fundus::Error)
+  int64_t max_image_pixels = kDefaultMaxImagePixels;  // larger images are refused from the header (ImageError)
   bool embed_missing = true;           // embed cases without a vector at start-up (writes the store)
   bool read_only = false;              // open the store read-only (implies embed_missing = false)
   bool progress = true;

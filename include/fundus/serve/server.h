@@ -34,7 +34,7 @@ struct ServerOptions {
   std::string token;                         // "" = writes need no token
   int workers = 8;                           // HTTP worker threads (a keep-alive connection holds one)
   size_t max_upload_bytes = 20u << 20;       // larger request bodies -> 413
-  int64_t max_pixels = 40000000;             // larger decoded images -> 413
+  int64_t max_pixels = 40000000;             // larger images -> 413, from the header before decoding
   int max_k = 100;
   size_t query_cache_size = 64;              // artefacts (preprocessed image, attention) of the last N queries
   std::string access_log;                    // file to append to; "" = stderr
