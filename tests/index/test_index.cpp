@@ -166,6 +166,12 @@ TEST(IndexSpec, ParsesCanonicalisesAndRejects) {
   EXPECT_NE(error_of([] { parse_index_spec("hnsw:M=x"); }), "");
   EXPECT_NE(error_of([] { parse_index_spec("hnsw:M"); }).find("expected key=value"), std::string::npos);
   EXPECT_NE(error_of([] { make_index("ivfpq:m=7", 64); }).find("must divide the dimension"), std::string::npos);
+  // A spec built in code (not parsed) with an unknown type is an error too, never some default index.
+  IndexSpec bogus;
+  bogus.type = "flat";
+  EXPECT_NE(error_of([&] { make_index(bogus, 8); }).find("unknown index type 'flat'"), std::string::npos);
+  bogus.type = "";
+  EXPECT_NE(error_of([&] { make_index(bogus, 8); }).find("unknown index type ''"), std::string::npos);
   EXPECT_NE(error_of([] { make_index("hnsw:M=1", 8); }), "");
   auto h = make_index("hnsw:M=8,efc=40,ef=20", 16);
   EXPECT_EQ(h->type(), "hnsw");
