@@ -10,7 +10,7 @@ namespace fundus {
 IndexProvenance store_provenance(const CaseStore& store, int64_t model_id) {
   auto model = store.get_model(model_id);
   FUNDUS_CHECK(model, store.path() << ": no model with id " << model_id);
-  return {store.store_id(), model_id, model->embeddings_version};
+  return {store.store_id(), model_id, model->embeddings_version, store.embeddings_token(model_id)};
 }
 
 std::string index_staleness(const CaseStore& store, const IndexFileInfo& info) {
@@ -23,6 +23,8 @@ std::string index_staleness(const CaseStore& store, const IndexFileInfo& info) {
   if (have.embeddings_version != model->embeddings_version)
     return "stale: embeddings changed since the build (version " + std::to_string(have.embeddings_version) +
            " -> " + std::to_string(model->embeddings_version) + ")";
+  if (have.embeddings_token != store.embeddings_token(have.model_id))
+    return "stale: the vectors differ from the store's (written separately, e.g. in a copy of the store)";
   std::vector<int64_t> ids = store.embedding_ids(have.model_id);
   if (info.count != int64_t(ids.size()))
     return "stale: " + std::to_string(info.count) + " vectors in the file, " + std::to_string(ids.size()) +

@@ -150,6 +150,14 @@ void check_record(const CaseRecord& r, const std::string& where) {
   FUNDUS_CHECK(!r.image_path.empty(), where << "case '" << r.id << "': no image path");
 }
 
+// Draws a new embeddings_token (CaseStore::embeddings_token) for the model(s) selected by `select`, a
+// query returning model ids with one parameter. Caller holds a transaction.
+constexpr const char* kRenewTokenSql =
+    "INSERT OR REPLACE INTO store_info(key, value) SELECT 'embeddings_token.' || model_id, "
+    "lower(hex(randomblob(16))) FROM (%s)";
+
+std::string token_key(int64_t model_id) { return "embeddings_token." + std::to_string(model_id); }
+
 }  // namespace
 
 CaseRecord StoredCase::to_record() const {
@@ -269,11 +277,14 @@ int64_t CaseStore::remove_cases(const std::vector<int64_t>& ids) {
   sqlite::Statement bump(*db_,
                          "UPDATE models SET embeddings_version = embeddings_version + 1 "
                          "WHERE id IN (SELECT model_id FROM embeddings WHERE case_id = ?)");
+  sqlite::Statement renew(*db_, strprintf(kRenewTokenSql, "SELECT model_id FROM embeddings WHERE case_id = ?"));
   sqlite::Statement del(*db_, "DELETE FROM cases WHERE id = ?");
   int64_t removed = 0;
   for (int64_t id : ids) {
     bump.reset();
     bump.bind(1, id).run();
+    renew.reset();
+    renew.bind(1, id).run();
     del.reset();
     del.bind(1, id).run();
     removed += db_->changes();
@@ -419,6 +430,8 @@ void CaseStore::put_embeddings(int64_t model_id, const std::vector<int64_t>& cas
   }
   sqlite::Statement bump(*db_, "UPDATE models SET embeddings_version = embeddings_version + 1 WHERE id = ?");
   bump.bind(1, model_id).run();
+  sqlite::Statement renew(*db_, strprintf(kRenewTokenSql, "SELECT ? AS model_id"));
+  renew.bind(1, model_id).run();
   tx.commit();
 }
 
@@ -467,6 +480,13 @@ std::vector<int64_t> CaseStore::embedding_ids(int64_t model_id) const {
   std::vector<int64_t> ids;
   while (st.step()) ids.push_back(st.column_int(0));
   return ids;
+}
+
+std::string CaseStore::embeddings_token(int64_t model_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite::Statement st(*db_, "SELECT value FROM store_info WHERE key = ?");
+  st.bind(1, token_key(model_id));
+  return st.step() ? st.column_text(0) : "";
 }
 
 std::vector<StoredCase> CaseStore::cases_without_embedding(int64_t model_id) const {

@@ -272,7 +272,7 @@ void check_remove_and_round_trip(const std::string& spec) {
 
   // Save/load: identical results and ids.
   test::TempDir dir;
-  IndexProvenance prov{"store-x", 3, 17};
+  IndexProvenance prov{"store-x", 3, 17, "tok-1"};
   index->save(dir.file("i.idx"), prov);
   LoadedIndex loaded = load_index(dir.file("i.idx"));
   EXPECT_EQ(loaded.index->describe(), index->describe());
@@ -280,6 +280,7 @@ void check_remove_and_round_trip(const std::string& spec) {
   EXPECT_EQ(loaded.info.provenance.store_id, "store-x");
   EXPECT_EQ(loaded.info.provenance.model_id, 3);
   EXPECT_EQ(loaded.info.provenance.embeddings_version, 17);
+  EXPECT_EQ(loaded.info.provenance.embeddings_token, "tok-1");
   EXPECT_EQ(loaded.info.count, index->size());
   EXPECT_EQ(loaded.info.ids_sha256, ids_checksum(index->ids()));
   expect_identical(loaded.index->search(queries, 5), after);

@@ -9,7 +9,8 @@
 //   embeddings(case_id, model_id, vector BLOB float32 little-endian)  PK(case_id, model_id),
 //          both foreign keys ON DELETE CASCADE
 //   store_info(key, value): 'store_id', a random id fixed at creation (tells index files which
-//          store they were built from)
+//          store they were built from); 'embeddings_token.<model id>', a random value drawn anew by
+//          every write that changes the model's embeddings (see embeddings_token())
 // v1 = cases/models/embeddings; v2 = store_info + models.embeddings_version (index staleness).
 // A database with a newer user_version than this build knows is refused with a clear error.
 //
@@ -157,6 +158,12 @@ class CaseStore {
   std::optional<std::vector<float>> get_embedding(int64_t model_id, int64_t case_id) const;
   /// Case ids that have a vector for the model, ascending (cheap: no vectors are read).
   std::vector<int64_t> embedding_ids(int64_t model_id) const;
+  /// A random token drawn anew (in the same transaction) by every write through this class that
+  /// changes the model's embeddings: put_embeddings, remove_cases of a case with a vector. Copies of
+  /// one store share store_id, ids and embeddings_version counts, but two copies written separately
+  /// never share a token, so an index built from one copy is never taken as current for the other.
+  /// "" until the first such write.
+  std::string embeddings_token(int64_t model_id) const;
   /// Cases with no vector for the model yet (resumable embedding), ordered by id.
   std::vector<StoredCase> cases_without_embedding(int64_t model_id) const;
 
