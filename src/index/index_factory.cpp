@@ -40,6 +40,8 @@ std::unique_ptr<VectorIndex> make_ivfpq(const IndexSpec& spec, int dim) {
   p.nprobe = int(spec.get("nprobe", p.nprobe));
   p.train = spec.get("train", p.train);
   p.seed = spec.get("seed", p.seed);
+  p.vectors = spec.get("vectors", 1) != 0;
+  p.rerank = int(spec.get("rerank", p.rerank));
   return std::make_unique<IvfPqIndex>(dim, p);
 }
 
@@ -50,8 +52,8 @@ const std::vector<TypeInfo>& types() {
       {"exact", {}, {}, make_exact},
       {"hnsw", {{"M", h.M}, {"efc", h.ef_construction}}, {{"ef", h.ef}}, make_hnsw},
       {"ivfpq",
-       {{"nlist", v.nlist}, {"m", v.m}, {"nbits", v.nbits}, {"train", v.train}, {"seed", v.seed}},
-       {{"nprobe", v.nprobe}},
+       {{"nlist", v.nlist}, {"m", v.m}, {"nbits", v.nbits}, {"train", v.train}, {"seed", v.seed}, {"vectors", 1}},
+       {{"nprobe", v.nprobe}, {"rerank", v.rerank}},
        make_ivfpq},
   };
   return t;
@@ -136,6 +138,8 @@ IndexSpec canonical_index_spec(const IndexSpec& spec) {
   out.type = spec.type;
   for (auto* defaults : {&info.build, &info.search})
     for (auto& [key, value] : *defaults) out.params[key] = spec.get(key, value);
+  // Without the exact vectors there is nothing to re-rank with: the default depth becomes 0.
+  if (out.type == "ivfpq" && out.params["vectors"] == 0 && !spec.params.count("rerank")) out.params["rerank"] = 0;
   return out;
 }
 

@@ -84,7 +84,8 @@ std::string ids_checksum(const std::vector<int64_t>& ids) {
 }
 
 void VectorIndex::save(const std::string& path, const IndexProvenance& provenance) const {
-  std::shared_lock<WriterPriorityMutex> lock(mu_);
+  // The writer lock: companions may swap in-memory copies for the files just written.
+  std::unique_lock<WriterPriorityMutex> lock(mu_);
   std::vector<int64_t> ids(ids_.begin(), ids_.end());
   std::sort(ids.begin(), ids.end());
   IndexFileInfo info;
@@ -95,6 +96,7 @@ void VectorIndex::save(const std::string& path, const IndexProvenance& provenanc
   info.ids_sha256 = ids_checksum(ids);
   info.provenance = provenance;
   std::string header = encode_header(info, ids);
+  save_companions(path, info, ids);
   write_framed_file(path, kMagic, kVersion, [&](std::ostream& out) {
     uint64_t header_size = header.size();
     out.write(reinterpret_cast<const char*>(&header_size), sizeof header_size);
@@ -119,6 +121,7 @@ LoadedIndex load_index(const std::string& path) {
                path << ": index holds " << out.index->native_count() << " vectors but its header lists "
                     << h.info.count << " ids");
   out.index->ids_.insert(h.ids.begin(), h.ids.end());
+  out.index->load_companions(path, h.info);
   uint64_t bytes = out.info.file_bytes;
   out.info = h.info;
   out.info.file_bytes = bytes;

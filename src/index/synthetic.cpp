@@ -10,8 +10,9 @@
 
 namespace fundus {
 
-std::vector<float> clustered_vectors(int64_t n, int dim, int centres, float noise, uint64_t seed, int threads) {
-  FUNDUS_CHECK(n >= 0 && dim > 0 && centres > 0, "clustered_vectors: bad sizes");
+std::vector<float> clustered_vectors(int64_t n, int dim, int centres, float noise, uint64_t seed, int threads,
+                                     int64_t first_row) {
+  FUNDUS_CHECK(n >= 0 && dim > 0 && centres > 0 && first_row >= 0, "clustered_vectors: bad sizes");
   std::vector<float> c(size_t(centres) * size_t(dim));
   Rng rng(Rng::derive(seed, 0));
   for (auto& x : c) x = float(rng.normal());
@@ -20,10 +21,51 @@ std::vector<float> clustered_vectors(int64_t n, int dim, int centres, float nois
   const float sigma = noise / std::sqrt(float(dim));
   parallel_for(n, threads > 0 ? threads : available_cores(), [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      Rng r(Rng::derive(seed, uint64_t(i) + 1));
+      Rng r(Rng::derive(seed, uint64_t(first_row + i) + 1));
       const float* centre = c.data() + r.below(uint64_t(centres)) * size_t(dim);
       float* v = out.data() + i * dim;
       for (int j = 0; j < dim; ++j) v[j] = centre[j] + sigma * float(r.normal());
+      l2_normalize_rows(v, 1, dim);
+    }
+  });
+  return out;
+}
+
+std::vector<float> manifold_vectors(int64_t n, int dim, const ManifoldParams& p, uint64_t seed, int threads,
+                                    int64_t first_row) {
+  FUNDUS_CHECK(n >= 0 && dim > 0 && p.latent > 0 && p.centres > 0 && first_row >= 0, "manifold_vectors: bad sizes");
+  const int L = p.latent;
+  Rng rng(Rng::derive(seed, 0));
+  std::vector<float> basis(size_t(L) * size_t(dim));  // row j: the direction of latent axis j
+  for (auto& x : basis) x = float(rng.normal());
+  l2_normalize_rows(basis.data(), L, dim);
+  std::vector<float> common(static_cast<size_t>(dim));
+  for (auto& x : common) x = float(rng.normal());
+  l2_normalize_rows(common.data(), 1, dim);
+  std::vector<float> mu(size_t(p.centres) * size_t(L));
+  for (auto& x : mu) x = float(rng.normal());
+  std::vector<float> scale(static_cast<size_t>(L));
+  double latent_norm2 = 0;
+  for (int j = 0; j < L; ++j) {
+    scale[size_t(j)] = float(std::pow(double(j + 1), -p.decay_power));
+    latent_norm2 += double(scale[size_t(j)]) * scale[size_t(j)];
+  }
+  const float s = float(std::sqrt(latent_norm2 * (1 + p.spread * p.spread)));
+  const float sigma = float(p.noise) * s / std::sqrt(float(dim));
+  std::vector<float> out(size_t(n) * size_t(dim));
+  parallel_for(n, threads > 0 ? threads : available_cores(), [&](int64_t b, int64_t e) {
+    std::vector<float> z(static_cast<size_t>(L));
+    for (int64_t i = b; i < e; ++i) {
+      Rng r(Rng::derive(seed, uint64_t(first_row + i) + 1));
+      const float* centre = mu.data() + r.below(uint64_t(p.centres)) * size_t(L);
+      for (int j = 0; j < L; ++j) z[size_t(j)] = (centre[j] + float(p.spread * r.normal())) * scale[size_t(j)];
+      float* v = out.data() + i * dim;
+      for (int d = 0; d < dim; ++d) v[d] = float(p.common) * s * common[size_t(d)] + sigma * float(r.normal());
+      for (int j = 0; j < L; ++j) {
+        const float* axis = basis.data() + size_t(j) * size_t(dim);
+        const float zj = z[size_t(j)];
+        for (int d = 0; d < dim; ++d) v[d] += zj * axis[d];
+      }
       l2_normalize_rows(v, 1, dim);
     }
   });

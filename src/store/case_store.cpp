@@ -348,6 +348,14 @@ StoreStats CaseStore::stats() const {
   return s;
 }
 
+std::vector<CaseGradePatient> CaseStore::grades_and_patients() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite::Statement st(*db_, "SELECT id, grade, patient FROM cases ORDER BY id");
+  std::vector<CaseGradePatient> out;
+  while (st.step()) out.push_back({st.column_int(0), int(st.column_int(1)), st.column_text(2)});
+  return out;
+}
+
 // ---- models ------------------------------------------------------------------------------------
 
 int64_t CaseStore::register_model(const std::string& name, const std::string& config,
@@ -458,6 +466,35 @@ EmbeddingMatrix CaseStore::get_embeddings(int64_t model_id) const {
     m.vectors.insert(m.vectors.end(), data, data + m.dim);
   }
   return m;
+}
+
+void CaseStore::scan_embeddings(int64_t model_id, int64_t batch_rows,
+                                const std::function<void(const EmbeddingMatrix&)>& fn) const {
+  FUNDUS_CHECK(batch_rows > 0, path_ << ": scan_embeddings: batch_rows must be > 0");
+  std::lock_guard<std::mutex> lock(mu_);
+  EmbeddingMatrix m;
+  m.model_id = model_id;
+  m.dim = int(model_dim(model_id));
+  const size_t bytes = size_t(m.dim) * sizeof(float);
+  sqlite::Statement st(*db_, "SELECT case_id, vector FROM embeddings WHERE model_id = ? ORDER BY case_id");
+  st.bind(1, model_id);
+  auto flush = [&] {
+    if (m.case_ids.empty()) return;
+    fn(m);
+    m.case_ids.clear();
+    m.vectors.clear();
+  };
+  while (st.step()) {
+    size_t got = 0;
+    auto* data = static_cast<const float*>(st.column_blob(1, got));
+    FUNDUS_CHECK(got == bytes, path_ << ": corrupt embedding of case id " << st.column_int(0) << " for model "
+                                     << model_id << " (" << got << " bytes, expected " << bytes
+                                     << "); run fundus store check");
+    m.case_ids.push_back(st.column_int(0));
+    m.vectors.insert(m.vectors.end(), data, data + m.dim);
+    if (m.rows() >= batch_rows) flush();
+  }
+  flush();
 }
 
 std::optional<std::vector<float>> CaseStore::get_embedding(int64_t model_id, int64_t case_id) const {

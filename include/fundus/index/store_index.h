@@ -20,7 +20,8 @@ IndexProvenance store_provenance(const CaseStore& store, int64_t model_id);
 std::string index_staleness(const CaseStore& store, const IndexFileInfo& info);
 
 /// Builds an index of type `spec` from all of the model's embeddings in the store (threads: see
-/// VectorIndex::set_threads).
+/// VectorIndex::set_threads). Reads the store in steps of 16k vectors (memory: the index plus one
+/// step); IVF-PQ first trains on a random sample of the whole store (a second pass).
 std::unique_ptr<VectorIndex> build_index(const CaseStore& store, int64_t model_id, const std::string& spec,
                                          int threads = 0);
 

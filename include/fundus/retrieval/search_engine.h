@@ -10,8 +10,9 @@
 // corrupt).
 //
 // Query: decode (structure check, pixel cap from the header) -> preprocess (FOV crop at the model's
-// input size) -> embed -> index search (with extra candidates when filters apply; an exact search over
-// the store's vectors when filtering leaves fewer than k) -> hits with case info -> similarity-weighted
+// input size) -> embed -> index search (grade filters and patient exclusion applied inside the index,
+// from the grade and patient of every case kept in memory beside it: k hits whenever k cases pass,
+// and the store is read only for the hits) -> hits with case info -> similarity-weighted
 // k-NN grade vote (eval/metrics.h knn_vote). add_case with an empty record id derives the id from the
 // content hash ("img-<16 hex>"); adding the same image and grade again then returns the existing case.
 //

@@ -27,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -89,6 +90,13 @@ struct EmbeddingMatrix {
   const float* row(int64_t i) const { return vectors.data() + i * dim; }
 };
 
+/// What search filters need of a case (SearchEngine keeps it in memory beside the index).
+struct CaseGradePatient {
+  int64_t id = 0;
+  int grade = -1;
+  std::string patient;
+};
+
 struct StoreCheck {
   std::vector<std::string> problems;  // empty when the store is healthy
   bool ok() const { return problems.empty(); }
@@ -139,6 +147,8 @@ class CaseStore {
   /// Cases ordered by id; `splits` is a comma-separated filter ("train,val"), "" = all.
   std::vector<StoredCase> list_cases(const std::string& splits = "") const;
   StoreStats stats() const;
+  /// Id, grade and patient of every case, ordered by id (no other columns are read).
+  std::vector<CaseGradePatient> grades_and_patients() const;
 
   // ---- models --------------------------------------------------------------------------------
   /// Registers a model; idempotent: the same checkpoint hash and preprocessing return the existing
@@ -154,6 +164,11 @@ class CaseStore {
   /// ids throw and nothing is written.
   void put_embeddings(int64_t model_id, const std::vector<int64_t>& case_ids, const float* vectors, int dim);
   EmbeddingMatrix get_embeddings(int64_t model_id) const;
+  /// Streams the model's vectors in case id order, `batch_rows` at a time, to `fn` (which must not
+  /// call back into the store): a whole store in bounded memory. All batches come from one
+  /// consistent snapshot; other calls on this object wait until the scan ends.
+  void scan_embeddings(int64_t model_id, int64_t batch_rows,
+                       const std::function<void(const EmbeddingMatrix& batch)>& fn) const;
   /// One case's vector, or nullopt when it has none for this model.
   std::optional<std::vector<float>> get_embedding(int64_t model_id, int64_t case_id) const;
   /// Case ids that have a vector for the model, ascending (cheap: no vectors are read).
