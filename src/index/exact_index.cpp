@@ -58,12 +58,12 @@ void ExactIndex::remove_impl(const std::vector<int64_t>& ids) {
 
 void ExactIndex::search_impl(int64_t nq, const float* queries, int k, const IdFilter* filter, int64_t* out_ids,
                              float* out_scores) const {
-  if (filter)
+  if (filter && nq < kGemmMinQueries)
     filtered_search(nq, queries, k, *filter, out_ids, out_scores);
   else if (nq < kGemmMinQueries)
     scan_search(nq, queries, k, out_ids, out_scores);
   else
-    gemm_search(nq, queries, k, out_ids, out_scores);
+    gemm_search(nq, queries, k, filter, out_ids, out_scores);
 }
 
 void ExactIndex::scan_search(int64_t nq, const float* queries, int k, int64_t* out_ids, float* out_scores) const {
@@ -121,7 +121,8 @@ void ExactIndex::filtered_search(int64_t nq, const float* queries, int k, const 
   }
 }
 
-void ExactIndex::gemm_search(int64_t nq, const float* queries, int k, int64_t* out_ids, float* out_scores) const {
+void ExactIndex::gemm_search(int64_t nq, const float* queries, int k, const IdFilter* filter, int64_t* out_ids,
+                             float* out_scores) const {
   const int64_t rows = int64_t(row_ids_.size());
   const int d = dim();
   std::vector<float> scores(size_t(kGemmQueryBlock * kGemmRowBlock));
@@ -144,7 +145,8 @@ void ExactIndex::gemm_search(int64_t nq, const float* queries, int k, int64_t* o
           const float* row = scores.data() + q * nrb;
           TopK& heap = best[size_t(q)];
           for (int64_t r = 0; r < nrb; ++r)
-            if (row[r] >= heap.floor()) heap.push(row[r], row_ids_[size_t(rb + r)]);
+            if (row[r] >= heap.floor() && (!filter || filter->keep(row_ids_[size_t(rb + r)])))
+              heap.push(row[r], row_ids_[size_t(rb + r)]);
         }
       });
     }

@@ -5,7 +5,8 @@
 // sgemm (query block x row block) and a per-query top-k heap. Memory: size() * dim * 4 bytes.
 // Removal swaps the last row into the hole (O(dim)).
 // Filtered search: one pass that skips the dot product of every row the filter drops, or, when the
-// filter keeps at most a quarter of the rows and can list them, a visit of the listed rows only.
+// filter keeps at most a quarter of the rows and can list them, a visit of the listed rows only;
+// batches of kGemmMinQueries or more use sgemm and drop filtered rows from the top-k.
 #pragma once
 
 #include <unordered_map>
@@ -37,7 +38,8 @@ class ExactIndex : public VectorIndex {
   void scan_search(int64_t nq, const float* queries, int k, int64_t* out_ids, float* out_scores) const;
   void filtered_search(int64_t nq, const float* queries, int k, const IdFilter& filter, int64_t* out_ids,
                        float* out_scores) const;
-  void gemm_search(int64_t nq, const float* queries, int k, int64_t* out_ids, float* out_scores) const;
+  void gemm_search(int64_t nq, const float* queries, int k, const IdFilter* filter, int64_t* out_ids,
+                   float* out_scores) const;
 
   std::vector<float> data_;         // [rows x dim]
   std::vector<int64_t> row_ids_;    // id of each row
