@@ -231,17 +231,33 @@ TEST(HnswIndex, RecallOnClusteredData) {
     EXPECT_NEAR(r.scores[size_t(i)], dot_f32(queries.data(), data.data() + r.ids[size_t(i)] * dim, dim), 1e-5);
 }
 
+namespace {
+// 10,000 clustered 64-d vectors (ids from 5), 200 queries of the same distribution and their exact
+// top 10.
+struct ClusteredSet {
+  static constexpr int kDim = 64;
+  std::vector<float> data, queries;
+  std::vector<int64_t> ids = iota_ids(10000, 5);
+  SearchResult truth;
+  ClusteredSet() {
+    data = clustered_vectors(10200, kDim, 200, 1.2f, 21);
+    queries.assign(data.end() - 200 * kDim, data.end());
+    data.resize(10000 * kDim);
+    ExactIndex exact(kDim);
+    exact.add(ids, data);
+    truth = exact.search(queries, 10);
+  }
+};
+}  // namespace
+
 TEST(IvfPqIndex, RecallOnClusteredData) {
-  const int dim = 64;
-  auto data = clustered_vectors(10200, dim, 200, 1.2f, 21);
-  std::vector<float> queries(data.end() - 200 * dim, data.end());
-  data.resize(10000 * dim);
-  auto ids = iota_ids(10000, 5);
-  ExactIndex exact(dim);
-  exact.add(ids, data);
-  SearchResult truth = exact.search(queries, 10);
+  const ClusteredSet set;
+  const int dim = ClusteredSet::kDim;
+  const auto& [data, queries, ids, truth] = set;
 
   IvfPqParams p;
+  p.vectors = false;  // the codes alone (re-ranking: the next test)
+  p.rerank = 0;
   p.nlist = 64;
   p.m = 32;     // 2 dims per sub-quantizer: 32 bytes per vector instead of 256
   p.nbits = 6;  // 64 codes: trains from 5000 vectors without FAISS's "too few points" warnings
@@ -267,14 +283,9 @@ TEST(IvfPqIndex, RecallOnClusteredData) {
 }
 
 TEST(IvfPqIndex, ReranksExactlyFromTheMappedVectorFile) {
-  const int dim = 64;
-  auto data = clustered_vectors(10200, dim, 200, 1.2f, 21);
-  std::vector<float> queries(data.end() - 200 * dim, data.end());
-  data.resize(10000 * dim);
-  auto ids = iota_ids(10000, 5);
-  ExactIndex exact(dim);
-  exact.add(ids, data);
-  SearchResult truth = exact.search(queries, 10);
+  const ClusteredSet set;
+  const int dim = ClusteredSet::kDim;
+  const auto& [data, queries, ids, truth] = set;
 
   auto index = make_index("ivfpq:nlist=64,m=16,nbits=6,nprobe=16,train=5000,rerank=0", dim);
   auto& ivf = dynamic_cast<IvfPqIndex&>(*index);
