@@ -32,7 +32,7 @@ class HnswIndex : public VectorIndex {
   const HnswParams& params() const { return params_; }
   /// Whether a filtered search scans the `kept` listed vectors rather than traversing the graph.
   static bool prefer_scan(int64_t kept, int64_t size, int ef);
-  static constexpr int kScanWork = 50;
+  static constexpr int kScanWork = 6;
   /// Slots taken by deleted vectors (memory not yet reclaimed).
   int64_t deleted_count() const;
 
