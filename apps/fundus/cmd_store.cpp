@@ -154,7 +154,7 @@ void add_index_build(CLI::App& parent) {
   CLI::App* cmd = parent.add_subcommand("build", "Build a vector index of a model's embeddings and save it");
   add_store_option(cmd, *a);
   cmd->add_option("--model", *model, "Model id (see `fundus store stats`)")->required();
-  cmd->add_option("--type", *type, "exact | hnsw[:M=32,efc=200,ef=64] | ivfpq[:nlist=1024,m=64,nbits=8,nprobe=16]")
+  cmd->add_option("--type", *type, "exact | hnsw[:M=32,efc=200,ef=64] | ivfpq[:nlist=1024,m=64,nbits=8,nprobe=16,rerank=100]")
       ->capture_default_str();
   cmd->add_option("--out", *out, "Index file to write")->required();
   add_threads_option(*cmd, *threads);

@@ -5,7 +5,6 @@
 #include <chrono>
 #include <mutex>
 #include <shared_mutex>
-#include <unordered_map>
 
 #include "fundus/core/error.h"
 #include "fundus/core/hash.h"
@@ -15,7 +14,7 @@
 #include "fundus/data/preprocess.h"
 #include "fundus/eval/descriptor_health.h"
 #include "fundus/eval/metrics.h"
-#include "fundus/eval/ranking.h"
+#include "fundus/index/case_filter.h"
 #include "fundus/index/rw_lock.h"
 #include "fundus/index/store_index.h"
 #include "fundus/model/runtime.h"
@@ -55,11 +54,6 @@ CaseInfo to_info(const StoredCase& c, const std::string& store_path) {
   i.meta = std::move(*meta);
   i.added_at = c.added_at;
   return i;
-}
-
-bool keep_hit(const StoredCase& c, const QueryOptions& o) {
-  if (!o.exclude_patient.empty() && c.patient == o.exclude_patient) return false;
-  return o.grades.empty() || std::find(o.grades.begin(), o.grades.end(), c.grade) != o.grades.end();
 }
 
 const char* extension_for(ImageFormat f) {
@@ -104,6 +98,7 @@ struct SearchEngine::Impl {
   int64_t model_id = 0;
   std::string index_path, image_dir;
   std::unique_ptr<VectorIndex> index;
+  CaseAttributes attributes;  // grade and patient of every indexed case (filters), beside the index
   IndexLoadReport index_report;
   // Queries hold it shared while they read the index and the store; adds/removes hold it exclusively
   // around their store + index writes, so a query never sees one without the other.
@@ -144,44 +139,24 @@ struct SearchEngine::Impl {
     }
   }
 
-  // Exact scores against every stored vector of the model, filtered; for when the index candidates
-  // were filtered away. Caller holds state_mu.
-  std::vector<SearchHit> exact_search(const std::vector<float>& q, const QueryOptions& o) const {
-    EmbeddingMatrix m = store->get_embeddings(model_id);
-    std::unordered_map<int64_t, StoredCase> cases;
-    for (StoredCase& c : store->list_cases()) cases.emplace(c.id, std::move(c));
-    std::vector<std::pair<float, int64_t>> scored;  // (score, row)
-    for (int64_t i = 0; i < m.rows(); ++i) {
-      auto it = cases.find(m.case_ids[size_t(i)]);
-      if (it != cases.end() && keep_hit(it->second, o)) scored.emplace_back(dot_product(q.data(), m.row(i), m.dim), i);
-    }
-    const size_t n = std::min(scored.size(), size_t(o.k));
-    // Descending score, ties by ascending case id (the index's order).
-    std::partial_sort(scored.begin(), scored.begin() + n, scored.end(), [&](const auto& a, const auto& b) {
-      return a.first > b.first || (a.first == b.first && m.case_ids[size_t(a.second)] < m.case_ids[size_t(b.second)]);
-    });
+  // Caller holds state_mu (shared). Filters are applied inside the index from the attributes kept
+  // beside it: the store is read only for the k hits.
+  std::vector<SearchHit> search(const std::vector<float>& q, const QueryOptions& o) const {
     std::vector<SearchHit> hits;
-    for (size_t i = 0; i < n; ++i)
-      hits.push_back({to_info(cases.at(m.case_ids[size_t(scored[i].second)]), store->path()), scored[i].first, 0});
+    if (index->size() == 0) return hits;
+    std::unique_ptr<CaseFilter> filter;
+    if (!o.exclude_patient.empty() || !o.grades.empty())
+      filter = std::make_unique<CaseFilter>(attributes, o.grades, o.exclude_patient);
+    SearchResult sr = index->search(1, q.data(), o.k, filter.get());
+    for (int j = 0; j < sr.k && sr.ids[size_t(j)] >= 0; ++j)
+      if (auto c = store->get_case(sr.ids[size_t(j)])) hits.push_back({to_info(*c, store->path()), sr.scores[size_t(j)], 0});
     return hits;
   }
 
-  // Caller holds state_mu (shared).
-  std::vector<SearchHit> search(const std::vector<float>& q, const QueryOptions& o) const {
-    const int64_t n = index->size();
-    std::vector<SearchHit> hits;
-    if (n == 0) return hits;
-    const bool filtered = !o.exclude_patient.empty() || !o.grades.empty();
-    const int64_t fetch = std::min<int64_t>(n, filtered ? std::max<int64_t>(4 * int64_t(o.k), o.k + 64) : o.k);
-    SearchResult sr = index->search(1, q.data(), int(fetch));
-    for (int j = 0; j < sr.k && int(hits.size()) < o.k; ++j) {
-      const int64_t id = sr.ids[size_t(j)];
-      if (id < 0) break;
-      auto c = store->get_case(id);
-      if (c && keep_hit(*c, o)) hits.push_back({to_info(*c, store->path()), sr.scores[size_t(j)], 0});
-    }
-    if (filtered && int(hits.size()) < o.k && fetch < n) hits = exact_search(q, o);
-    return hits;
+  // What the filters need of every indexed case, from the store once at start-up.
+  void load_attributes() {
+    for (const CaseGradePatient& c : store->grades_and_patients())
+      if (index->contains(c.id)) attributes.set(c.id, c.grade, c.patient);
   }
 
   void save_index_locked() {
@@ -241,6 +216,7 @@ SearchEngine::SearchEngine(const EngineOptions& options) : impl_(std::make_uniqu
   e.index_path = options.index_path.empty() ? default_index_path(options.store_path, e.model_id) : options.index_path;
   e.index = load_or_rebuild_index(*e.store, e.model_id, e.index_path, options.index_spec, &e.index_report,
                                   options.threads);
+  e.load_attributes();
   std::string dir = parent_dir(options.store_path);
   e.image_dir = options.image_dir.empty() ? join_path(dir.empty() ? "." : dir, "images") : options.image_dir;
   e.gallery_health = measure_gallery_health(*e.store, e.model_id, options.threads);
@@ -378,6 +354,7 @@ CaseInfo SearchEngine::add_case(std::string_view bytes, const std::string& sourc
     throw;
   }
   if (!e.index->contains(id)) e.index->add(1, &id, v.data());
+  e.attributes.set(id, rec.grade, rec.patient);
   e.index_dirty = true;
   return to_info(*e.store->get_case(id), e.store->path());
 }
@@ -387,6 +364,7 @@ bool SearchEngine::remove_case(int64_t id) {
   std::unique_lock<WriterPriorityMutex> lock(e.state_mu);
   if (e.store->remove_cases({id}) == 0) return false;
   e.index->remove({id});
+  e.attributes.remove(id);
   e.index_dirty = true;
   return true;
 }

@@ -210,6 +210,14 @@ void check_record(const CaseRecord& r, const std::string& where) {
 
 constexpr size_t kMaxProblemsPerKind = 100;
 
+// Draws a new embeddings_token (CaseStore::embeddings_token) for the model(s) selected by `select`, a
+// query returning model ids with one parameter. Caller holds a transaction.
+constexpr const char* kRenewTokenSql =
+    "INSERT OR REPLACE INTO store_info(key, value) SELECT 'embeddings_token.' || model_id, "
+    "lower(hex(randomblob(16))) FROM (%s)";
+
+std::string token_key(int64_t model_id) { return "embeddings_token." + std::to_string(model_id); }
+
 }  // namespace
 
 std::string case_record_problem(const CaseRecord& r) {
@@ -395,11 +403,14 @@ int64_t CaseStore::remove_cases(const std::vector<int64_t>& ids) {
   sqlite::Statement bump(*db_,
                          "UPDATE models SET embeddings_version = embeddings_version + 1 "
                          "WHERE id IN (SELECT model_id FROM embeddings WHERE case_id = ?)");
+  sqlite::Statement renew(*db_, strprintf(kRenewTokenSql, "SELECT model_id FROM embeddings WHERE case_id = ?"));
   sqlite::Statement del(*db_, "DELETE FROM cases WHERE id = ?");
   int64_t removed = 0;
   for (int64_t id : ids) {
     bump.reset();
     bump.bind(1, id).run();
+    renew.reset();
+    renew.bind(1, id).run();
     del.reset();
     del.bind(1, id).run();
     removed += db_->changes();
@@ -461,6 +472,14 @@ StoreStats CaseStore::stats() const {
   while (models.step()) s.embeddings_per_model[models.column_int(0)] = models.column_int(1);
   s.models = int64_t(s.embeddings_per_model.size());
   return s;
+}
+
+std::vector<CaseGradePatient> CaseStore::grades_and_patients() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite::Statement st(*db_, "SELECT id, grade, patient FROM cases ORDER BY id");
+  std::vector<CaseGradePatient> out;
+  while (st.step()) out.push_back({st.column_int(0), int(st.column_int(1)), st.column_text(2)});
+  return out;
 }
 
 // ---- models ------------------------------------------------------------------------------------
@@ -559,6 +578,8 @@ void CaseStore::put_embeddings(int64_t model_id, const std::vector<int64_t>& cas
   }
   sqlite::Statement bump(*db_, "UPDATE models SET embeddings_version = embeddings_version + 1 WHERE id = ?");
   bump.bind(1, model_id).run();
+  sqlite::Statement renew(*db_, strprintf(kRenewTokenSql, "SELECT ? AS model_id"));
+  renew.bind(1, model_id).run();
   tx.commit();
 }
 
@@ -597,6 +618,32 @@ void CaseStore::copy_vector(int64_t case_id, int64_t model_id, const void* data,
                                         (long long)model_id, double(out[j]), (long long)j));
 }
 
+void CaseStore::scan_embeddings(int64_t model_id, int64_t batch_rows,
+                                const std::function<void(const EmbeddingMatrix&)>& fn) const {
+  FUNDUS_CHECK(batch_rows > 0, path_ << ": scan_embeddings: batch_rows must be > 0");
+  std::lock_guard<std::mutex> lock(mu_);
+  EmbeddingMatrix m;
+  m.model_id = model_id;
+  m.dim = int(model_dim(model_id));
+  sqlite::Statement st(*db_, "SELECT case_id, vector FROM embeddings WHERE model_id = ? ORDER BY case_id");
+  st.bind(1, model_id);
+  auto flush = [&] {
+    if (m.case_ids.empty()) return;
+    fn(m);
+    m.case_ids.clear();
+    m.vectors.clear();
+  };
+  while (st.step()) {
+    size_t got = 0;
+    const void* data = st.column_blob(1, got);
+    m.vectors.resize(m.vectors.size() + size_t(m.dim));
+    copy_vector(st.column_int(0), model_id, data, got, m.dim, m.vectors.data() + m.vectors.size() - size_t(m.dim));
+    m.case_ids.push_back(st.column_int(0));
+    if (m.rows() >= batch_rows) flush();
+  }
+  flush();
+}
+
 std::optional<std::vector<float>> CaseStore::get_embedding(int64_t model_id, int64_t case_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   int64_t dim = model_dim(model_id);
@@ -617,6 +664,13 @@ std::vector<int64_t> CaseStore::embedding_ids(int64_t model_id) const {
   std::vector<int64_t> ids;
   while (st.step()) ids.push_back(st.column_int(0));
   return ids;
+}
+
+std::string CaseStore::embeddings_token(int64_t model_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite::Statement st(*db_, "SELECT value FROM store_info WHERE key = ?");
+  st.bind(1, token_key(model_id));
+  return st.step() ? st.column_text(0) : "";
 }
 
 std::vector<StoredCase> CaseStore::cases_without_embedding(int64_t model_id) const {

@@ -17,14 +17,15 @@
 // meta that is not JSON or nested too deep, a non-finite vector) is StoreCorruptError naming the case
 // (fundus/store/case_store.h); anything else is a plain fundus::Error.
 //
-// Query: decode (the image policy of data/image_io.h; a refused image throws ImageError, whose problem()
-// callers map) -> preprocess (FOV crop at the model's
-// input size) -> embed -> index search (with extra candidates when filters apply; an exact search over
-// the store's vectors when filtering leaves fewer than k) -> hits with case info -> similarity-weighted
-// k-NN grade vote (eval/metrics.h knn_vote) -> trust warnings (retrieval/query_trust.h: a collapsed
-// model or tied similarities withhold the estimate; a distant best match is noted). The gallery's
-// descriptor health (eval/descriptor_health.h) is measured once at construction and logged. add_case with an empty record id derives the id from the
-// content hash ("img-<16 hex>"); adding the same image and grade again then returns the existing case.
+// Query: decode (the image policy of data/image_io.h; a refused image throws ImageError, whose
+// problem() callers map) -> preprocess (FOV crop at the model's input size) -> embed -> index search
+// (grade filters and patient exclusion applied inside the index, from the grade and patient of every
+// case kept in memory beside it: k hits whenever k cases pass, and the store is read only for the
+// hits) -> hits with case info -> similarity-weighted k-NN grade vote (eval/metrics.h knn_vote) ->
+// trust warnings (retrieval/query_trust.h: a collapsed model or tied similarities withhold the
+// estimate; a distant best match is noted). The gallery's descriptor health
+// (eval/descriptor_health.h) is measured once at construction and logged. add_case with an empty
+// record id derives the id from the content hash ("img-<16 hex>"); adding the same image and grade again then returns the existing case.
 //
 // Thread safety: every public method may be called concurrently. Queries run in parallel (up to
 // `inference_replicas` model copies; further queries wait), adds and removes are serialised and

@@ -9,7 +9,8 @@
 //   embeddings(case_id, model_id, vector BLOB float32 little-endian)  PK(case_id, model_id),
 //          both foreign keys ON DELETE CASCADE
 //   store_info(key, value): 'store_id', a random id fixed at creation (tells index files which
-//          store they were built from)
+//          store they were built from); 'embeddings_token.<model id>', a random value drawn anew by
+//          every write that changes the model's embeddings (see embeddings_token())
 // v1 = cases/models/embeddings; v2 = store_info + models.embeddings_version (index staleness).
 // Opening checks that user_version is in 0..kStoreSchemaVersion (a newer one asks for a newer fundus,
 // a negative one is damage) and that the tables and columns of that version are really there, and
@@ -52,6 +53,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -137,6 +139,13 @@ struct EmbeddingMatrix {
   const float* row(int64_t i) const { return vectors.data() + i * dim; }
 };
 
+/// What search filters need of a case (SearchEngine keeps it in memory beside the index).
+struct CaseGradePatient {
+  int64_t id = 0;
+  int grade = -1;
+  std::string patient;
+};
+
 struct StoreCheck {
   std::vector<std::string> problems;  // empty when the store is healthy
   bool ok() const { return problems.empty(); }
@@ -190,6 +199,8 @@ class CaseStore {
   /// Cases ordered by id; `splits` is a comma-separated filter ("train,val"), "" = all.
   std::vector<StoredCase> list_cases(const std::string& splits = "") const;
   StoreStats stats() const;
+  /// Id, grade and patient of every case, ordered by id (no other columns are read).
+  std::vector<CaseGradePatient> grades_and_patients() const;
 
   // ---- models --------------------------------------------------------------------------------
   /// Registers a model; idempotent: the same checkpoint hash and preprocessing return the existing
@@ -210,10 +221,21 @@ class CaseStore {
   /// Every vector of the model. Throws StoreCorruptError naming the case for a vector of the wrong
   /// size or with a non-finite value.
   EmbeddingMatrix get_embeddings(int64_t model_id) const;
+  /// Streams the model's vectors in case id order, `batch_rows` at a time, to `fn` (which must not
+  /// call back into the store): a whole store in bounded memory. All batches come from one
+  /// consistent snapshot; other calls on this object wait until the scan ends.
+  void scan_embeddings(int64_t model_id, int64_t batch_rows,
+                       const std::function<void(const EmbeddingMatrix& batch)>& fn) const;
   /// One case's vector, or nullopt when it has none for this model.
   std::optional<std::vector<float>> get_embedding(int64_t model_id, int64_t case_id) const;
   /// Case ids that have a vector for the model, ascending (cheap: no vectors are read).
   std::vector<int64_t> embedding_ids(int64_t model_id) const;
+  /// A random token drawn anew (in the same transaction) by every write through this class that
+  /// changes the model's embeddings: put_embeddings, remove_cases of a case with a vector. Copies of
+  /// one store share store_id, ids and embeddings_version counts, but two copies written separately
+  /// never share a token, so an index built from one copy is never taken as current for the other.
+  /// "" until the first such write.
+  std::string embeddings_token(int64_t model_id) const;
   /// Cases with no vector for the model yet (resumable embedding), ordered by id.
   std::vector<StoredCase> cases_without_embedding(int64_t model_id) const;
 
