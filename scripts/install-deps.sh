@@ -42,7 +42,7 @@ phase() {
 
 pkgs=(build-essential cmake ninja-build pkg-config ccache git ca-certificates
       libtorch-dev libgloo-dev libopenblas0-openmp
-      libopencv-dev libjpeg-dev libfaiss-dev libhnswlib-dev libsqlite3-dev
+      libopencv-dev libjpeg-dev libpng-dev libfaiss-dev libhnswlib-dev libsqlite3-dev
       nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libcurl4-openssl-dev
       libgtest-dev libgmock-dev libbenchmark-dev
       python3 python3-torch python3-torchvision python3-opencv python3-numpy)

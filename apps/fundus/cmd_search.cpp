@@ -95,10 +95,14 @@ void add_query(CLI::App& app) {
     std::vector<std::string> images;
     std::string store, model, exclude_patient, grades, sheet, index_spec = "exact", attention, device = "cpu";
     int k = 10, threads = 0;
-    bool json = false;
+    bool json = false, embed_missing = false;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("query", "Find the most similar graded cases for fundus images");
+  CLI::App* cmd = app.add_subcommand(
+      "query",
+      "Find the most similar graded cases for fundus images. Reads the store only (it may be write-protected): "
+      "the model must have been embedded with `fundus embed`, cases without a vector are left out with a warning; "
+      "--embed-missing embeds them first (writes to the store)");
   cmd->add_option("images", a->images, "Query images (JPEG/PNG)")->required();
   cmd->add_option("--store", a->store, "Case store database")->required();
   cmd->add_option("--model", a->model, "Checkpoint")->required();
@@ -108,6 +112,9 @@ void add_query(CLI::App& app) {
   cmd->add_option("--index-spec", a->index_spec, "exact | hnsw[:M=..,ef=..] | ivfpq[:...]")->capture_default_str();
   cmd->add_option("--sheet", a->sheet, "Write a contact sheet (query + hits) to this JPEG/PNG");
   cmd->add_option("--attention", a->attention, "Write the query's attention overlay to this JPEG/PNG");
+  cmd->add_flag("--embed-missing", a->embed_missing,
+                "Before searching, embed the cases that have no vector for this model (registers the model and "
+                "writes the vectors into the store; as `fundus embed` would)");
   add_threads_option(*cmd, a->threads);
   add_device_option(*cmd, a->device);
   cmd->add_flag("--json", a->json, "Print JSON");
@@ -119,6 +126,8 @@ void add_query(CLI::App& app) {
     eo.threads = a->threads;
     eo.device = a->device;
     eo.create_store = false;
+    eo.embed_missing = a->embed_missing;
+    eo.read_only = !a->embed_missing;
     SearchEngine engine(eo);
     QueryOptions qo;
     qo.k = a->k;
@@ -153,7 +162,8 @@ void add_query(CLI::App& app) {
       if (j.contains("attention")) std::cout << "wrote " << j["attention"].get<std::string>() << "\n";
       std::cout << "\n";
     }
-    if (a->json) std::cout << all.dump(2) << "\n";
+    // Text from stores written by older builds may not be UTF-8: shown replaced, never a failure.
+    if (a->json) std::cout << all.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
   });
 }
 
@@ -246,7 +256,7 @@ void add_explain(CLI::App& app) {
     if (!a->case_id.empty()) {
       FUNDUS_CHECK(!a->store.empty(), "--case needs --store");
       StoreOptions so;
-      so.create = false;
+      so.read_only = true;
       CaseStore store(a->store, so);
       auto c = store.find_by_external_id(a->case_id);
       int64_t numeric = 0;

@@ -49,6 +49,14 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--query-cache", a->server.query_cache_size, "Queries whose images are kept for the page")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  cmd->add_option("--header-timeout", a->server.header_timeout_s,
+                  "Seconds a client has to send a request's headers (slower ones get 408)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
+  cmd->add_option("--max-client-connections", a->server.max_connections_per_client,
+                  "Open connections allowed from one address (more get 503; raise it behind a proxy)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
   cmd->add_option("--access-log", a->server.access_log, "Append the JSON access log to this file (default: stderr)");
   cmd->add_flag("--no-access-log", a->no_access_log, "Write no access log");
   add_threads_option(*cmd, a->engine.threads);
@@ -60,6 +68,7 @@ void add_serve(CLI::App& app) {
     eo.max_image_pixels = so.max_pixels;
     so.max_upload_bytes = size_t(a->max_upload_mb * 1024 * 1024);
     so.access_log_enabled = !a->no_access_log;
+    so.max_connections = std::max(so.max_connections, so.max_connections_per_client);
     if (so.token.empty())
       if (const char* env = std::getenv("FUNDUS_TOKEN")) so.token = env;
     if (so.host != "127.0.0.1" && so.host != "localhost" && so.host != "::1" && so.token.empty())

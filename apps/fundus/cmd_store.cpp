@@ -1,4 +1,4 @@
-// `fundus store add|remove|stats|export|check` and `fundus index build|info`: the case store
+// `fundus store add|remove|stats|export|check|migrate` and `fundus index build|info`: the case store
 // (fundus/store/case_store.h) and the vector indexes derived from it (fundus/index/*.h).
 #include <chrono>
 #include <iostream>
@@ -23,9 +23,13 @@ struct StoreArgs {
   bool check = false;
   bool json = false;
 
-  std::unique_ptr<CaseStore> open(bool create = false) const {
+  // Commands that only read open the file read-only: they work on a write-protected store and can
+  // never change one (not even by creating a schema in an empty file).
+  enum Mode { read_only, write, create };
+  std::unique_ptr<CaseStore> open(Mode mode) const {
     StoreOptions options;
-    options.create = create;
+    options.create = mode == create;
+    options.read_only = mode == read_only;
     options.check = check;
     return std::make_unique<CaseStore>(path, options);
   }
@@ -56,7 +60,7 @@ void add_add(CLI::App& parent) {
     ValidationResult v = validate_dataset(*data, {parse_dataset_format(*format), {}}, {!*quick, *threads, !a->json});
     const Dataset& dataset = require_valid(v, *skip_bad);
     if (!v.ok()) std::cerr << "skipped bad rows: " << validation_summary(v) << "\n";
-    auto store = a->open(true);
+    auto store = a->open(StoreArgs::create);
     AddCasesResult r = store->add_cases(dataset, *threads);
     int64_t total = store->stats().cases;
     if (a->json)
@@ -76,7 +80,7 @@ void add_remove(CLI::App& parent) {
   cmd->add_option("ids", *ids, "Store ids, or with --external the dataset's case ids")->required();
   cmd->add_flag("--external", *external, "The ids are dataset case ids (e.g. Patient002_L), not store ids");
   cmd->callback([=] {
-    auto store = a->open();
+    auto store = a->open(StoreArgs::write);
     std::vector<int64_t> found;
     for (auto& text : *ids) {
       auto c = *external ? store->find_by_external_id(text)
@@ -95,7 +99,7 @@ void add_stats(CLI::App& parent) {
   CLI::App* cmd = parent.add_subcommand("stats", "Cases per grade and split, patients, models and their embeddings");
   add_store_option(cmd, *a, true);
   cmd->callback([=] {
-    auto store = a->open();
+    auto store = a->open(StoreArgs::read_only);
     StoreStats s = store->stats();
     auto models = store->list_models();
     if (a->json) std::cout << store_stats_to_json(s, models).dump(2) << "\n";
@@ -112,19 +116,32 @@ void add_export(CLI::App& parent) {
   cmd->add_option("--out", *out, "Output folder")->required();
   cmd->add_option("--model", *model, "Only this model's embeddings (default: every model)");
   cmd->callback([=] {
-    for (auto& file : export_store(*a->open(), *out, *model)) std::cout << "wrote " << file << "\n";
+    for (auto& file : export_store(*a->open(StoreArgs::read_only), *out, *model)) std::cout << "wrote " << file << "\n";
   });
 }
 
 void add_check(CLI::App& parent) {
   auto a = std::make_shared<StoreArgs>();
-  CLI::App* cmd = parent.add_subcommand("check", "SQLite integrity, foreign keys, vector sizes, meta JSON");
+  CLI::App* cmd = parent.add_subcommand(
+      "check", "Every invariant the readers rely on: SQLite integrity and foreign keys, schema, grades, text, meta JSON "
+               "(depth included), model dimensions, vector sizes and finite values. Reads only");
   add_store_option(cmd, *a);
   cmd->callback([=] {
-    StoreCheck c = a->open()->check();
+    StoreCheck c = a->open(StoreArgs::read_only)->check();
     for (auto& p : c.problems) std::cout << p << "\n";
     FUNDUS_CHECK(c.ok(), a->path << ": " << c.problems.size() << " problem" << (c.problems.size() == 1 ? "" : "s"));
     std::cout << a->path << ": ok\n";
+  });
+}
+
+void add_migrate(CLI::App& parent) {
+  auto a = std::make_shared<StoreArgs>();
+  CLI::App* cmd = parent.add_subcommand(
+      "migrate", "Upgrade the store's schema to this build's version (read-only commands never do it themselves)");
+  add_store_option(cmd, *a);
+  cmd->callback([=] {
+    auto store = a->open(StoreArgs::write);  // opening for writing runs the migrations
+    std::cout << a->path << ": schema version " << store->schema_version() << " (current)\n";
   });
 }
 
@@ -137,12 +154,12 @@ void add_index_build(CLI::App& parent) {
   CLI::App* cmd = parent.add_subcommand("build", "Build a vector index of a model's embeddings and save it");
   add_store_option(cmd, *a);
   cmd->add_option("--model", *model, "Model id (see `fundus store stats`)")->required();
-  cmd->add_option("--type", *type, "exact | hnsw[:M=32,efc=200,ef=64] | ivfpq[:nlist=1024,m=64,nbits=8,nprobe=16]")
+  cmd->add_option("--type", *type, "exact | hnsw[:M=32,efc=200,ef=64] | ivfpq[:nlist=1024,m=64,nbits=8,nprobe=16,rerank=100]")
       ->capture_default_str();
   cmd->add_option("--out", *out, "Index file to write")->required();
   add_threads_option(*cmd, *threads);
   cmd->callback([=] {
-    auto store = a->open();
+    auto store = a->open(StoreArgs::read_only);
     IndexProvenance provenance = store_provenance(*store, *model);  // before the vectors: see store_index.h
     auto start = std::chrono::steady_clock::now();
     auto index = build_index(*store, *model, *type, *threads);
@@ -167,7 +184,7 @@ void add_index_info(CLI::App& parent) {
     std::string text = format_index_info(info);
     if (!store_path->empty()) {
       StoreOptions options;
-      options.create = false;
+      options.read_only = true;
       std::string why = index_staleness(CaseStore(*store_path, options), info);
       j["current"] = why.empty();
       j["stale_reason"] = why;
@@ -187,6 +204,7 @@ void add_store_commands(CLI::App& app) {
   add_stats(*store);
   add_export(*store);
   add_check(*store);
+  add_migrate(*store);
   CLI::App* index = app.add_subcommand("index", "Vector indexes built from the store");
   index->require_subcommand(1);
   add_index_build(*index);

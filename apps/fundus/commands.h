@@ -23,6 +23,10 @@ void add_search_commands(CLI::App& app);     // embed, query, eval
 void add_serve_commands(CLI::App& app);      // serve, explain
 void add_demo_command(CLI::App& app);        // demo
 
+/// Makes every integer and floating-point option of `app` and its subcommands accept decimal numbers
+/// only (no hex, octal or exponent readings of "0x10", "010", "1e2"). Call once all are registered.
+void require_decimal_numbers(CLI::App& app);
+
 /// Shared option: compute threads (0 = all cores). Applies to torch, OpenMP and our pools.
 void add_threads_option(CLI::App& cmd, int& threads);
 /// Shared option: --device cpu|cuda|auto (where the model runs; model/runtime.h resolve_device).

@@ -87,21 +87,30 @@ void run_demo(const DemoOptions& o) {
   std::cout << format_inspection_table(images) << "-> " << join_path(o.out, "preprocess") << "\n";
 
   banner(5, "train the retrieval network (mirror attention + GeM + fine triplet loss)");
-  std::string pretrained = find_pretrained(o.pretrained);
+  const std::string pretrained = o.pretrained == "none" ? "" : find_pretrained(o.pretrained);
   std::vector<std::string> overrides = {"model.input_size=" + std::to_string(o.input_size),
-                                        "train.epochs=" + std::to_string(o.epochs),
                                         "train.threads=" + std::to_string(o.threads),
-                                        "train.cache_dir=\"" + join_path(o.out, "cache") + "\"",
-                                        "optim.lr=0.0005", "optim.warmup_epochs=0.5"};
+                                        "train.cache_dir=\"" + join_path(o.out, "cache") + "\""};
+  std::string preset;
   if (!pretrained.empty()) {
+    // The cpu recipe, shortened: ImageNet features need only a few epochs on the synthetic set.
+    preset = "cpu";
     overrides.push_back("model.pretrained=\"" + pretrained + "\"");
-    std::cout << "backbone: MobileNetV2 with ImageNet weights from " << pretrained << "\n";
+    overrides.push_back("train.epochs=" + std::to_string(o.epochs > 0 ? o.epochs : 4));
+    overrides.push_back("optim.lr=0.0005");
+    overrides.push_back("optim.warmup_epochs=0.5");
+    std::cout << "recipe: cpu (MobileNetV2 with ImageNet weights from " << pretrained << ")\n";
   } else {
-    std::cout << "backbone: MobileNetV2 from random initialisation (no ImageNet weights found; pass "
-                 "--pretrained FILE for much better results)\n";
+    preset = "scratch";
+    overrides.push_back("train.epochs=" + std::to_string(o.epochs > 0 ? o.epochs : 8));
+    std::cout << "recipe: scratch: no ImageNet weights were found (looked in " << hub_checkpoint_dir()
+              << " and ../shared/models), so a small CNN (convnet4) learns from random initialisation.\n"
+              << "For the cpu recipe (MobileNetV2, ImageNet weights, much better on real photographs) run\n"
+              << "  fundus model fetch mobilenet_v2\n"
+              << "once, or copy torchvision's mobilenet_v2-7ebf99e0.pth into that folder (docs/weights.md).\n";
   }
   TrainRequest tr;
-  tr.config = resolve_run_config("cpu", "", overrides);
+  tr.config = resolve_run_config(preset, "", overrides);
   tr.data = join_path(split_dir, "manifest.csv");
   tr.out_dir = run_dir;
   std::filesystem::remove_all(run_dir);  // the demo always trains afresh

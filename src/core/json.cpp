@@ -1,32 +1,71 @@
 #include "fundus/core/json.h"
 
+#include <cmath>
+
 #include "fundus/core/error.h"
 #include "fundus/core/io.h"
 #include "fundus/core/strings.h"
 
 namespace fundus {
 
-Json parse_json(const std::string& text, const std::string& source) {
-  try {
-    return Json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    // Convert the byte offset into line:column for humans.
-    size_t line = 1, col = 1;
-    for (size_t i = 0; i + 1 < e.byte && i < text.size(); ++i) {
-      if (text[i] == '\n') {
-        ++line;
-        col = 1;
-      } else {
-        ++col;
-      }
+namespace {
+
+struct TooDeep {};
+
+// Byte offset -> "line:column" for humans.
+std::string position(const std::string& text, size_t byte) {
+  size_t line = 1, col = 1;
+  for (size_t i = 0; i + 1 < byte && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
     }
-    FUNDUS_THROW(source << ":" << line << ":" << col << ": invalid JSON (" << e.what() << ")");
   }
+  return strprintf("%zu:%zu", line, col);
 }
 
-Json load_json_file(const std::string& path) {
+// The value, or nullopt with `where` ("line:column", or "" for a depth violation) and `what` set.
+std::optional<Json> parse_bounded(const std::string& text, int max_depth, std::string& where, std::string& what) {
+  // nlohmann's parser is iterative, but copying, comparing and dumping a value recurse once per
+  // level: refuse depth while parsing, through the callback that reports it.
+  const Json::parser_callback_t bound = [max_depth](int depth, Json::parse_event_t event, Json&) {
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
+        depth >= max_depth)
+      throw TooDeep{};
+    return true;
+  };
+  try {
+    return Json::parse(text, bound);
+  } catch (const TooDeep&) {
+    what = "JSON nested deeper than " + std::to_string(max_depth) + " levels";
+  } catch (const nlohmann::json::parse_error& e) {
+    where = position(text, e.byte);
+    what = std::string("invalid JSON (") + e.what() + ")";
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Json> try_parse_json(const std::string& text, std::string& problem, int max_depth) {
+  std::string where, what;
+  std::optional<Json> value = parse_bounded(text, max_depth, where, what);
+  if (!value) problem = where.empty() ? what : where + ": " + what;
+  return value;
+}
+
+Json parse_json(const std::string& text, const std::string& source, int max_depth) {
+  std::string where, what;
+  std::optional<Json> value = parse_bounded(text, max_depth, where, what);
+  FUNDUS_CHECK(value, source << (where.empty() ? "" : ":" + where) << ": " << what);
+  return std::move(*value);
+}
+
+Json load_json_file(const std::string& path, int max_depth) {
   FUNDUS_CHECK(file_exists(path), path << ": JSON file not found");
-  return parse_json(read_file(path), path);
+  return parse_json(read_file(path), path, max_depth);
 }
 
 void save_json_file(const std::string& path, const Json& value) { write_file_atomic(path, value.dump(2) + "\n"); }
@@ -40,12 +79,9 @@ void apply_override(Json& config, const std::string& assignment) {
   auto eq = assignment.find('=');
   FUNDUS_CHECK(eq != std::string::npos && eq > 0, "override '" << assignment << "' must look like key.path=value");
   std::string path = assignment.substr(0, eq), text = assignment.substr(eq + 1);
-  Json value;
-  try {
-    value = Json::parse(text);
-  } catch (const nlohmann::json::exception&) {
-    value = text;
-  }
+  std::string ignored;
+  std::optional<Json> parsed = try_parse_json(text, ignored);
+  Json value = parsed ? std::move(*parsed) : Json(text);
   Json* node = &config;
   auto keys = split(path, '.');
   for (size_t i = 0; i + 1 < keys.size(); ++i) {
@@ -68,6 +104,31 @@ void check_known_keys(const Json& object, std::initializer_list<const char*> kno
       FUNDUS_THROW(context << ": unknown key '" << it.key() << "' (known: " << names << ")");
     }
   }
+}
+
+int64_t json_integer(const Json& value, int64_t lo, int64_t hi, const std::string& field) {
+  auto out_of_range = [&] {
+    return std::runtime_error(field + ": " + value.dump() + " is out of range (expected an integer from " + std::to_string(lo) +
+                              " to " + std::to_string(hi) + ")");
+  };
+  if (value.is_number_unsigned()) {
+    const uint64_t u = value.get<uint64_t>();
+    if (hi < 0 || u > uint64_t(hi)) throw out_of_range();
+    return int64_t(u);
+  }
+  if (value.is_number_integer()) {
+    const int64_t i = value.get<int64_t>();
+    if (i < lo || i > hi) throw out_of_range();
+    return i;
+  }
+  if (value.is_number_float()) {
+    const double d = value.get<double>();
+    if (!std::isfinite(d) || d != std::floor(d)) throw std::runtime_error(field + ": " + value.dump() + " is not an integer");
+    // Compare in double without converting an out-of-range value (UB): 2^63 itself is out of int64.
+    if (d < double(lo) || d > double(hi) || d >= 9223372036854775808.0) throw out_of_range();
+    return int64_t(d);
+  }
+  throw std::runtime_error(field + ": expected an integer, got " + value.dump());
 }
 
 }  // namespace fundus

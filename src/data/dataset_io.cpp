@@ -61,19 +61,13 @@ bool is_directory(const std::string& path) {
   return fs::is_directory(path, ec);
 }
 
-// Grade from text: an integer 0-4 (an integral float such as "2.0" from spreadsheet exports is fine).
-// Returns "" on success, else what is wrong.
+// Grade from text: a decimal integer 0-4 (an integral decimal such as "2.0" from spreadsheet exports
+// is fine; "0x2" or "1e0" are not). Returns "" on success, else what is wrong.
 std::string parse_grade(const std::string& text, const std::string& column, int& grade) {
   std::string t = trim(text);
   if (t.empty()) return "empty grade (column '" + column + "')";
   int64_t g = 0;
-  double d = 0;
-  if (!try_parse_int(t, g)) {
-    if (!try_parse_double(t, d)) return "grade '" + t + "' is not a number (column '" + column + "')";
-    if (!(std::abs(d) < 1e9) || d != double(int64_t(d)))
-      return "grade '" + t + "' is not a whole number (column '" + column + "')";
-    g = int64_t(d);
-  }
+  if (!try_parse_int(t, g)) return "grade '" + t + "' is not a whole number 0-4 (column '" + column + "')";
   if (g < 0 || g >= kNumGrades) return strprintf("grade %lld outside 0-4 (column '%s')", (long long)g, column.c_str());
   grade = int(g);
   return "";
@@ -164,6 +158,11 @@ class ImageResolver {
         return std::nullopt;
       }
     }
+    for (const std::string& dir : absolute ? std::vector<std::string>{""} : dirs_)
+      if (is_directory(join_path(dir, name))) {  // the listings hold regular files only
+        why = "image '" + name + "' is a directory (" + join_path(dir, name) + "), not an image file";
+        return std::nullopt;
+      }
     std::vector<std::string> searched;
     for (const auto& d : absolute ? std::vector<std::string>{parent_dir(name)} : dirs_)
       searched.push_back(d.empty() ? "." : d);
@@ -316,6 +315,17 @@ void read_csv_rows(const CsvTable& t, const CsvLayout& L, ImageResolver& resolve
       out.problems.push_back({t.source, row.line, r.id, kind, message});
     };
 
+    // Control characters (ESC, BEL, ...) are never part of a name or id, and would reach terminals
+    // through every report that quotes the field. Other columns (free-text notes) are not read.
+    for (std::optional<size_t> c : {std::optional<size_t>(L.image), std::optional<size_t>(L.grade), L.patient, L.eye,
+                                    L.split, L.id}) {
+      if (!c) continue;
+      const std::string value = trim(t.field(row, *c));
+      size_t at = find_control_char(value);
+      if (at != std::string::npos)
+        problem(ProblemKind::bad_field,
+                "control character " + describe_byte((unsigned char)value[at]) + " in column '" + t.header[*c] + "'");
+    }
     std::string why = parse_grade(t.field(row, L.grade), L.grade_column, r.grade);
     if (!why.empty()) problem(ProblemKind::bad_grade, why);
     if (L.patient) r.patient = trim(t.field(row, *L.patient));

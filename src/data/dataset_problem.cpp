@@ -10,6 +10,7 @@ const char* problem_kind_name(ProblemKind kind) {
     case ProblemKind::bad_grade: return "bad_grade";
     case ProblemKind::missing_image: return "missing_image";
     case ProblemKind::corrupt_image: return "corrupt_image";
+    case ProblemKind::no_field_of_view: return "no_field_of_view";
     case ProblemKind::duplicate_id: return "duplicate_id";
     case ProblemKind::empty_dataset: return "empty_dataset";
   }
@@ -17,7 +18,8 @@ const char* problem_kind_name(ProblemKind kind) {
 }
 
 std::string DatasetProblem::to_string() const {
-  return line > 0 ? strprintf("%s:%d: %s", source.c_str(), line, message.c_str()) : source + ": " + message;
+  // Messages quote fields of the input: escaped, so that a report cannot drive the terminal.
+  return escape_control(line > 0 ? source + ":" + std::to_string(line) + ": " + message : source + ": " + message);
 }
 
 std::map<std::string, int> count_problem_kinds(const std::vector<DatasetProblem>& problems) {

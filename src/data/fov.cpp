@@ -82,6 +82,23 @@ Circle robust_circle(std::vector<cv::Point2d> pts) {
   return c;
 }
 
+// The whole image, marked as showing no field of view at all.
+FovResult no_fov(cv::Size size, const std::string& why) {
+  FovResult r = whole_image_fov(size, "no field of view found (" + why + ")");
+  r.no_field_of_view = true;
+  return r;
+}
+
+// (largest - second largest) / largest of the mean channel values: a retina is red-orange (red well
+// above green, 0.26 to 0.6 on real photographs); grey, white and yellowish paper are not (< 0.11).
+// Order-free (RGB or BGR); a grey image has none.
+double colour_dominance(const cv::Mat& img) {
+  if (img.channels() != 3) return 0;
+  const cv::Scalar m = cv::mean(img);
+  double v[3] = {m[0], m[1], m[2]};
+  std::sort(v, v + 3);
+  return v[2] > 0 ? (v[2] - v[1]) / v[2] : 0;
+}
 }  // namespace
 
 FovResult whole_image_fov(cv::Size size, const std::string& note) {
@@ -102,6 +119,11 @@ FovResult detect_fov(const cv::Mat& image, const FovOptions& o, bool full_mask) 
                "detect_fov: expected an 8-bit grey or 3-channel image, got type " << image.type());
   FUNDUS_CHECK(o.work_size >= 32, "fov: work_size must be >= 32, got " << o.work_size);
   const cv::Size full = image.size();
+  const int shorter = std::min(full.width, full.height), longer = std::max(full.width, full.height);
+  if (shorter < o.min_side)
+    return no_fov(full, strprintf("an image of %dx%d pixels is too small for a fundus photograph", full.width, full.height));
+  if (longer > o.max_aspect * shorter)
+    return no_fov(full, strprintf("an image of %dx%d pixels is too elongated for a fundus photograph", full.width, full.height));
 
   // 1. Channel max on a copy downscaled by an integer step: INTER_AREA's fast path (4x faster than a
   //    fractional scale); the last (size % step) rows and columns are left out of the detection.
@@ -126,6 +148,10 @@ FovResult detect_fov(const cv::Mat& image, const FovOptions& o, bool full_mask) 
 
   // 2. Adaptive threshold.
   int bg = percentile(level, 0.01), hi = percentile(level, 0.99);
+  double lowest = 0, highest = 0;
+  cv::minMaxLoc(level, &lowest, &highest);
+  if (highest - lowest < o.min_contrast)
+    return no_fov(full, strprintf("the image is practically uniform: brightness %.0f to %.0f", lowest, highest));
   double t = bg + std::max(o.min_contrast, o.threshold_fraction * (hi - bg));
   cv::Mat binary = level > t;
 
@@ -139,9 +165,9 @@ FovResult detect_fov(const cv::Mat& image, const FovOptions& o, bool full_mask) 
     if (best == 0 || stats.at<int>(i, cv::CC_STAT_AREA) > stats.at<int>(best, cv::CC_STAT_AREA)) best = i;
   const double small_area = double(small.total());
   if (best == 0 || stats.at<int>(best, cv::CC_STAT_AREA) < o.min_area_fraction * small_area)
-    return whole_image_fov(full, best == 0 ? strprintf("no field of view found (no pixel above level %.0f)", t)
-                                           : strprintf("no field of view found (largest bright region covers %.1f%% of the image)",
-                                                       100.0 * stats.at<int>(best, cv::CC_STAT_AREA) / small_area));
+    return no_fov(full, best == 0 ? strprintf("no bright region above level %.0f", t)
+                                  : strprintf("the largest bright region covers %.1f%% of the image",
+                                              100.0 * stats.at<int>(best, cv::CC_STAT_AREA) / small_area));
   cv::Mat component = labels == best;
   std::vector<std::vector<cv::Point>> contours;
   cv::findContours(component, contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_NONE);
@@ -152,9 +178,13 @@ FovResult detect_fov(const cv::Mat& image, const FovOptions& o, bool full_mask) 
   cv::Mat filled = cv::Mat::zeros(small.size(), CV_8UC1);
   cv::drawContours(filled, contours, int(outline), cv::Scalar(255), cv::FILLED);
   double area = cv::countNonZero(filled) / small_area;
-  if (area > 0.995)
+  // Without a dark surround, a retina-coloured image is a photograph cropped inside the field (the
+  // whole image is used); a colourless one is not a fundus photograph.
+  const bool retina_coloured = colour_dominance(small) >= o.min_colour_dominance;
+  if (area > 0.995) {
+    if (!retina_coloured) return no_fov(full, "no dark surround, and the colours are not a retina's");
     return whole_image_fov(full, "no dark surround: the bright region fills the image, using the whole image");
-
+  }
   FovResult r;
   r.found = true;
   r.area_fraction = area;
@@ -180,14 +210,29 @@ FovResult detect_fov(const cv::Mat& image, const FovOptions& o, bool full_mask) 
   for (const cv::Point& p : contours[outline])
     if (p.x > 0 && p.y > 0 && p.x < small.cols - 1 && p.y < small.rows - 1) pts.emplace_back(p.x + 0.5, p.y + 0.5);
   Circle c = robust_circle(pts);
+  double outline_error = 1;  // no circle at all: as bad as it gets
   if (c.ok && c.r < 2.0 * std::max(small.cols, small.rows)) {
-    // Outline pixel centres lie half a pixel inside the edge.
-    r.center = cv::Point2d(c.cx * sx, c.cy * sy);
-    r.radius = (c.r + 0.5) * (sx + sy) / 2;
-  } else {
-    r.center = cv::Point2d(r.bbox.x + r.bbox.width / 2.0, r.bbox.y + r.bbox.height / 2.0);
-    r.radius = std::max(r.bbox.width, r.bbox.height) / 2.0;
+    // How far the outline strays from the circle: the median ignores notches and tabs; a field strays
+    // by about 1% of the radius, a page or a screen by about 10%.
+    std::vector<double> resid;
+    for (const cv::Point2d& p : pts) resid.push_back(std::abs(std::hypot(p.x - c.cx, p.y - c.cy) - c.r));
+    std::nth_element(resid.begin(), resid.begin() + long(resid.size() / 2), resid.end());
+    outline_error = resid[resid.size() / 2] / c.r;
   }
+  if (outline_error > o.max_outline_error) {
+    // Not a disc: a page, a screen, a gradient, or retina cropped so that no rim is left. Only the colour
+    // can tell; a retina-coloured image is used whole rather than cut to a meaningless circle.
+    if (!retina_coloured)
+      return no_fov(full, outline_error < 1 ? strprintf("the bright region is not a disc, its outline strays %.0f%% of the radius "
+                                                        "from a circle, and its colours are not a retina's",
+                                                        100 * outline_error)
+                                            : "the bright region has no circular rim, and its colours are not a retina's");
+    return whole_image_fov(full, "no disc-shaped field of view, using the whole image");
+  }
+  r.outline_error = outline_error;
+  // Outline pixel centres lie half a pixel inside the edge.
+  r.center = cv::Point2d(c.cx * sx, c.cy * sy);
+  r.radius = (c.r + 0.5) * (sx + sy) / 2;
   return r;
 }
 

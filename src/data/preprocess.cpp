@@ -88,12 +88,16 @@ std::string PreprocessOptions::cache_key() const {
 
 namespace {
 
-PreprocessResult finish(const cv::Mat& decoded, int reduce, cv::Size original, const PreprocessOptions& o) {
+PreprocessResult finish(const cv::Mat& decoded, int reduce, cv::Size original, const PreprocessOptions& o,
+                        const std::string& source) {
   PreprocessResult r;
   r.decoded = decoded;
   r.reduce = reduce;
   r.original_size = original;
   r.fov = (o.crop_fov || o.mask) ? detect_fov(decoded, o.fov, false) : whole_image_fov(decoded.size(), "FOV detection disabled");
+  // No confident answer for what is not a fundus photograph: no descriptor, no grade estimate.
+  if (r.fov.no_field_of_view)
+    FUNDUS_IMAGE_ERROR(ImageProblem::no_field_of_view, source << ": " << r.fov.note << ": not a fundus photograph");
   const cv::Rect box = o.crop_fov ? r.fov.bbox : cv::Rect(0, 0, decoded.cols, decoded.rows);
 
   // Longer side of the crop -> size, centred on a black square.
@@ -157,36 +161,29 @@ PreprocessResult finish(const cv::Mat& decoded, int reduce, cv::Size original, c
   return r;
 }
 
-bool is_jpeg(std::string_view b) { return b.size() > 2 && uint8_t(b[0]) == 0xFF && uint8_t(b[1]) == 0xD8; }
-
 }  // namespace
 
 PreprocessResult preprocess_fundus(const cv::Mat& rgb, const PreprocessOptions& o) {
   o.validate();
   FUNDUS_CHECK(!rgb.empty() && rgb.type() == CV_8UC3, "preprocess_fundus: expected a non-empty RGB CV_8UC3 image");
-  return finish(rgb, 1, rgb.size(), o);
+  return finish(rgb, 1, rgb.size(), o, "image");
 }
 
-PreprocessResult preprocess_fundus_bytes(std::string_view bytes, const std::string& source, const PreprocessOptions& o) {
+PreprocessResult preprocess_fundus_bytes(std::string_view bytes, const std::string& source, const PreprocessOptions& o,
+                                         const ImageLimits& limits) {
   o.validate();
+  // The header (and the pixel cap) first: it decides the DCT reduction, and nothing big is decoded
+  // for a file the policy refuses.
+  const ImageInfo info = check_image_bytes(bytes, source, limits);
   int reduce = 1;
-  cv::Size original;
-  if (is_jpeg(bytes) && o.reduced_decode) {
-    std::string problem = image_structure_problem(bytes);  // a clearer message than the header parser's
-    FUNDUS_CHECK(problem.empty(), source << ": " << problem);
-    ImageInfo info = image_info_from_bytes(bytes, source);
-    original = cv::Size(info.width, info.height);
-    // choose_reduce_factor keeps the shorter side >= 2 * target: scale the target for other margins.
+  if (info.format == ImageFormat::jpeg && o.reduced_decode)  // choose_reduce_factor keeps the shorter side >= 2 * target
     reduce = choose_reduce_factor(info.width, info.height, int(std::ceil(o.size * o.decode_oversample / 2)));
-  }
-  cv::Mat decoded = decode_image_rgb_bytes(bytes, source, reduce);
-  if (reduce == 1) original = decoded.size();
-  return finish(decoded, reduce, original, o);
+  cv::Mat decoded = decode_image_rgb_bytes(bytes, source, reduce, limits);
+  return finish(decoded, reduce, reduce == 1 ? decoded.size() : cv::Size(info.width, info.height), o, source);
 }
 
-PreprocessResult preprocess_fundus_file(const std::string& path, const PreprocessOptions& o) {
-  FUNDUS_CHECK(file_exists(path), path << ": image file not found");
-  return preprocess_fundus_bytes(read_file(path), path, o);
+PreprocessResult preprocess_fundus_file(const std::string& path, const PreprocessOptions& o, const ImageLimits& limits) {
+  return preprocess_fundus_bytes(read_image_file(path), path, o, limits);
 }
 
 Json fov_to_json(const PreprocessResult& r) {
@@ -202,7 +199,8 @@ Json fov_to_json(const PreprocessResult& r) {
                         int(std::lround(f.bbox.height * sy))}},
               {"center", {round2(f.center.x * sx), round2(f.center.y * sy)}},
               {"radius", round2(f.radius * (sx + sy) / 2)},
-              {"area_fraction", std::round(f.area_fraction * 1e4) / 1e4}};
+              {"area_fraction", std::round(f.area_fraction * 1e4) / 1e4},
+              {"outline_error", std::round(f.outline_error * 1e4) / 1e4}};
 }
 
 cv::Mat preprocess_comparison(const PreprocessResult& r) {

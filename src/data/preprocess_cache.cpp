@@ -34,14 +34,17 @@ std::string PreprocessCache::entry_path(const std::string& content_sha256) const
 
 std::string PreprocessCache::content_hash(const std::string& path, std::string* bytes) {
   struct stat st;
-  FUNDUS_CHECK(::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode), path << ": image file not found");
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    read_image_file(path);  // throws the image policy's error naming the path (missing, a directory, ...)
+    FUNDUS_THROW(path << ": image file changed while being read");
+  }
   const int64_t mtime_ns = int64_t(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
   {
     std::lock_guard<std::mutex> lock(memo_mu_);
     auto it = memo_.find(path);
     if (it != memo_.end() && it->second.size == int64_t(st.st_size) && it->second.mtime_ns == mtime_ns) return it->second.sha;
   }
-  *bytes = read_file(path);
+  *bytes = read_image_file(path);
   std::string sha = sha256_hex(*bytes);
   std::lock_guard<std::mutex> lock(memo_mu_);
   memo_[path] = Memo{int64_t(st.st_size), mtime_ns, sha};
@@ -72,7 +75,7 @@ cv::Mat PreprocessCache::load(const std::string& image_path) {
     }
   }
   if (bytes.empty()) {  // the hash came from the memo: read the file and make sure it is still the same content
-    bytes = read_file(image_path);
+    bytes = read_image_file(image_path);
     sha = sha256_hex(bytes);
     entry = entry_path(sha);
   }

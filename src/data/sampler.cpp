@@ -24,7 +24,7 @@ SamplerKind parse_sampler_kind(const std::string& name) {
 }
 
 void SamplerOptions::validate() const {
-  FUNDUS_CHECK(batch_size >= 1, "sampler.batch_size: must be >= 1, got " << batch_size);
+  FUNDUS_CHECK(batch_size >= 1 && batch_size <= 65536, "sampler.batch_size: must be in 1..65536, got " << batch_size);
   FUNDUS_CHECK(grades_per_batch >= 1 && grades_per_batch <= kNumGrades,
                "sampler.grades_per_batch: must be in 1.." << kNumGrades << ", got " << grades_per_batch);
   FUNDUS_CHECK(batches_per_epoch >= 0, "sampler.batches_per_epoch: must be >= 0 (0 = automatic), got " << batches_per_epoch);

@@ -6,49 +6,54 @@
 #include <memory>
 #include <optional>
 
-#include <opencv2/core.hpp>
-
 #include "fundus/core/concurrency.h"
 #include "fundus/core/error.h"
 #include "fundus/core/io.h"
 #include "fundus/core/progress.h"
 #include "fundus/core/strings.h"
+#include "fundus/data/fov.h"
 #include "fundus/data/image_io.h"
 
 namespace fundus {
 
 namespace {
 
-// What is wrong with one image file, or "" when it decodes.
-std::string image_problem(const std::string& path) {
+// What is wrong with one image file (message without the path), or an empty message when it is usable.
+struct ImageVerdict {
+  ProblemKind kind = ProblemKind::corrupt_image;
+  std::string message;
+};
+
+// The image policy of image_io.h, the same as every command that decodes: JPEGs are decoded
+// DCT-reduced (all coefficients are still entropy-decoded, so corrupt data is found, and the shorter
+// side stays >= 256 px for the field-of-view check).
+ImageVerdict image_problem(const std::string& path) {
+  ImageVerdict v;
   try {
-    std::string bytes = read_file(path);
-    if (bytes.empty()) return "empty file (0 bytes)";
-    std::string structure = image_structure_problem(bytes);
-    if (!structure.empty()) return structure;
-    // A sound structure can still hide a corrupt header or entropy data. JPEGs: libjpeg decodes the
-    // whole scan at 1/8 scale and also reports the corrupt-data warnings OpenCV's decoder only
-    // prints, so no second decode is needed. Other formats: decode.
-    std::string data = jpeg_data_problem(bytes);
-    if (!data.empty()) return data;
-    ImageInfo info = image_info_from_bytes(bytes, path);
-    if (info.format != ImageFormat::jpeg) decode_image_rgb_bytes(bytes, path, 1);
-    return "";
-  } catch (const Error& e) {
+    const std::string bytes = read_image_file(path);
+    const ImageInfo info = check_image_bytes(bytes, path);
+    const cv::Mat rgb =
+        decode_image_rgb_bytes(bytes, path, info.format == ImageFormat::jpeg ? choose_reduce_factor(info.width, info.height, 128) : 1);
+    const FovResult fov = detect_fov(rgb, FovOptions{}, false);
+    if (fov.no_field_of_view) {  // preprocessing would refuse it (preprocess.h)
+      v.kind = ProblemKind::no_field_of_view;
+      v.message = fov.note + ": not a fundus photograph";
+    }
+  } catch (const ImageError& e) {
     // Messages of image_io start with the path; the problem already names it.
     const std::string& m = e.message();
-    return starts_with(m, path + ": ") ? m.substr(path.size() + 2) : m;
-  } catch (const cv::Exception& e) {
-    return "cannot decode image (" + e.msg + ")";
+    v.message = starts_with(m, path + ": ") ? m.substr(path.size() + 2) : m;
+    if (e.problem() == ImageProblem::missing || e.problem() == ImageProblem::not_a_file) v.kind = ProblemKind::missing_image;
   } catch (const std::exception& e) {
-    return std::string("cannot read image (") + e.what() + ")";
+    v.message = std::string("cannot read image (") + e.what() + ")";
   }
+  return v;
 }
 
-// Per record: what is wrong with its image, "" when it decodes.
-std::vector<std::string> image_problems(const Dataset& dataset, const ValidateOptions& options) {
+// Per record: what is wrong with its image (empty message when it is usable).
+std::vector<ImageVerdict> image_problems(const Dataset& dataset, const ValidateOptions& options) {
   const int64_t n = int64_t(dataset.records.size());
-  std::vector<std::string> found(static_cast<size_t>(n));
+  std::vector<ImageVerdict> found(static_cast<size_t>(n));
   std::optional<Progress> progress;
   if (options.progress) progress.emplace("check images", n, "img");
   int threads = options.threads > 0 ? options.threads : available_cores();
@@ -67,11 +72,11 @@ std::vector<std::string> image_problems(const Dataset& dataset, const ValidateOp
 }  // namespace
 
 std::vector<DatasetProblem> check_images(const Dataset& dataset, const ValidateOptions& options) {
-  std::vector<std::string> found = image_problems(dataset, options);
+  std::vector<ImageVerdict> found = image_problems(dataset, options);
   std::vector<DatasetProblem> problems;
   for (size_t i = 0; i < found.size(); ++i)
-    if (!found[i].empty())
-      problems.push_back({dataset.records[i].image_path, 0, dataset.records[i].id, ProblemKind::corrupt_image, found[i]});
+    if (!found[i].message.empty())
+      problems.push_back({dataset.records[i].image_path, 0, dataset.records[i].id, found[i].kind, found[i].message});
   return problems;
 }
 
@@ -85,18 +90,18 @@ ValidationResult validate_dataset(const std::string& path, const DatasetLoadOpti
   result.dataset = std::move(loaded.dataset);
 
   if (options.check_images) {
-    std::vector<std::string> found = image_problems(result.dataset, options);
+    std::vector<ImageVerdict> found = image_problems(result.dataset, options);
     result.images_checked = found.size();
     std::vector<CaseRecord> kept;
     for (size_t i = 0; i < found.size(); ++i) {
       CaseRecord& r = result.dataset.records[i];
-      if (found[i].empty()) {
+      const ImageVerdict& v = found[i];
+      if (v.message.empty()) {
         kept.push_back(std::move(r));
       } else if (r.source_line > 0) {  // CSV row: point at the row, name the file in the message
-        result.problems.push_back(
-            {result.file, r.source_line, r.id, ProblemKind::corrupt_image, "image '" + r.image_path + "': " + found[i]});
+        result.problems.push_back({result.file, r.source_line, r.id, v.kind, "image '" + r.image_path + "': " + v.message});
       } else {  // folder layout: the image is the location
-        result.problems.push_back({r.image_path, 0, r.id, ProblemKind::corrupt_image, found[i]});
+        result.problems.push_back({r.image_path, 0, r.id, v.kind, v.message});
       }
     }
     result.dataset.records = std::move(kept);

@@ -36,6 +36,11 @@ void ExactIndex::add_impl(int64_t n, const int64_t* ids, const float* vectors) {
   for (int64_t i = 0; i < n; ++i) row_of_[ids[i]] = first + i;
 }
 
+void ExactIndex::reserve_impl(int64_t n) {
+  data_.reserve(size_t(n) * size_t(dim()));
+  row_ids_.reserve(size_t(n));
+}
+
 void ExactIndex::remove_impl(const std::vector<int64_t>& ids) {
   const size_t d = size_t(dim());
   for (int64_t id : ids) {
@@ -51,11 +56,14 @@ void ExactIndex::remove_impl(const std::vector<int64_t>& ids) {
   }
 }
 
-void ExactIndex::search_impl(int64_t nq, const float* queries, int k, int64_t* out_ids, float* out_scores) const {
-  if (nq < kGemmMinQueries)
+void ExactIndex::search_impl(int64_t nq, const float* queries, int k, const IdFilter* filter, int64_t* out_ids,
+                             float* out_scores) const {
+  if (filter && nq < kGemmMinQueries)
+    filtered_search(nq, queries, k, *filter, out_ids, out_scores);
+  else if (nq < kGemmMinQueries)
     scan_search(nq, queries, k, out_ids, out_scores);
   else
-    gemm_search(nq, queries, k, out_ids, out_scores);
+    gemm_search(nq, queries, k, filter, out_ids, out_scores);
 }
 
 void ExactIndex::scan_search(int64_t nq, const float* queries, int k, int64_t* out_ids, float* out_scores) const {
@@ -84,7 +92,37 @@ void ExactIndex::scan_search(int64_t nq, const float* queries, int k, int64_t* o
   for (int64_t q = 0; q < nq; ++q) best[size_t(q)].write(out_ids + q * k, out_scores + q * k);
 }
 
-void ExactIndex::gemm_search(int64_t nq, const float* queries, int k, int64_t* out_ids, float* out_scores) const {
+void ExactIndex::filtered_search(int64_t nq, const float* queries, int k, const IdFilter& filter, int64_t* out_ids,
+                                 float* out_scores) const {
+  const int d = dim();
+  // Few kept ids that the filter can list: visit only their rows. Otherwise one pass over all rows
+  // that computes a dot product only for the rows the filter keeps.
+  std::vector<int64_t> listed, rows;
+  const int64_t kept = filter.count(), all = int64_t(row_ids_.size());
+  const bool subset = kept >= 0 && kept <= all / 4 && filter.list(listed);
+  if (subset) {
+    rows.reserve(listed.size());
+    for (int64_t id : listed) {
+      auto it = row_of_.find(id);
+      if (it != row_of_.end()) rows.push_back(it->second);
+    }
+  }
+  for (int64_t q = 0; q < nq; ++q) {
+    const float* query = queries + q * d;
+    if (subset)
+      scan_topk(int64_t(rows.size()), threads(), k, [&](int64_t i, TopK& heap) {
+        const int64_t r = rows[size_t(i)];
+        heap.push(dot_f32(query, data_.data() + r * d, d), row_ids_[size_t(r)]);
+      }, out_ids + q * k, out_scores + q * k);
+    else
+      scan_topk(all, threads(), k, [&](int64_t r, TopK& heap) {
+        if (filter.keep(row_ids_[size_t(r)])) heap.push(dot_f32(query, data_.data() + r * d, d), row_ids_[size_t(r)]);
+      }, out_ids + q * k, out_scores + q * k);
+  }
+}
+
+void ExactIndex::gemm_search(int64_t nq, const float* queries, int k, const IdFilter* filter, int64_t* out_ids,
+                             float* out_scores) const {
   const int64_t rows = int64_t(row_ids_.size());
   const int d = dim();
   std::vector<float> scores(size_t(kGemmQueryBlock * kGemmRowBlock));
@@ -107,7 +145,8 @@ void ExactIndex::gemm_search(int64_t nq, const float* queries, int k, int64_t* o
           const float* row = scores.data() + q * nrb;
           TopK& heap = best[size_t(q)];
           for (int64_t r = 0; r < nrb; ++r)
-            if (row[r] >= heap.floor()) heap.push(row[r], row_ids_[size_t(rb + r)]);
+            if (row[r] >= heap.floor() && (!filter || filter->keep(row_ids_[size_t(rb + r)])))
+              heap.push(row[r], row_ids_[size_t(rb + r)]);
         }
       });
     }

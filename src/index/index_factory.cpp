@@ -11,21 +11,50 @@
 namespace fundus {
 
 namespace {
+// Each type names its own constructor, so a type cannot be listed without one (and an unknown type
+// never reaches a default branch).
+using MakeFn = std::unique_ptr<VectorIndex> (*)(const IndexSpec& canonical, int dim);
+
 struct TypeInfo {
   const char* type;
   std::map<std::string, int64_t> build;   // build-time keys with defaults
   std::map<std::string, int64_t> search;  // search-time keys with defaults
+  MakeFn make;
 };
+
+std::unique_ptr<VectorIndex> make_exact(const IndexSpec&, int dim) { return std::make_unique<ExactIndex>(dim); }
+
+std::unique_ptr<VectorIndex> make_hnsw(const IndexSpec& spec, int dim) {
+  HnswParams p;
+  p.M = int(spec.get("M", p.M));
+  p.ef_construction = int(spec.get("efc", p.ef_construction));
+  p.ef = int(spec.get("ef", p.ef));
+  return std::make_unique<HnswIndex>(dim, p);
+}
+
+std::unique_ptr<VectorIndex> make_ivfpq(const IndexSpec& spec, int dim) {
+  IvfPqParams p;
+  p.nlist = int(spec.get("nlist", p.nlist));
+  p.m = int(spec.get("m", p.m));
+  p.nbits = int(spec.get("nbits", p.nbits));
+  p.nprobe = int(spec.get("nprobe", p.nprobe));
+  p.train = spec.get("train", p.train);
+  p.seed = spec.get("seed", p.seed);
+  p.vectors = spec.get("vectors", 1) != 0;
+  p.rerank = int(spec.get("rerank", p.rerank));
+  return std::make_unique<IvfPqIndex>(dim, p);
+}
 
 const std::vector<TypeInfo>& types() {
   static const HnswParams h;
   static const IvfPqParams v;
   static const std::vector<TypeInfo> t = {
-      {"exact", {}, {}},
-      {"hnsw", {{"M", h.M}, {"efc", h.ef_construction}}, {{"ef", h.ef}}},
+      {"exact", {}, {}, make_exact},
+      {"hnsw", {{"M", h.M}, {"efc", h.ef_construction}}, {{"ef", h.ef}}, make_hnsw},
       {"ivfpq",
-       {{"nlist", v.nlist}, {"m", v.m}, {"nbits", v.nbits}, {"train", v.train}, {"seed", v.seed}},
-       {{"nprobe", v.nprobe}}},
+       {{"nlist", v.nlist}, {"m", v.m}, {"nbits", v.nbits}, {"train", v.train}, {"seed", v.seed}, {"vectors", 1}},
+       {{"nprobe", v.nprobe}, {"rerank", v.rerank}},
+       make_ivfpq},
   };
   return t;
 }
@@ -109,6 +138,8 @@ IndexSpec canonical_index_spec(const IndexSpec& spec) {
   out.type = spec.type;
   for (auto* defaults : {&info.build, &info.search})
     for (auto& [key, value] : *defaults) out.params[key] = spec.get(key, value);
+  // Without the exact vectors there is nothing to re-rank with: the default depth becomes 0.
+  if (out.type == "ivfpq" && out.params["vectors"] == 0 && !spec.params.count("rerank")) out.params["rerank"] = 0;
   return out;
 }
 
@@ -125,22 +156,7 @@ std::unique_ptr<VectorIndex> make_index(const IndexSpec& raw, int dim) {
   for (auto& [key, value] : spec.params)
     FUNDUS_CHECK(value >= 0 && (key == "train" || key == "seed" || value <= 1000000000),
                  "index spec '" << spec.str() << "': " << key << "=" << value << " is out of range");
-  if (spec.type == "exact") return std::make_unique<ExactIndex>(dim);
-  if (spec.type == "hnsw") {
-    HnswParams p;
-    p.M = int(spec.get("M", p.M));
-    p.ef_construction = int(spec.get("efc", p.ef_construction));
-    p.ef = int(spec.get("ef", p.ef));
-    return std::make_unique<HnswIndex>(dim, p);
-  }
-  IvfPqParams p;
-  p.nlist = int(spec.get("nlist", p.nlist));
-  p.m = int(spec.get("m", p.m));
-  p.nbits = int(spec.get("nbits", p.nbits));
-  p.nprobe = int(spec.get("nprobe", p.nprobe));
-  p.train = spec.get("train", p.train);
-  p.seed = spec.get("seed", p.seed);
-  return std::make_unique<IvfPqIndex>(dim, p);
+  return type_info(spec.type, "index spec '" + spec.str() + "'").make(spec, dim);
 }
 
 std::unique_ptr<VectorIndex> make_index(const std::string& spec, int dim) {

@@ -14,7 +14,7 @@ namespace fundus {
 
 namespace {
 constexpr char kMagic[] = "FNDINDX1";
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: embeddings_token
 
 struct Header {
   IndexFileInfo info;
@@ -31,6 +31,7 @@ std::string encode_header(const IndexFileInfo& info, const std::vector<int64_t>&
   w.put_string(info.provenance.store_id);
   w.put<int64_t>(info.provenance.model_id);
   w.put<int64_t>(info.provenance.embeddings_version);
+  w.put_string(info.provenance.embeddings_token);
   w.put_array(ids.data(), ids.size());
   return w.take();
 }
@@ -46,6 +47,7 @@ Header decode_header(const std::string& bytes, const std::string& path) {
   h.info.provenance.store_id = r.get_string();
   h.info.provenance.model_id = r.get<int64_t>();
   h.info.provenance.embeddings_version = r.get<int64_t>();
+  h.info.provenance.embeddings_token = r.get_string();
   h.ids = r.get_array<int64_t>();
   FUNDUS_CHECK(r.at_end(), path << ": index header has trailing bytes");
   FUNDUS_CHECK(h.info.dim > 0 && h.info.count == int64_t(h.ids.size()),
@@ -59,6 +61,8 @@ Header decode_header(const std::string& bytes, const std::string& path) {
 Header open_index(const std::string& path, std::ifstream& in, uint64_t& native_size, uint64_t& file_bytes) {
   FUNDUS_CHECK(file_exists(path), path << ": index file not found");
   FramedInfo frame = verify_framed_file(path, kMagic, kVersion, "vector index");
+  FUNDUS_CHECK(frame.version == kVersion, path << ": index file format " << frame.version << " from an older build "
+                                                << "(no fingerprint of the vectors); it must be rebuilt");
   in.open(path, std::ios::binary);
   FUNDUS_CHECK(in, path << ": cannot open index file");
   in.seekg(std::streamoff(frame.payload_offset));
@@ -80,7 +84,8 @@ std::string ids_checksum(const std::vector<int64_t>& ids) {
 }
 
 void VectorIndex::save(const std::string& path, const IndexProvenance& provenance) const {
-  std::shared_lock<WriterPriorityMutex> lock(mu_);
+  // The writer lock: companions may swap in-memory copies for the files just written.
+  std::unique_lock<WriterPriorityMutex> lock(mu_);
   std::vector<int64_t> ids(ids_.begin(), ids_.end());
   std::sort(ids.begin(), ids.end());
   IndexFileInfo info;
@@ -91,6 +96,7 @@ void VectorIndex::save(const std::string& path, const IndexProvenance& provenanc
   info.ids_sha256 = ids_checksum(ids);
   info.provenance = provenance;
   std::string header = encode_header(info, ids);
+  save_companions(path, info, ids);
   write_framed_file(path, kMagic, kVersion, [&](std::ostream& out) {
     uint64_t header_size = header.size();
     out.write(reinterpret_cast<const char*>(&header_size), sizeof header_size);
@@ -115,6 +121,7 @@ LoadedIndex load_index(const std::string& path) {
                path << ": index holds " << out.index->native_count() << " vectors but its header lists "
                     << h.info.count << " ids");
   out.index->ids_.insert(h.ids.begin(), h.ids.end());
+  out.index->load_companions(path, h.info);
   uint64_t bytes = out.info.file_bytes;
   out.info = h.info;
   out.info.file_bytes = bytes;
@@ -138,6 +145,7 @@ Json index_info_to_json(const IndexFileInfo& info) {
           {"store_id", info.provenance.store_id},
           {"model_id", info.provenance.model_id},
           {"embeddings_version", info.provenance.embeddings_version},
+          {"embeddings_token", info.provenance.embeddings_token},
           {"file_bytes", info.file_bytes}};
 }
 
@@ -152,6 +160,7 @@ std::string format_index_info(const IndexFileInfo& info) {
     s += "store id:           " + info.provenance.store_id + "\n";
     s += "model id:           " + std::to_string(info.provenance.model_id) + "\n";
     s += "embeddings version: " + std::to_string(info.provenance.embeddings_version) + "\n";
+    s += "embeddings token:   " + (info.provenance.embeddings_token.empty() ? "-" : info.provenance.embeddings_token) + "\n";
   } else {
     s += "provenance:         not built from a store\n";
   }

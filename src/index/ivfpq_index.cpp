@@ -9,6 +9,8 @@
 
 #include <omp.h>
 
+#include <cmath>
+#include <cstring>
 #include <istream>
 #include <numeric>
 #include <ostream>
@@ -18,6 +20,9 @@
 #include "fundus/core/rng.h"
 #include "fundus/core/strings.h"
 #include "fundus/index/index_factory.h"
+#include "fundus/index/index_file.h"
+#include "fundus/index/simd.h"
+#include "fundus/index/vector_file.h"
 #include "topk.h"
 
 namespace fundus {
@@ -33,6 +38,21 @@ class OmpThreads {
  private:
   int saved_;
 };
+
+// FAISS asks for ids through an IDSelector while it scans the inverted lists.
+struct KeepSelector : faiss::IDSelector {
+  explicit KeepSelector(const IdFilter& f) : filter(f) {}
+  bool is_member(idx_t id) const override { return filter.keep(int64_t(id)); }
+  const IdFilter& filter;
+};
+
+// What the exact vectors of a saved index are: tying the vector file to the index header.
+std::string vectors_tag(const IndexProvenance& p) {
+  return "store=" + p.store_id + ";model=" + std::to_string(p.model_id) +
+         ";version=" + std::to_string(p.embeddings_version) + ";token=" + p.embeddings_token;
+}
+
+std::string vectors_path(const std::string& index_path) { return index_path + ".vectors"; }
 
 std::unique_ptr<faiss::IndexIVFPQ> make_ivfpq(int dim, const IvfPqParams& p) {
   auto* quantizer = new faiss::IndexFlatIP(dim);
@@ -54,14 +74,18 @@ IvfPqIndex::IvfPqIndex(int dim, const IvfPqParams& params) : VectorIndex(dim), p
   FUNDUS_CHECK(params.nbits >= 1 && params.nbits <= 16, "ivfpq: nbits must be in 1..16, got " << params.nbits);
   FUNDUS_CHECK(params.nprobe >= 1, "ivfpq: nprobe must be >= 1");
   FUNDUS_CHECK(params.train >= 1, "ivfpq: train must be >= 1");
+  FUNDUS_CHECK(params.rerank >= 0 && params.rerank <= kMaxK, "ivfpq: rerank must be in 0.." << kMaxK);
+  FUNDUS_CHECK(params.vectors || params.rerank == 0,
+               "ivfpq: rerank=" << params.rerank << " needs the exact vectors (vectors=1), or set rerank=0");
   index_ = make_ivfpq(dim, params);
 }
 
 IvfPqIndex::~IvfPqIndex() = default;
 
 std::string IvfPqIndex::describe() const {
-  return strprintf("ivfpq:m=%d,nbits=%d,nlist=%d,nprobe=%d,seed=%lld,train=%lld", params_.m, params_.nbits,
-                   params_.nlist, params_.nprobe, (long long)params_.seed, (long long)params_.train);
+  return strprintf("ivfpq:m=%d,nbits=%d,nlist=%d,nprobe=%d,rerank=%d,seed=%lld,train=%lld,vectors=%d", params_.m,
+                   params_.nbits, params_.nlist, params_.nprobe, params_.rerank, (long long)params_.seed,
+                   (long long)params_.train, params_.vectors ? 1 : 0);
 }
 
 bool IvfPqIndex::is_trained() const { return index_->is_trained; }
@@ -69,6 +93,31 @@ bool IvfPqIndex::is_trained() const { return index_->is_trained; }
 int64_t IvfPqIndex::native_count() const { return int64_t(index_->ntotal); }
 
 void IvfPqIndex::train(int64_t n, const float* vectors) {
+  FUNDUS_CHECK(!index_->is_trained, "ivfpq: already trained");
+  OmpThreads omp(threads());
+  try {
+    train_locked(n, vectors);
+  } catch (const faiss::FaissException& e) {
+    FUNDUS_THROW("ivfpq training failed: " << e.what());
+  }
+}
+
+int64_t IvfPqIndex::code_bytes() const {
+  const int64_t codes = int64_t(index_->ntotal) * int64_t(index_->code_size + sizeof(int64_t));
+  const int64_t centroids = int64_t(index_->nlist) * dim() * 4;
+  const int64_t codebooks = int64_t(index_->pq.M) * int64_t(index_->pq.ksub) * int64_t(index_->pq.dsub) * 4;
+  return codes + centroids + codebooks + int64_t(index_->precomputed_table.size()) * 4;
+}
+
+int64_t IvfPqIndex::pending_vectors() const { return int64_t(pending_row_.size()); }
+
+const float* IvfPqIndex::exact_vector(int64_t id) const {
+  auto it = pending_row_.find(id);
+  if (it != pending_row_.end()) return pending_.data() + it->second * dim();
+  return file_ ? file_->find(id) : nullptr;
+}
+
+void IvfPqIndex::train_locked(int64_t n, const float* vectors) {
   const int64_t needed = std::max<int64_t>(params_.nlist, int64_t(1) << params_.nbits);
   const int64_t take = std::min<int64_t>(n, params_.train);
   FUNDUS_CHECK(take >= needed, "ivfpq: training needs at least " << needed << " vectors (nlist=" << params_.nlist
@@ -96,10 +145,19 @@ void IvfPqIndex::train(int64_t n, const float* vectors) {
 void IvfPqIndex::add_impl(int64_t n, const int64_t* ids, const float* vectors) {
   OmpThreads omp(threads());
   try {
-    if (!index_->is_trained) train(n, vectors);
+    if (!index_->is_trained) train_locked(n, vectors);
     index_->add_with_ids(n, vectors, ids);
   } catch (const faiss::FaissException& e) {
     FUNDUS_THROW("ivfpq add failed: " << e.what());
+  }
+  if (!params_.vectors) return;
+  const size_t bytes = size_t(dim()) * sizeof(float);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* v = vectors + i * dim();
+    const float* saved = file_ ? file_->find(ids[i]) : nullptr;
+    if (saved && std::memcmp(saved, v, bytes) == 0) continue;  // e.g. a build from the mapped file itself
+    pending_row_[ids[i]] = int64_t(pending_.size() / size_t(dim()));
+    pending_.insert(pending_.end(), v, v + dim());
   }
 }
 
@@ -107,26 +165,94 @@ void IvfPqIndex::remove_impl(const std::vector<int64_t>& ids) {
   OmpThreads omp(threads());
   faiss::IDSelectorBatch selector(ids.size(), ids.data());
   index_->remove_ids(selector);
+  for (int64_t id : ids) pending_row_.erase(id);  // its row stays in pending_ until the next save
 }
 
-void IvfPqIndex::search_impl(int64_t nq, const float* queries, int k, int64_t* out_ids, float* out_scores) const {
-  if (!index_->is_trained) return;
+void IvfPqIndex::code_search(int64_t nq, const float* queries, int depth, const IdFilter* filter, int64_t* ids,
+                             float* scores) const {
   OmpThreads omp(threads());
-  index_->search(nq, queries, k, out_scores, out_ids);
-  for (int64_t q = 0; q < nq; ++q) {
-    int n = 0;
-    for (int i = 0; i < k; ++i) {
-      if (out_ids[q * k + i] < 0) out_scores[q * k + i] = kMissingScore;
-      else ++n;
+  const int64_t nlist = int64_t(index_->nlist);
+  faiss::SearchParametersIVF sp;
+  sp.nprobe = size_t(params_.nprobe);
+  std::unique_ptr<KeepSelector> selector;
+  if (filter) {
+    selector = std::make_unique<KeepSelector>(*filter);
+    sp.sel = selector.get();
+    // A selective filter leaves ~kept/nlist candidates per list: probe enough lists to expect twice
+    // the depth of kept candidates.
+    const int64_t kept = filter->count();
+    if (kept >= 0) {
+      const double per_list = double(kept) / double(nlist);
+      const double lists = per_list > 0 ? std::ceil(2.0 * depth / per_list) : double(nlist);
+      sp.nprobe = size_t(std::clamp<double>(lists, params_.nprobe, double(nlist)));
     }
-    sort_row(out_ids + q * k, out_scores + q * k, n);  // FAISS hits come first; fix the tie order
+  }
+  index_->search(nq, queries, depth, scores, ids, &sp);
+  if (!filter || int64_t(sp.nprobe) >= nlist) return;
+  // A query whose lists held fewer than `depth` kept candidates: repeat it over every list, which
+  // considers every kept id.
+  faiss::SearchParametersIVF all = sp;
+  all.nprobe = size_t(nlist);
+  for (int64_t q = 0; q < nq; ++q)
+    if (ids[q * depth + depth - 1] < 0) index_->search(1, queries + q * dim(), depth, scores + q * depth, ids + q * depth, &all);
+}
+
+void IvfPqIndex::search_impl(int64_t nq, const float* queries, int k, const IdFilter* filter, int64_t* out_ids,
+                             float* out_scores) const {
+  if (!index_->is_trained) return;
+  const bool rerank = params_.vectors && params_.rerank > 0;
+  const int depth = rerank ? std::max(params_.rerank, k) : k;
+  std::vector<int64_t> ids(size_t(nq) * size_t(depth));
+  std::vector<float> scores(ids.size());
+  code_search(nq, queries, depth, filter, ids.data(), scores.data());
+  for (int64_t q = 0; q < nq; ++q) {
+    const int64_t* cand = ids.data() + q * depth;
+    TopK best(k);
+    for (int i = 0; i < depth && cand[i] >= 0; ++i) {
+      float score = scores[size_t(q * depth + i)];
+      if (rerank) {
+        const float* v = exact_vector(cand[i]);
+        FUNDUS_CHECK(v, "ivfpq: no exact vector for id " << cand[i] << " (index and vectors out of step)");
+        score = dot_f32(queries + q * dim(), v, dim());
+      }
+      best.push(score, cand[i]);
+    }
+    best.write(out_ids + q * k, out_scores + q * k);
   }
 }
 
 void IvfPqIndex::set_search_params_impl(const IndexSpec& spec) {
-  params_.nprobe = int(spec.get("nprobe", params_.nprobe));
-  FUNDUS_CHECK(params_.nprobe >= 1, "ivfpq: nprobe must be >= 1");
+  const int nprobe = int(spec.get("nprobe", params_.nprobe)), rerank = int(spec.get("rerank", params_.rerank));
+  FUNDUS_CHECK(nprobe >= 1, "ivfpq: nprobe must be >= 1");
+  FUNDUS_CHECK(rerank >= 0 && rerank <= kMaxK, "ivfpq: rerank must be in 0.." << kMaxK);
+  FUNDUS_CHECK(params_.vectors || rerank == 0, "ivfpq: rerank=" << rerank << " needs an index built with vectors=1");
+  params_.nprobe = nprobe;
+  params_.rerank = rerank;
   index_->nprobe = size_t(params_.nprobe);
+}
+
+void IvfPqIndex::save_companions(const std::string& path, const IndexFileInfo& info,
+                                 const std::vector<int64_t>& ids) const {
+  if (!params_.vectors) return;
+  const std::string file = vectors_path(path);
+  VectorFile::write(file, dim(), ids, [&](size_t i) { return exact_vector(ids[i]); }, vectors_tag(info.provenance));
+  // From now on the file serves the exact vectors: the in-memory copies are released.
+  file_ = VectorFile::open(file, /*verify=*/false);
+  pending_.clear();
+  pending_.shrink_to_fit();
+  pending_row_.clear();
+}
+
+void IvfPqIndex::load_companions(const std::string& path, const IndexFileInfo& info) {
+  if (!params_.vectors) return;
+  auto file = VectorFile::open(vectors_path(path));
+  FUNDUS_CHECK(file->dim() == dim() && file->count() == info.count && file->ids_sha256() == info.ids_sha256 &&
+                   file->tag() == vectors_tag(info.provenance),
+               file->path() << ": the exact vectors do not match the index " << path << " (written by another build "
+                            << "or for another store state)");
+  file_ = std::move(file);
+  pending_.clear();
+  pending_row_.clear();
 }
 
 void IvfPqIndex::write_native(std::ostream& out) const {

@@ -3,8 +3,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
+#include "fundus/core/concurrency.h"
 #include "fundus/index/vector_index.h"
 
 namespace fundus {
@@ -60,6 +62,30 @@ inline void sort_row(int64_t* ids, float* scores, int n) {
     ids[i] = hits[size_t(i)].id;
     scores[i] = hits[size_t(i)].score;
   }
+}
+
+}  // namespace fundus
+
+namespace fundus {
+
+/// Items per thread below which a scan stays on one thread (starting a thread costs more).
+constexpr int64_t kMinScanPerThread = 4096;
+
+/// Exact top-k of one query over `count` items on up to `threads` threads: visit(i, heap) pushes
+/// item i's hit into `heap` if it qualifies. Writes the best hits into out_ids/out_scores (k slots;
+/// the rest is left as is).
+template <typename Visit>
+void scan_topk(int64_t count, int threads, int k, const Visit& visit, int64_t* out_ids, float* out_scores) {
+  TopK best(k);
+  std::mutex merge_mutex;
+  const int t = int(std::min<int64_t>(threads, std::max<int64_t>(1, count / kMinScanPerThread)));
+  parallel_for(count, t, [&](int64_t b, int64_t e) {
+    TopK local(k);
+    for (int64_t i = b; i < e; ++i) visit(i, local);
+    std::lock_guard<std::mutex> lock(merge_mutex);
+    best.merge(local);
+  });
+  best.write(out_ids, out_scores);
 }
 
 }  // namespace fundus

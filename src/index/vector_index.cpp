@@ -73,7 +73,7 @@ int64_t VectorIndex::remove(const std::vector<int64_t>& ids) {
   return int64_t(present.size());
 }
 
-SearchResult VectorIndex::search(int64_t nq, const float* queries, int k) const {
+SearchResult VectorIndex::search(int64_t nq, const float* queries, int k, const IdFilter* filter) const {
   FUNDUS_CHECK(k >= 1 && k <= kMaxK, "index search: k must be in 1.." << kMaxK << ", got " << k);
   FUNDUS_CHECK(nq >= 0, "index search: negative query count " << nq);
   check_finite(queries, nq, dim_, "index search: query");
@@ -83,14 +83,20 @@ SearchResult VectorIndex::search(int64_t nq, const float* queries, int k) const 
   r.ids.assign(size_t(nq) * size_t(k), -1);
   r.scores.assign(size_t(nq) * size_t(k), kMissingScore);
   std::shared_lock<WriterPriorityMutex> lock(mu_);
-  if (nq > 0 && !ids_.empty()) search_impl(nq, queries, k, r.ids.data(), r.scores.data());
+  if (nq > 0 && !ids_.empty()) search_impl(nq, queries, k, filter, r.ids.data(), r.scores.data());
   return r;
 }
 
-SearchResult VectorIndex::search(const std::vector<float>& queries, int k) const {
+void VectorIndex::reserve(int64_t n) {
+  FUNDUS_CHECK(n >= 0, "index reserve: negative count " << n);
+  std::unique_lock<WriterPriorityMutex> lock(mu_);
+  reserve_impl(n);
+}
+
+SearchResult VectorIndex::search(const std::vector<float>& queries, int k, const IdFilter* filter) const {
   FUNDUS_CHECK(queries.size() % size_t(dim_) == 0,
                "index search: " << queries.size() << " floats is not a whole number of " << dim_ << "-d queries");
-  return search(int64_t(queries.size() / size_t(dim_)), queries.data(), k);
+  return search(int64_t(queries.size() / size_t(dim_)), queries.data(), k, filter);
 }
 
 void VectorIndex::set_search_params(const IndexSpec& spec) {

@@ -63,7 +63,9 @@ void ModelConfig::validate(const std::string& context) const {
   FUNDUS_CHECK(input_size >= 32 && input_size <= 4096, context << ".input_size: " << input_size << " outside 32-4096");
   FUNDUS_CHECK(reduction >= 1 && reduction <= 64, context << ".reduction: " << reduction << " outside 1-64");
   FUNDUS_CHECK(gem_p > 0 && gem_p <= 100, context << ".gem_p: " << gem_p << " outside (0, 100]");
-  FUNDUS_CHECK(head_classes >= 0, context << ".head_classes: " << head_classes << " must be >= 0");
+  // A bound before anything is allocated: a classification head is a Linear(descriptor, head_classes).
+  FUNDUS_CHECK(head_classes >= 0 && head_classes <= kMaxHeadClasses,
+               context << ".head_classes: " << head_classes << " outside 0-" << kMaxHeadClasses);
   FUNDUS_CHECK(frozen_stages >= 0 && frozen_stages <= 64,
                context << ".frozen_stages: " << frozen_stages << " outside 0-64");
   FUNDUS_CHECK(frozen_stages == 0 || !spatial_attention,
@@ -77,7 +79,7 @@ Json model_section(const Json& config) {
 }
 
 const std::vector<std::string>& model_preset_names() {
-  static const std::vector<std::string> names{"paper", "cpu", "baseline-gem", "self-attention"};
+  static const std::vector<std::string> names{"paper", "cpu", "baseline-gem", "self-attention", "scratch"};
   return names;
 }
 
@@ -97,6 +99,12 @@ Json model_preset(const std::string& name) {
     // The authors' strongest logged model: self-attention + GeM, trained with BCE on a 5-grade head.
     c.attention = "self";
     c.combine = "sum";
+    c.head_classes = 5;
+  } else if (name == "scratch") {
+    // No pretrained weights anywhere: a small CNN that learns from random initialisation on a CPU in
+    // minutes; the grade head's cross-entropy gives the embedding its first structure.
+    c.backbone = "convnet4";
+    c.input_size = 128;
     c.head_classes = 5;
   } else {
     FUNDUS_THROW("unknown model preset '" << name << "' (known: " << join(model_preset_names(), ", ") << ")");

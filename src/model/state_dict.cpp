@@ -21,14 +21,20 @@ namespace {
 struct StorageType {
   const char* name;  // pickle global, e.g. "torch.FloatStorage"
   torch::ScalarType dtype;
+  uint64_t element_size;  // bytes, known before any tensor is allocated
 };
 constexpr StorageType kStorageTypes[] = {
-    {"torch.FloatStorage", torch::kFloat},    {"torch.DoubleStorage", torch::kDouble},
-    {"torch.HalfStorage", torch::kHalf},      {"torch.BFloat16Storage", torch::kBFloat16},
-    {"torch.LongStorage", torch::kLong},      {"torch.IntStorage", torch::kInt},
-    {"torch.ShortStorage", torch::kShort},    {"torch.CharStorage", torch::kChar},
-    {"torch.ByteStorage", torch::kByte},      {"torch.BoolStorage", torch::kBool},
+    {"torch.FloatStorage", torch::kFloat, 4},    {"torch.DoubleStorage", torch::kDouble, 8},
+    {"torch.HalfStorage", torch::kHalf, 2},      {"torch.BFloat16Storage", torch::kBFloat16, 2},
+    {"torch.LongStorage", torch::kLong, 8},      {"torch.IntStorage", torch::kInt, 4},
+    {"torch.ShortStorage", torch::kShort, 2},    {"torch.CharStorage", torch::kChar, 1},
+    {"torch.ByteStorage", torch::kByte, 1},      {"torch.BoolStorage", torch::kBool, 1},
 };
+
+// Bounds on what a state_dict entry may declare, checked before allocating (a hostile file must not
+// make LibTorch allocate terabytes or abort with a stack trace).
+constexpr size_t kMaxTensorDims = 32;
+constexpr int kMaxNesting = 64;  // dicts within dicts (nested checkpoints); also stops reference cycles
 
 const StorageType* storage_type_by_name(const std::string& name) {
   for (const auto& t : kStorageTypes)
@@ -58,16 +64,17 @@ struct PyValue {
   torch::Tensor tensor;                     // Tensor, Storage (1-D)
 };
 
-Py make(PyValue::Kind kind) {
-  auto v = std::make_shared<PyValue>();
-  v->kind = kind;
-  return v;
-}
 
 const char* kind_name(PyValue::Kind k) {
   static const char* names[] = {"None", "bool", "int", "float", "str", "tuple", "list", "dict",
                                 "global", "tensor", "storage", "object"};
   return names[static_cast<int>(k)];
+}
+
+std::string join_ints(const std::vector<int64_t>& v) {
+  std::string s = "(";
+  for (size_t i = 0; i < v.size() && i < 8; ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + (v.size() > 8 ? ", ...)" : ")");
 }
 
 // Where storages come from: a zip record (new format) or the bytes after the pickles (legacy);
@@ -79,6 +86,17 @@ class Unpickler {
   /// `record` names the pickle in error messages ("archive/data.pkl").
   Unpickler(std::string_view data, StorageLoader load_storage, std::string record, const std::string& source)
       : d_(data), load_storage_(std::move(load_storage)), record_(std::move(record)), source_(source) {}
+
+  Unpickler(const Unpickler&) = delete;
+  Unpickler& operator=(const Unpickler&) = delete;
+  // Containers may hold each other deeply or in cycles (the memo allows both): unlink every value
+  // first, so that no destructor recurses and no cycle leaks.
+  ~Unpickler() {
+    for (const Py& v : made_) {
+      v->items.clear();
+      v->entries.clear();
+    }
+  }
 
   size_t position() const { return pos_; }  // bytes consumed so far (after run(): just past STOP)
 
@@ -207,6 +225,13 @@ class Unpickler {
  private:
   std::string where(size_t at) const { return source_ + ": " + record_ + " offset " + std::to_string(at) + ": "; }
 
+  Py make(PyValue::Kind kind) {
+    auto v = std::make_shared<PyValue>();
+    v->kind = kind;
+    made_.push_back(v);
+    return v;
+  }
+
   uint8_t u8() {
     FUNDUS_CHECK(pos_ < d_.size(), where(pos_) << "truncated pickle");
     return static_cast<uint8_t>(d_[pos_++]);
@@ -308,15 +333,24 @@ class Unpickler {
                     const std::vector<int64_t>& stride, size_t at) {
     FUNDUS_CHECK(size.size() == stride.size(), where(at) << "tensor with " << size.size() << " sizes and "
                                                          << stride.size() << " strides");
+    FUNDUS_CHECK(size.size() <= kMaxTensorDims, where(at) << "tensor with " << size.size() << " dimensions (at most "
+                                                          << kMaxTensorDims << ")");
+    FUNDUS_CHECK(offset >= 0 && offset <= storage.numel(), where(at) << "tensor offset " << offset << " outside its storage of "
+                                                                     << storage.numel() << " elements");
+    // Element count and last element in overflow-checked arithmetic: both must stay within the
+    // storage, so a view never claims more elements than the file holds.
     int64_t last = offset, numel = 1;
+    bool overflow = false;
     for (size_t k = 0; k < size.size(); ++k) {
       FUNDUS_CHECK(size[k] >= 0 && stride[k] >= 0, where(at) << "negative tensor size or stride");
-      numel *= size[k];
-      last += (size[k] - 1) * stride[k];
+      int64_t span = 0;
+      overflow = overflow || __builtin_mul_overflow(numel, size[k], &numel);
+      if (size[k] > 0) overflow = overflow || __builtin_mul_overflow(size[k] - 1, stride[k], &span) ||
+                                  __builtin_add_overflow(last, span, &last);
     }
-    FUNDUS_CHECK(offset >= 0 && (numel == 0 || last < storage.numel()),
-                 where(at) << "tensor view (offset " << offset << ", last element " << last
-                           << ") outside its storage of " << storage.numel() << " elements");
+    FUNDUS_CHECK(!overflow && numel <= storage.numel() && (numel == 0 || last < storage.numel()),
+                 where(at) << "tensor view (sizes " << join_ints(size) << ", strides " << join_ints(stride) << ", offset "
+                           << offset << ") outside its storage of " << storage.numel() << " elements");
     auto v = make(PyValue::Kind::Tensor);
     v->tensor = storage.as_strided(size, stride, offset);
     return v;
@@ -367,19 +401,23 @@ class Unpickler {
   std::vector<size_t> marks_;
   std::map<uint64_t, Py> memo_;
   std::map<std::string, Py> storages_;
+  std::vector<Py> made_;  // every value created, for the destructor
 };
 
-void flatten(const Py& dict, const std::string& prefix, StateDict& out, const std::string& source) {
+void flatten(const Py& dict, const std::string& prefix, StateDict& out, const std::string& source, int depth = 0) {
+  FUNDUS_CHECK(depth < kMaxNesting, source << ": dicts nested deeper than " << kMaxNesting << " levels at '" << prefix
+                                           << "' (a reference cycle?): not a state_dict");
   for (const auto& [key, value] : dict->entries) {
     std::string name = prefix + (key->kind == PyValue::Kind::Str ? key->s : std::to_string(key->i));
     if (value->kind == PyValue::Kind::Tensor) {
       FUNDUS_CHECK(!out.contains(name), source << ": tensor name '" << name << "' occurs twice after flattening");
       out.insert(name, value->tensor);
     } else if (value->kind == PyValue::Kind::Dict) {
-      flatten(value, name + ".", out, source);
+      flatten(value, name + ".", out, source, depth + 1);
     }
   }
 }
+
 
 // ---- pickle writer ------------------------------------------------------------------------------
 
@@ -445,6 +483,19 @@ bool has_prefix(const std::string& name, const std::vector<std::string>& prefixe
 
 namespace {
 
+// LibTorch's own checks surface as its message without the stack trace; an allocation failure as
+// a plain error naming the file.
+template <typename F>
+auto guarded(const std::string& source, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const c10::Error& e) {
+    FUNDUS_THROW(source << ": " << e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    FUNDUS_THROW(source << ": out of memory while reading the weights");
+  }
+}
+
 StateDict state_dict_of(const Py& root, const std::string& source) {
   FUNDUS_CHECK(root->kind == PyValue::Kind::Dict,
                source << ": not a state_dict: the saved object is a " << kind_name(root->kind)
@@ -476,14 +527,19 @@ StateDict parse_zip(const std::string& bytes, const std::string& source) {
     std::string record = prefix + "data/" + key;
     FUNDUS_CHECK(zip.contains(record), source << ": missing data record '" << record << "' (truncated or damaged file)");
     std::string_view data = zip.read(record);
+    // The declared size against the bytes that are there, before allocating anything.
+    FUNDUS_CHECK(uint64_t(numel) <= data.size() / type.element_size,
+                 source << ": storage '" << key << "' declares " << numel << " elements of " << type.element_size
+                        << " bytes, but its data record '" << record << "' holds " << data.size()
+                        << " bytes (truncated or corrupt file)");
     torch::Tensor storage = torch::empty({numel}, torch::TensorOptions().dtype(type.dtype));
-    uint64_t need = static_cast<uint64_t>(numel) * storage.element_size();
-    FUNDUS_CHECK(data.size() >= need, source << ": data record '" << record << "' holds " << data.size() << " bytes, "
-                                             << need << " expected (truncated?)");
+    const uint64_t need = uint64_t(numel) * type.element_size;
     if (need) std::memcpy(storage.data_ptr(), data.data(), need);
     return storage;
   };
-  return state_dict_of(Unpickler(zip.read(prefix + "data.pkl"), load, prefix + "data.pkl", source).run(), source);
+  return guarded(source, [&] {
+    return state_dict_of(Unpickler(zip.read(prefix + "data.pkl"), load, prefix + "data.pkl", source).run(), source);
+  });
 }
 
 // The legacy format (PyTorch 0.1.10 - 1.5, and torch.save(..., _use_new_zipfile_serialization=False);
@@ -518,11 +574,15 @@ StateDict parse_legacy(const std::string& bytes, const std::string& source) {
 
   std::map<std::string, torch::Tensor> storages;
   StorageLoader remember = [&](const std::string& key, const StorageType& type, int64_t numel) {
+    // The declared size against the bytes the file has left, before allocating anything.
+    FUNDUS_CHECK(uint64_t(numel) <= rest.size() / type.element_size,
+                 source << ": storage '" << key << "' declares " << numel << " elements of " << type.element_size
+                        << " bytes, more than the file holds (truncated or corrupt file)");
     torch::Tensor storage = torch::empty({numel}, torch::TensorOptions().dtype(type.dtype));
     storages[key] = storage;
     return storage;
   };
-  Py root = next(remember, "object");
+  Py root = guarded(source, [&] { return next(remember, "object"); });
   Py keys = next(no_storage, "storage-keys");
   FUNDUS_CHECK(keys->kind == PyValue::Kind::List, source << ": legacy file without its list of storages (damaged?)");
   std::set<std::string> filled;
@@ -544,7 +604,7 @@ StateDict parse_legacy(const std::string& bytes, const std::string& source) {
   }
   FUNDUS_CHECK(filled.size() == storages.size(), source << ": " << storages.size() - filled.size()
                                                         << " storages without data (truncated or damaged file)");
-  return state_dict_of(root, source);
+  return guarded(source, [&] { return state_dict_of(root, source); });
 }
 
 }  // namespace

@@ -5,7 +5,6 @@
 #include <chrono>
 #include <mutex>
 #include <shared_mutex>
-#include <unordered_map>
 
 #include "fundus/core/error.h"
 #include "fundus/core/hash.h"
@@ -15,7 +14,7 @@
 #include "fundus/data/preprocess.h"
 #include "fundus/eval/descriptor_health.h"
 #include "fundus/eval/metrics.h"
-#include "fundus/eval/ranking.h"
+#include "fundus/index/case_filter.h"
 #include "fundus/index/rw_lock.h"
 #include "fundus/index/store_index.h"
 #include "fundus/model/runtime.h"
@@ -34,7 +33,16 @@ double ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
 }
 
-CaseInfo to_info(const StoredCase& c) {
+// Every case shown to a caller passes here: a stored row that breaks an invariant the answer relies
+// on (the grade indexes the vote, meta is copied and printed recursively) is the store's fault.
+CaseInfo to_info(const StoredCase& c, const std::string& store_path) {
+  if (c.grade < 0 || c.grade >= kNumGrades) {
+    std::string why = c.grade == -1 ? "grade is not an integer" : "grade " + std::to_string(c.grade) + " outside 0-4";
+    throw StoreCorruptError(store_path, c.id, why, __FILE__, __LINE__);
+  }
+  std::string problem;
+  std::optional<Json> meta = try_parse_json(c.meta, problem);
+  if (!meta) throw StoreCorruptError(store_path, c.id, "meta: " + problem, __FILE__, __LINE__);
   CaseInfo i;
   i.id = c.id;
   i.external_id = c.external_id;
@@ -43,14 +51,9 @@ CaseInfo to_info(const StoredCase& c) {
   i.patient = c.patient;
   i.eye = c.eye;
   i.split = c.split;
-  i.meta = parse_json(c.meta, "meta of case " + std::to_string(c.id));
+  i.meta = std::move(*meta);
   i.added_at = c.added_at;
   return i;
-}
-
-bool keep_hit(const StoredCase& c, const QueryOptions& o) {
-  if (!o.exclude_patient.empty() && c.patient == o.exclude_patient) return false;
-  return o.grades.empty() || std::find(o.grades.begin(), o.grades.end(), c.grade) != o.grades.end();
 }
 
 const char* extension_for(ImageFormat f) {
@@ -95,6 +98,7 @@ struct SearchEngine::Impl {
   int64_t model_id = 0;
   std::string index_path, image_dir;
   std::unique_ptr<VectorIndex> index;
+  CaseAttributes attributes;  // grade and patient of every indexed case (filters), beside the index
   IndexLoadReport index_report;
   // Queries hold it shared while they read the index and the store; adds/removes hold it exclusively
   // around their store + index writes, so a query never sees one without the other.
@@ -118,59 +122,41 @@ struct SearchEngine::Impl {
 
   const PreprocessOptions& preprocess() const { return replicas.front()->model->preprocess(); }
 
-  // Checks the bytes before decoding anything big, then decodes and preprocesses.
+  // The image policy (image_io.h: structure, pixel cap from the header before decoding, corrupt
+  // data), then preprocessing. A refused image throws ImageError (whose problem() callers map); any
+  // other failure is still the caller's image: InputError.
   PreprocessResult decode_checked(std::string_view bytes, const std::string& source) const {
-    std::string problem = image_structure_problem(bytes);
-    FUNDUS_CHECK(problem.empty(), source << ": " << problem);
-    ImageInfo info = image_info_from_bytes(bytes, source);
-    const int64_t pixels = int64_t(info.width) * int64_t(info.height);
-    FUNDUS_CHECK(info.width > 0 && info.height > 0, source << ": image has no pixels");
-    FUNDUS_CHECK(pixels <= options.max_image_pixels, source << ": image of " << info.width << "x" << info.height << " = "
-                                                            << pixels << " pixels exceeds the limit of "
-                                                            << options.max_image_pixels);
-    problem = jpeg_data_problem(bytes);  // a damaged middle would otherwise decode as grey blocks
-    FUNDUS_CHECK(problem.empty(), source << ": " << problem);
-    return preprocess_fundus_bytes(bytes, source, preprocess());
-  }
-
-  // Exact scores against every stored vector of the model, filtered; for when the index candidates
-  // were filtered away. Caller holds state_mu.
-  std::vector<SearchHit> exact_search(const std::vector<float>& q, const QueryOptions& o) const {
-    EmbeddingMatrix m = store->get_embeddings(model_id);
-    std::unordered_map<int64_t, StoredCase> cases;
-    for (StoredCase& c : store->list_cases()) cases.emplace(c.id, std::move(c));
-    std::vector<std::pair<float, int64_t>> scored;  // (score, row)
-    for (int64_t i = 0; i < m.rows(); ++i) {
-      auto it = cases.find(m.case_ids[size_t(i)]);
-      if (it != cases.end() && keep_hit(it->second, o)) scored.emplace_back(dot_product(q.data(), m.row(i), m.dim), i);
+    ImageLimits limits;
+    limits.max_pixels = options.max_image_pixels;
+    try {
+      return preprocess_fundus_bytes(bytes, source, preprocess(), limits);
+    } catch (const ImageError&) {
+      throw;
+    } catch (const InputError&) {
+      throw;
+    } catch (const Error& e) {
+      FUNDUS_THROW_INPUT(e.message());
     }
-    const size_t n = std::min(scored.size(), size_t(o.k));
-    // Descending score, ties by ascending case id (the index's order).
-    std::partial_sort(scored.begin(), scored.begin() + n, scored.end(), [&](const auto& a, const auto& b) {
-      return a.first > b.first || (a.first == b.first && m.case_ids[size_t(a.second)] < m.case_ids[size_t(b.second)]);
-    });
-    std::vector<SearchHit> hits;
-    for (size_t i = 0; i < n; ++i)
-      hits.push_back({to_info(cases.at(m.case_ids[size_t(scored[i].second)])), scored[i].first, 0});
-    return hits;
   }
 
-  // Caller holds state_mu (shared).
+  // Caller holds state_mu (shared). Filters are applied inside the index from the attributes kept
+  // beside it: the store is read only for the k hits.
   std::vector<SearchHit> search(const std::vector<float>& q, const QueryOptions& o) const {
-    const int64_t n = index->size();
     std::vector<SearchHit> hits;
-    if (n == 0) return hits;
-    const bool filtered = !o.exclude_patient.empty() || !o.grades.empty();
-    const int64_t fetch = std::min<int64_t>(n, filtered ? std::max<int64_t>(4 * int64_t(o.k), o.k + 64) : o.k);
-    SearchResult sr = index->search(1, q.data(), int(fetch));
-    for (int j = 0; j < sr.k && int(hits.size()) < o.k; ++j) {
-      const int64_t id = sr.ids[size_t(j)];
-      if (id < 0) break;
-      auto c = store->get_case(id);
-      if (c && keep_hit(*c, o)) hits.push_back({to_info(*c), sr.scores[size_t(j)], 0});
-    }
-    if (filtered && int(hits.size()) < o.k && fetch < n) hits = exact_search(q, o);
+    if (index->size() == 0) return hits;
+    std::unique_ptr<CaseFilter> filter;
+    if (!o.exclude_patient.empty() || !o.grades.empty())
+      filter = std::make_unique<CaseFilter>(attributes, o.grades, o.exclude_patient);
+    SearchResult sr = index->search(1, q.data(), o.k, filter.get());
+    for (int j = 0; j < sr.k && sr.ids[size_t(j)] >= 0; ++j)
+      if (auto c = store->get_case(sr.ids[size_t(j)])) hits.push_back({to_info(*c, store->path()), sr.scores[size_t(j)], 0});
     return hits;
+  }
+
+  // What the filters need of every indexed case, from the store once at start-up.
+  void load_attributes() {
+    for (const CaseGradePatient& c : store->grades_and_patients())
+      if (index->contains(c.id)) attributes.set(c.id, c.grade, c.patient);
   }
 
   void save_index_locked() {
@@ -189,7 +175,8 @@ SearchEngine::SearchEngine(const EngineOptions& options) : impl_(std::make_uniqu
   FUNDUS_CHECK(options.max_image_pixels > 0, "search engine: max_image_pixels must be > 0");
   set_compute_threads(options.threads);
   StoreOptions so;
-  so.create = options.create_store;
+  so.create = options.create_store && !options.read_only;
+  so.read_only = options.read_only;
   e.store = std::make_unique<CaseStore>(options.store_path, so);
   auto first = std::make_unique<Impl::Replica>();
   first->model = std::make_unique<ModelRunner>(options.checkpoint_path, options.device);
@@ -200,18 +187,36 @@ SearchEngine::SearchEngine(const EngineOptions& options) : impl_(std::make_uniqu
     e.replicas.push_back(std::move(r));
   }
   ModelRunner& model = *e.replicas.front()->model;
-  e.model_id = register_model(*e.store, model);
-  if (options.embed_missing) {
+  if (options.embed_missing && !options.read_only) {
+    e.model_id = register_model(*e.store, model);
     EmbedStoreOptions eo;
     eo.cache_dir = options.cache_dir;
     eo.progress = options.progress;
     eo.build_index = false;
     EmbedStoreResult r = embed_store(*e.store, model, eo);
     if (r.embedded > 0) FUNDUS_INFO(r.summary());
+  } else {
+    // Embedding a whole store is long and writes to it: never a side effect of reading.
+    std::optional<int64_t> id = e.store->find_model(model.checkpoint_sha256(), model.preprocess().to_json().dump());
+    const int64_t vectors = id ? int64_t(e.store->embedding_ids(*id).size()) : 0;
+    const int64_t cases = e.store->stats().cases;
+    FUNDUS_CHECK(vectors > 0 || cases == 0,
+                 options.store_path << ": model '" << model.display_name() << "' (" << options.checkpoint_path
+                                    << ") has no vectors in this store (" << cases << " cases); embed them first with "
+                                    << "`fundus embed --model " << options.checkpoint_path << " --store "
+                                    << options.store_path << "` (or let `fundus query --embed-missing` do it)");
+    FUNDUS_CHECK(id, options.store_path << ": the store has no cases and model '" << model.display_name()
+                                        << "' is not registered in it; add cases with `fundus store add` first");
+    e.model_id = *id;
+    if (vectors < cases)
+      FUNDUS_WARN(options.store_path << ": " << cases - vectors << " of " << cases << " cases have no vector for model "
+                                     << e.model_id << " and are not searched; run `fundus embed --model "
+                                     << options.checkpoint_path << " --store " << options.store_path << "`");
   }
   e.index_path = options.index_path.empty() ? default_index_path(options.store_path, e.model_id) : options.index_path;
   e.index = load_or_rebuild_index(*e.store, e.model_id, e.index_path, options.index_spec, &e.index_report,
                                   options.threads);
+  e.load_attributes();
   std::string dir = parent_dir(options.store_path);
   e.image_dir = options.image_dir.empty() ? join_path(dir.empty() ? "." : dir, "images") : options.image_dir;
   e.gallery_health = measure_gallery_health(*e.store, e.model_id, options.threads);
@@ -295,27 +300,37 @@ QueryResult SearchEngine::query_image_bytes(std::string_view bytes, const std::s
 }
 
 QueryResult SearchEngine::query_file(const std::string& path, const QueryOptions& options) {
-  FUNDUS_CHECK(file_exists(path), path << ": image file not found");
-  return query_image_bytes(read_file(path), path, options);
+  return query_image_bytes(read_image_file(path), path, options);
 }
 
 std::optional<CaseInfo> SearchEngine::get_case(int64_t id) const {
   auto c = impl_->store->get_case(id);
   if (!c) return std::nullopt;
-  return to_info(*c);
+  return to_info(*c, impl_->store->path());
 }
 
 CaseInfo SearchEngine::add_case(std::string_view bytes, const std::string& source, const CaseRecord& record,
                                 const Json& meta) {
   Impl& e = *impl_;
-  FUNDUS_CHECK(record.grade >= 0 && record.grade < kNumGrades,
-               source << ": grade " << record.grade << " outside 0-" << kNumGrades - 1);
-  FUNDUS_CHECK(meta.is_object(), source << ": meta must be a JSON object, got " << meta.type_name());
+  FUNDUS_CHECK_INPUT(record.grade >= 0 && record.grade < kNumGrades,
+                     source << ": grade " << record.grade << " outside 0-" << kNumGrades - 1);
+  FUNDUS_CHECK_INPUT(meta.is_object(), source << ": meta must be a JSON object, got " << meta.type_name());
+  std::string meta_text, meta_problem;
+  try {
+    meta_text = meta.dump();
+  } catch (const Json::exception& ex) {  // strings that are not UTF-8
+    FUNDUS_THROW_INPUT(source << ": meta: " << ex.what());
+  }
+  // The store's readers bound the depth; refuse here what they would refuse later.
+  FUNDUS_CHECK_INPUT(try_parse_json(meta_text, meta_problem), source << ": meta: " << meta_problem);
   PreprocessResult p = e.decode_checked(bytes, source);
   const std::string hash = sha256_hex(bytes);
   CaseRecord rec = record;
   rec.id = record.id.empty() ? "img-" + hash.substr(0, 16) : record.id;
   rec.split = record.split;
+  rec.image_path = "-";  // set below; checked here with the other fields, before anything is written
+  std::string problem = case_record_problem(rec);
+  FUNDUS_CHECK_INPUT(problem.empty(), source << ": " << problem);
   // Content-addressed copy: the same bytes always land in the same file, written atomically.
   make_dirs(e.image_dir);
   rec.image_path = join_path(e.image_dir, hash + extension_for(image_info_from_bytes(bytes, source).format));
@@ -324,14 +339,14 @@ CaseInfo SearchEngine::add_case(std::string_view bytes, const std::string& sourc
 
   std::unique_lock<WriterPriorityMutex> lock(e.state_mu);
   if (auto existing = e.store->find_by_external_id(rec.id)) {
-    FUNDUS_CHECK(record.id.empty(), source << ": a case with id '" << rec.id << "' is already in the store (id "
-                                           << existing->id << ")");
-    FUNDUS_CHECK(existing->grade == rec.grade,
-                 source << ": this image is already in the store as case " << existing->id << " with grade "
-                        << existing->grade << ", not " << rec.grade);
-    if (e.index->contains(existing->id)) return to_info(*existing);  // the same upload again
+    FUNDUS_CHECK_INPUT(record.id.empty(), source << ": a case with id '" << rec.id << "' is already in the store (id "
+                                                 << existing->id << ")");
+    FUNDUS_CHECK_INPUT(existing->grade == rec.grade,
+                       source << ": this image is already in the store as case " << existing->id << " with grade "
+                              << existing->grade << ", not " << rec.grade);
+    if (e.index->contains(existing->id)) return to_info(*existing, e.store->path());  // the same upload again
   }
-  const int64_t id = e.store->add_case(rec, meta.dump(), hash);
+  const int64_t id = e.store->add_case(rec, meta_text, hash);
   try {
     e.store->put_embeddings(e.model_id, {id}, v.data(), int(v.size()));
   } catch (...) {
@@ -339,8 +354,9 @@ CaseInfo SearchEngine::add_case(std::string_view bytes, const std::string& sourc
     throw;
   }
   if (!e.index->contains(id)) e.index->add(1, &id, v.data());
+  e.attributes.set(id, rec.grade, rec.patient);
   e.index_dirty = true;
-  return to_info(*e.store->get_case(id));
+  return to_info(*e.store->get_case(id), e.store->path());
 }
 
 bool SearchEngine::remove_case(int64_t id) {
@@ -348,6 +364,7 @@ bool SearchEngine::remove_case(int64_t id) {
   std::unique_lock<WriterPriorityMutex> lock(e.state_mu);
   if (e.store->remove_cases({id}) == 0) return false;
   e.index->remove({id});
+  e.attributes.remove(id);
   e.index_dirty = true;
   return true;
 }

@@ -16,15 +16,17 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "fundus/core/concurrency.h"
 #include "fundus/core/error.h"
 #include "fundus/core/io.h"
+#include "fundus/core/json.h"
 #include "fundus/core/log.h"
 #include "fundus/core/strings.h"
 #include "fundus/data/image_io.h"
 #include "fundus/serve/access_log.h"
 #include "fundus/serve/query_cache.h"
 #include "fundus/serve/web_assets.h"
+#include "fundus/store/case_store.h"
+#include "http_gate.h"
 
 namespace fundus {
 
@@ -71,27 +73,6 @@ std::pair<const char*, const char*> builtin_error(int status) {
   }
 }
 
-// Connections accepted by cpp-httplib wait here for one of `workers` threads. A full queue blocks
-// the accept loop (back-pressure) rather than growing without bound.
-class BoundedTaskQueue : public httplib::TaskQueue {
- public:
-  BoundedTaskQueue(int workers, size_t capacity) : jobs_(capacity) {
-    for (int i = 0; i < workers; ++i)
-      threads_.emplace_back([this] {
-        while (auto job = jobs_.pop()) (*job)();
-      });
-  }
-  void enqueue(std::function<void()> fn) override { jobs_.push(std::move(fn)); }
-  void shutdown() override {
-    jobs_.close();  // queued connections are still served, then the workers exit
-    for (auto& t : threads_) t.join();
-  }
-
- private:
-  BoundedQueue<std::function<void()>> jobs_;
-  std::vector<std::thread> threads_;
-};
-
 // ---- request parsing ---------------------------------------------------------------------------
 
 const httplib::MultipartFormData* form_part(const Request& req, const char* name) {
@@ -129,32 +110,32 @@ const httplib::MultipartFormData& require_image(const Request& req) {
   return *part;
 }
 
-// Cheap checks before any decoding: JPEG/PNG only (their headers give the size without decoding,
-// so a decompression bomb is refused before it allocates), structurally complete, within the pixel cap,
-// and for JPEGs free of corrupt scan data.
+// An image the policy (data/image_io.h) refused, as an HTTP error with a stable code.
+[[noreturn]] void fail_image(const ImageError& e) {
+  switch (e.problem()) {
+    case ImageProblem::empty:
+    case ImageProblem::not_an_image: fail(400, "not_an_image", e.message());
+    case ImageProblem::too_many_pixels: fail(413, "too_many_pixels", e.message() + " (--max-pixels)");
+    case ImageProblem::no_field_of_view: fail(422, "no_field_of_view", e.message());
+    default: fail(422, "bad_image", e.message());
+  }
+}
+
+// The policy's checks before any decoding: JPEG/PNG only (their headers give the size without
+// decoding, so a decompression bomb is refused before it allocates), structurally complete, within
+// the pixel cap. Corrupt scan data is found while decoding (the backend's ImageError).
 void check_image(std::string_view bytes, const std::string& source, int64_t max_pixels) {
-  auto starts = [&](std::string_view magic) { return bytes.substr(0, magic.size()) == magic; };
-  bool jpeg = starts(std::string_view("\xFF\xD8", 2)), png = starts(std::string_view("\x89PNG\r\n\x1a\n", 8));
-  if (!jpeg && !png) {
-    if (image_structure_problem(bytes).empty())  // TIFF or BMP: a real image, but not accepted here
-      fail(422, "unsupported_image_format", source + ": only JPEG and PNG uploads are accepted");
-    fail(400, "not_an_image", source + ": not an image (expected JPEG or PNG bytes)");
-  }
-  std::string problem = image_structure_problem(bytes);
-  if (!problem.empty()) fail(422, "bad_image", source + ": " + problem);
-  ImageInfo info;
+  const ImageFormat format = sniff_image_format(bytes);
+  if (format == ImageFormat::unknown) fail(400, "not_an_image", source + ": not an image (expected JPEG or PNG bytes)");
+  if (format != ImageFormat::jpeg && format != ImageFormat::png)  // TIFF or BMP: a real image, but not accepted here
+    fail(422, "unsupported_image_format", source + ": only JPEG and PNG uploads are accepted");
+  ImageLimits limits;
+  limits.max_pixels = max_pixels;
   try {
-    info = image_info_from_bytes(bytes, source);
-  } catch (const Error& e) {
-    fail(422, "bad_image", e.message());
+    check_image_bytes(bytes, source, limits);
+  } catch (const ImageError& e) {
+    fail_image(e);
   }
-  int64_t pixels = int64_t(info.width) * info.height;
-  if (pixels > max_pixels)
-    fail(413, "too_many_pixels",
-         strprintf("%s: %dx%d = %lld pixels exceeds the limit of %lld (--max-pixels)", source.c_str(), info.width,
-                   info.height, (long long)pixels, (long long)max_pixels));
-  problem = jpeg_data_problem(bytes);  // damaged scan data behind an intact end marker
-  if (!problem.empty()) fail(422, "bad_image", source + ": " + problem);
 }
 
 int parse_k(const std::optional<std::string>& text, int max_k) {
@@ -190,13 +171,41 @@ bool parse_flag(const std::optional<std::string>& text, bool fallback, const cha
   fail(400, "bad_field", std::string("field '") + field + "': expected true/false, got '" + text->substr(0, 20) + "'");
 }
 
-// Free-text identifiers (case id, patient): bounded and printable, so they are safe in JSON and logs.
+// Free-text identifiers (case id, patient): bounded, UTF-8 and printable, so they are safe in JSON,
+// terminals and logs.
 std::string parse_text(const std::optional<std::string>& text, const char* field) {
   if (!text) return "";
   if (text->size() > 200) fail(400, "bad_field", std::string("field '") + field + "': longer than 200 characters");
-  for (unsigned char c : *text)
-    if (c < 0x20 || c == 0x7f) fail(400, "bad_field", std::string("field '") + field + "': contains control characters");
+  if (!is_valid_utf8(*text)) fail(400, "bad_field", std::string("field '") + field + "': not valid UTF-8");
+  if (find_control_char(*text) != std::string::npos)
+    fail(400, "bad_field", std::string("field '") + field + "': contains control characters");
   return *text;
+}
+
+constexpr size_t kMaxMetaBytes = 64 * 1024;
+
+// The free JSON object stored with a case: bounded in size and depth before anything else sees it.
+Json parse_meta(const std::optional<std::string>& text) {
+  if (!text || text->empty()) return Json::object();
+  if (text->size() > kMaxMetaBytes)
+    fail(400, "bad_meta", "field 'meta': longer than " + std::to_string(kMaxMetaBytes) + " bytes");
+  std::string problem;
+  std::optional<Json> meta = try_parse_json(*text, problem);
+  if (!meta) fail(400, "bad_meta", "field 'meta': " + problem);
+  if (!meta->is_object()) fail(400, "bad_meta", "field 'meta': expected a JSON object");
+  return std::move(*meta);
+}
+
+// A stored row broke an invariant: the store's fault, never the request's. The message names the
+// case (operators look it up with `fundus store check`) and no server path.
+void send_corrupt(Response& res, const StoreCorruptError& e) {
+  Json error = {{"code", e.case_id() > 0 ? "corrupt_case" : "corrupt_store"},
+                {"message", e.case_id() > 0 ? "case " + std::to_string(e.case_id()) +
+                                                  " in the case store is damaged (" + e.reason() +
+                                                  "); the server's operator can find it with `fundus store check`"
+                                            : "the case store is damaged (" + e.reason() + ")"}};
+  if (e.case_id() > 0) error["case_id"] = e.case_id();
+  send_json(res, {{"error", error}}, 500);
 }
 
 std::string parse_eye(const std::optional<std::string>& text) {
@@ -264,10 +273,29 @@ void send_png(Response& res, const cv::Mat& rgb, const char* cache_control) {
 
 // ---- the server ----------------------------------------------------------------------------------
 
+namespace {
+GateLimits gate_limits(const ServerOptions& o) {
+  GateLimits g;
+  g.workers = o.workers;
+  g.header_timeout_ms = o.header_timeout_s * 1000;
+  g.keep_alive_timeout_ms = o.keep_alive_timeout_s * 1000;
+  g.max_connections_per_client = o.max_connections_per_client;
+  g.max_connections = o.max_connections;
+  return g;
+}
+}  // namespace
+
 struct Server::Impl {
   Impl(SearchBackend& backend, const ServerOptions& options)
-      : backend(backend), opt(options), cache(options.query_cache_size) {
+      : backend(backend), opt(options), cache(options.query_cache_size), http(gate_limits(options)) {
     FUNDUS_CHECK(opt.workers >= 1 && opt.workers <= 256, "--workers must be 1-256, got " << opt.workers);
+    FUNDUS_CHECK(opt.header_timeout_s >= 1 && opt.header_timeout_s <= 3600,
+                 "header timeout must be 1-3600 s, got " << opt.header_timeout_s);
+    FUNDUS_CHECK(opt.keep_alive_timeout_s >= 1 && opt.keep_alive_timeout_s <= 3600,
+                 "keep-alive timeout must be 1-3600 s, got " << opt.keep_alive_timeout_s);
+    FUNDUS_CHECK(opt.max_connections_per_client >= 1 && opt.max_connections >= opt.max_connections_per_client,
+                 "connection caps must be >= 1 and per client <= in all, got " << opt.max_connections_per_client
+                                                                                 << " and " << opt.max_connections);
     FUNDUS_CHECK(opt.port >= 0 && opt.port <= 65535, "--port must be 0-65535, got " << opt.port);
     FUNDUS_CHECK(opt.max_upload_bytes >= 1024, "--max-upload-mb is too small");
     FUNDUS_CHECK(opt.max_pixels >= 1, "--max-pixels must be positive");
@@ -296,7 +324,7 @@ struct Server::Impl {
   ServerOptions opt;
   QueryCache cache;
   std::unique_ptr<AccessLog> log;
-  httplib::Server http;
+  GatedHttpServer http;
   Clock::time_point started = Clock::now();
 
   std::thread listener;
@@ -321,9 +349,7 @@ void Server::Impl::setup() {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
-  http.new_task_queue = [this] { return new BoundedTaskQueue(opt.workers, size_t(opt.workers) * 4); };
   http.set_payload_max_length(opt.max_upload_bytes);
-  http.set_keep_alive_timeout(opt.keep_alive_timeout_s);
   http.set_default_headers({{"X-Content-Type-Options", "nosniff"}, {"Referrer-Policy", "no-referrer"}});
 
   http.set_pre_routing_handler([](const Request& req, Response& res) {
@@ -341,19 +367,28 @@ void Server::Impl::setup() {
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
+  // Server-side failures carry their details to the server's log only: messages of internal errors
+  // name server files (the store, images, the checkpoint), which are nobody's business over HTTP.
   http.set_exception_handler([](const Request& req, Response& res, std::exception_ptr ep) {
+    const std::string what = escape_control(req.method + " " + req.path.substr(0, 200));
     try {
       std::rethrow_exception(ep);
     } catch (const HttpError& e) {
       send_error(res, e.status, e.code, e.what());
+    } catch (const StoreCorruptError& e) {
+      FUNDUS_WARN(what << ": " << e.message());
+      send_corrupt(res, e);
+    } catch (const InputError& e) {
+      send_error(res, 422, "rejected", e.message());
     } catch (const Error& e) {
-      FUNDUS_WARN(req.method << " " << req.path << ": " << e.message());
-      send_error(res, 500, "internal", e.message());
+      FUNDUS_WARN(what << ": " << e.message());
+      send_error(res, 500, "internal", "internal error; the details are in the server's log");
     } catch (const std::exception& e) {
-      FUNDUS_WARN(req.method << " " << req.path << ": " << e.what());
-      send_error(res, 500, "internal", e.what());
+      FUNDUS_WARN(what << ": " << e.what());
+      send_error(res, 500, "internal", "internal error; the details are in the server's log");
     } catch (...) {
-      send_error(res, 500, "internal", "unknown error");
+      FUNDUS_WARN(what << ": unknown exception");
+      send_error(res, 500, "internal", "internal error; the details are in the server's log");
     }
   });
   http.set_error_handler(httplib::Server::HandlerWithResponse([](const Request&, Response& res) {
@@ -382,8 +417,13 @@ void Server::Impl::setup() {
   http.Get("/api/health", [this](const Request&, Response& res) {
     Json h = backend.health();
     h["uptime_s"] = std::round(ms_since(started) / 100) / 10;
-    h["server"] = {{"workers", opt.workers}, {"max_upload_bytes", opt.max_upload_bytes},
-                   {"max_pixels", opt.max_pixels}, {"max_k", opt.max_k}, {"writes_need_token", !opt.token.empty()}};
+    h["server"] = {{"workers", opt.workers},
+                   {"max_upload_bytes", opt.max_upload_bytes},
+                   {"max_pixels", opt.max_pixels},
+                   {"max_k", opt.max_k},
+                   {"header_timeout_s", opt.header_timeout_s},
+                   {"max_connections_per_client", opt.max_connections_per_client},
+                   {"writes_need_token", !opt.token.empty()}};
     send_json(res, h);
   });
   http.Get("/api/stats", [this](const Request&, Response& res) {
@@ -430,7 +470,11 @@ Json Server::Impl::counters() const {
     statuses[std::to_string(status)] = n;
     total += n;
   }
-  return {{"total", total}, {"by_status", statuses}, {"completed", done}};
+  return {{"total", total},
+          {"by_status", statuses},
+          {"completed", done},
+          {"refused_connections", http.refused_connections()},
+          {"header_timeouts", http.header_timeouts()}};
 }
 
 void Server::Impl::require_token(const Request& req) const {
@@ -464,9 +508,11 @@ void Server::Impl::query(const Request& req, Response& res) {
   QueryResult r;
   try {
     r = backend.query(image.content, source, q);
-  } catch (const Error& e) {
+  } catch (const ImageError& e) {
+    fail_image(e);  // e.g. corrupt scan data, no field of view
+  } catch (const InputError& e) {
     fail(422, "bad_image", e.message());  // the bytes passed the structural checks but do not decode
-  }
+  }  // anything else (a damaged store, a database error) is the server's: see the exception handler
   bool with_attention = !r.attention_overlay.empty();
   std::string id = cache.put({r.preprocessed, r.attention_overlay});
   std::string base = "/api/queries/" + id;
@@ -532,9 +578,17 @@ void Server::Impl::case_image(const Request& req, Response& res) {
     return;
   }
   std::string source = "case " + std::to_string(c.id);
-  ImageInfo info = image_info_from_bytes(bytes, source);
-  int target = size == "thumb" ? opt.thumbnail_size : std::max(info.width, info.height);
-  cv::Mat rgb = decode_image_rgb_bytes(bytes, source, choose_reduce_factor(info.width, info.height, target / 2));
+  ImageInfo info;
+  int target = 0;
+  cv::Mat rgb;
+  try {
+    info = image_info_from_bytes(bytes, source);
+    target = size == "thumb" ? opt.thumbnail_size : std::max(info.width, info.height);
+    rgb = decode_image_rgb_bytes(bytes, source, choose_reduce_factor(info.width, info.height, target / 2));
+  } catch (const Error& e) {
+    FUNDUS_WARN("case " << c.id << ": image does not decode: " << e.message());
+    fail(500, "image_unavailable", "the image of case " + std::to_string(c.id) + " does not decode on the server");
+  }
   double scale = double(target) / std::max(rgb.cols, rgb.rows);
   if (scale < 1)
     cv::resize(rgb, rgb, cv::Size(std::max(1, int(rgb.cols * scale + 0.5)), std::max(1, int(rgb.rows * scale + 0.5))),
@@ -547,9 +601,14 @@ void Server::Impl::case_attention(const Request& req, Response& res) {
   cv::Mat overlay;
   try {
     overlay = backend.case_attention_overlay(c.id);
+  } catch (const StoreCorruptError&) {
+    throw;
   } catch (const Error& e) {
     if (!backend.get_case(c.id)) fail(404, "unknown_case", "no case " + std::to_string(c.id));  // removed meanwhile
-    throw;
+    // Most likely the stored image went missing or was damaged; the message would name server paths.
+    FUNDUS_WARN("case " << c.id << ": attention map failed: " << e.message());
+    fail(500, "image_unavailable", "the attention map of case " + std::to_string(c.id) +
+                                       " cannot be made: its image is not readable on the server");
   }
   send_png(res, overlay, "private, max-age=3600");
 }
@@ -565,20 +624,14 @@ void Server::Impl::add_case(const Request& req, Response& res) {
   record.id = parse_text(form_field(req, "id"), "id");
   record.patient = parse_text(form_field(req, "patient"), "patient");
   record.eye = parse_eye(form_field(req, "eye"));
-  Json meta = Json::object();
-  if (auto text = form_field(req, "meta"); text && !text->empty()) {
-    try {
-      meta = Json::parse(*text);
-    } catch (const Json::parse_error& e) {
-      fail(400, "bad_meta", std::string("field 'meta': malformed JSON (") + e.what() + ")");
-    }
-    if (!meta.is_object()) fail(400, "bad_meta", "field 'meta': expected a JSON object");
-  }
+  Json meta = parse_meta(form_field(req, "meta"));
   check_image(image.content, source, opt.max_pixels);
   CaseInfo added;
   try {
     added = backend.add_case(image.content, source, record, meta);
-  } catch (const Error& e) {
+  } catch (const ImageError& e) {
+    fail_image(e);
+  } catch (const InputError& e) {
     fail(422, "rejected", e.message());  // e.g. a duplicate external id or an image that does not decode
   }
   res.set_header("Location", case_url(added.id));
@@ -613,6 +666,7 @@ void Server::start() {
   FUNDUS_CHECK(ok, "cannot listen on " << s.opt.host << ":" << s.opt.port
                                         << " (address in use, not permitted or not a local address)");
   s.bound_port = port;
+  s.http.widen_backlog();
   s.listener = std::thread([&s] {
     s.http.listen_after_bind();
     std::lock_guard<std::mutex> lock(s.mu);

@@ -1,6 +1,8 @@
 #include "fundus/store/case_store.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <set>
@@ -60,6 +62,53 @@ ALTER TABLE models ADD COLUMN embeddings_version INTEGER NOT NULL DEFAULT 0;
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kStoreSchemaVersion, "one migration per version");
 
+// The tables and columns each schema version has (what the migrations above create), to tell what
+// is really in a file whatever its user_version says.
+struct ColumnSpec {
+  const char* name;
+  int since;  // schema version that added it
+};
+struct TableSpec {
+  const char* name;
+  int since;
+  std::vector<ColumnSpec> columns;
+};
+const std::vector<TableSpec>& schema_tables() {
+  static const std::vector<TableSpec> tables = {
+      {"cases", 1, {{"id", 1}, {"external_id", 1}, {"image_path", 1}, {"content_hash", 1}, {"grade", 1},
+                    {"patient", 1}, {"eye", 1}, {"split", 1}, {"meta", 1}, {"added_at", 1}}},
+      {"models", 1, {{"id", 1}, {"name", 1}, {"config", 1}, {"checkpoint_hash", 1}, {"preprocessing", 1},
+                     {"descriptor_dim", 1}, {"created_at", 1}, {"embeddings_version", 2}}},
+      {"embeddings", 1, {{"case_id", 1}, {"model_id", 1}, {"vector", 1}}},
+      {"store_info", 2, {{"key", 2}, {"value", 2}}},
+  };
+  return tables;
+}
+
+// How the tables in the file differ from schema `version` ("table store_info is missing", ...).
+std::vector<std::string> schema_differences(sqlite::Database& db, int64_t version) {
+  std::vector<std::string> out;
+  for (const TableSpec& t : schema_tables()) {
+    std::set<std::string> columns;
+    sqlite::Statement info(db, std::string("PRAGMA table_info(") + t.name + ")");
+    while (info.step()) columns.insert(info.column_text(1));
+    if (t.since > version) {
+      if (!columns.empty()) out.push_back(strprintf("table %s (of schema version %d) is present", t.name, t.since));
+      continue;
+    }
+    if (columns.empty()) {
+      out.push_back(strprintf("table %s is missing", t.name));
+      continue;
+    }
+    for (const ColumnSpec& c : t.columns) {
+      if (c.since > version && columns.count(c.name))
+        out.push_back(strprintf("column %s.%s (of schema version %d) is present", t.name, c.name, c.since));
+      if (c.since <= version && !columns.count(c.name)) out.push_back(strprintf("column %s.%s is missing", t.name, c.name));
+    }
+  }
+  return out;
+}
+
 const char* const kCaseColumns =
     "id, external_id, image_path, content_hash, grade, patient, eye, split, meta, added_at";
 const char* const kModelColumns =
@@ -71,7 +120,9 @@ StoredCase read_case(const sqlite::Statement& st) {
   c.external_id = st.column_text(1);
   c.image_path = st.column_text(2);
   c.content_hash = st.column_text(3);
-  c.grade = int(st.column_int(4));
+  // Not an integer, or one that would wrap when narrowed to int: -1, which no reader takes for a grade.
+  const int64_t grade = st.column_int(4);
+  c.grade = st.column_is_integer(4) && grade >= INT_MIN && grade <= INT_MAX ? int(grade) : -1;
   c.patient = st.column_text(5);
   c.eye = st.column_text(6);
   c.split = st.column_text(7);
@@ -143,14 +194,44 @@ std::string record_where(const std::string& source, const CaseRecord& r) {
   return r.source_line > 0 ? source + ":" + std::to_string(r.source_line) + ": " : source + ": ";
 }
 
-void check_record(const CaseRecord& r, const std::string& where) {
-  FUNDUS_CHECK(!r.id.empty(), where << "case without an id");
-  FUNDUS_CHECK(r.grade >= 0 && r.grade < kNumGrades,
-               where << "case '" << r.id << "': grade " << r.grade << " outside 0-" << kNumGrades - 1);
-  FUNDUS_CHECK(!r.image_path.empty(), where << "case '" << r.id << "': no image path");
+// "" when `text` may be stored in a text column (printed to terminals, written into JSON), else why not.
+std::string text_problem(const std::string& text) {
+  size_t at = 0;
+  if (!is_valid_utf8(text, &at)) return strprintf("is not valid UTF-8 (byte 0x%02X)", (unsigned char)text[at]);
+  at = find_control_char(text);
+  if (at != std::string::npos) return "contains the control character " + describe_byte((unsigned char)text[at]);
+  return "";
 }
 
+void check_record(const CaseRecord& r, const std::string& where) {
+  std::string problem = case_record_problem(r);
+  FUNDUS_CHECK(problem.empty(), where << problem);
+}
+
+constexpr size_t kMaxProblemsPerKind = 100;
+
+// Draws a new embeddings_token (CaseStore::embeddings_token) for the model(s) selected by `select`, a
+// query returning model ids with one parameter. Caller holds a transaction.
+constexpr const char* kRenewTokenSql =
+    "INSERT OR REPLACE INTO store_info(key, value) SELECT 'embeddings_token.' || model_id, "
+    "lower(hex(randomblob(16))) FROM (%s)";
+
+std::string token_key(int64_t model_id) { return "embeddings_token." + std::to_string(model_id); }
+
 }  // namespace
+
+std::string case_record_problem(const CaseRecord& r) {
+  if (r.id.empty()) return "case without an id";
+  for (auto [name, value] : {std::pair<const char*, const std::string*>{"id", &r.id}, {"image path", &r.image_path},
+                             {"patient", &r.patient}, {"eye", &r.eye}, {"split", &r.split}}) {
+    std::string why = text_problem(*value);
+    if (!why.empty()) return "case '" + r.id + "': " + name + " " + why;
+  }
+  if (r.grade < 0 || r.grade >= kNumGrades)
+    return "case '" + r.id + "': grade " + std::to_string(r.grade) + " outside 0-" + std::to_string(kNumGrades - 1);
+  if (r.image_path.empty()) return "case '" + r.id + "': no image path";
+  return "";
+}
 
 CaseRecord StoredCase::to_record() const {
   CaseRecord r;
@@ -163,23 +244,50 @@ CaseRecord StoredCase::to_record() const {
   return r;
 }
 
+StoreCorruptError::StoreCorruptError(const std::string& path, int64_t case_id, const std::string& reason,
+                                     const char* file, int line)
+    : Error(path + ": " + (case_id > 0 ? "case id " + std::to_string(case_id) + ": " : std::string()) + reason +
+                "; the store is damaged or was edited outside fundus (run `fundus store check`)",
+            file, line),
+      case_id_(case_id),
+      reason_(reason) {}
+
+#define FUNDUS_CORRUPT(case_id, reason) throw StoreCorruptError(path_, (case_id), (reason), __FILE__, __LINE__)
+
 CaseStore::CaseStore(const std::string& path, const StoreOptions& options) : path_(path) {
-  db_ = std::make_unique<sqlite::Database>(path, options.create);
+  const bool create = options.create && !options.read_only;
+  std::error_code ec;
+  // A 0-byte file is an empty SQLite database to SQLite: only a command that may create a store
+  // turns it into one.
+  if (!create && std::filesystem::is_regular_file(path, ec) && std::filesystem::file_size(path, ec) == 0 && !ec)
+    FUNDUS_THROW(path << ": empty file (0 bytes), not a case store");
+  db_ = std::make_unique<sqlite::Database>(path, create, options.read_only);
   db_->exec("PRAGMA busy_timeout = " + std::to_string(std::max(0, options.busy_timeout_ms)));
   int64_t version = db_->query_int("PRAGMA user_version");  // first read: rejects non-SQLite files
+  // The version indexes the migration table: anything outside 0..current must stop here.
+  FUNDUS_CHECK(version >= 0, path << ": case store schema version " << version << " is invalid (versions are 0-"
+                                  << kStoreSchemaVersion << "); the file is damaged or its user_version was edited");
   FUNDUS_CHECK(version <= kStoreSchemaVersion,
                path << ": case store schema version " << version << " is newer than this build supports ("
                     << kStoreSchemaVersion << "); use a newer fundus");
-  if (version == 0) {
-    int64_t tables = db_->query_int("SELECT COUNT(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'");
-    FUNDUS_CHECK(tables == 0, path << ": a SQLite database but not a fundus case store (it has " << tables
-                                   << " foreign tables and no schema version)");
+  int64_t tables = db_->query_int("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
+  if (version == 0 && tables == 0) {
+    FUNDUS_CHECK(create, path << ": not a case store (an empty SQLite database); `fundus store add` creates one");
     db_->exec("PRAGMA page_size = 16384");  // descriptor blobs are 4-10 KB: fewer overflow pages
+  } else {
+    verify_schema(version);
   }
-  db_->exec("PRAGMA journal_mode = WAL");
-  db_->exec("PRAGMA synchronous = NORMAL");
+  if (options.read_only) {
+    FUNDUS_CHECK(version == kStoreSchemaVersion,
+                 path << ": case store schema version " << version << " predates this build's " << kStoreSchemaVersion
+                      << "; upgrade it once with `fundus store migrate --store " << path
+                      << "` (read-only commands never write)");
+  } else {
+    db_->exec("PRAGMA journal_mode = WAL");
+    db_->exec("PRAGMA synchronous = NORMAL");
+  }
   db_->exec("PRAGMA foreign_keys = ON");
-  migrate();
+  if (!options.read_only) migrate();
   if (options.check) {
     StoreCheck c = check();
     FUNDUS_CHECK(c.ok(), path << ": store check failed: " << join(c.problems, "; "));
@@ -188,12 +296,38 @@ CaseStore::CaseStore(const std::string& path, const StoreOptions& options) : pat
 
 CaseStore::~CaseStore() = default;
 
+void CaseStore::verify_schema(int64_t version) {
+  // Version 0 is a file that has no store yet: with tables in it, it is someone else's database (or
+  // ours with a reset version number).
+  std::vector<std::string> differences = schema_differences(*db_, version);
+  if (differences.empty() && version > 0) return;
+  int64_t matches = 0;  // the version whose tables the file really has, if any
+  for (int64_t v = 1; v <= kStoreSchemaVersion && !matches; ++v)
+    if (schema_differences(*db_, v).empty()) matches = v;
+  if (version == 0 && !matches) {
+    int64_t tables = db_->query_int("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
+    FUNDUS_THROW(path_ << ": a SQLite database but not a fundus case store (it has " << tables
+                       << " foreign tables and no schema version)");
+  }
+  std::string message = path_ + ": case store schema version " + std::to_string(version) +
+                        " does not match the tables in the file (" + join(differences, "; ") + ")";
+  if (matches)
+    message += "; they are the tables of schema version " + std::to_string(matches) +
+               ": if only the version number was changed, restore it with sqlite3 " + path_ +
+               " 'PRAGMA user_version = " + std::to_string(matches) + "'";
+  else
+    message += "; the file is damaged: restore it from a copy";
+  FUNDUS_THROW(message);
+}
+
 void CaseStore::migrate() {
   for (;;) {
     sqlite::Transaction tx(*db_);
     // Re-read inside the write lock: another process may have migrated meanwhile.
     int64_t version = db_->query_int("PRAGMA user_version");
-    if (version >= kStoreSchemaVersion) return;
+    FUNDUS_CHECK(version >= 0 && version <= kStoreSchemaVersion,
+                 path_ << ": case store schema version changed to " << version << " while opening it");
+    if (version == kStoreSchemaVersion) return;
     db_->exec(kMigrations[version]);
     db_->exec("PRAGMA user_version = " + std::to_string(version + 1));
     tx.commit();
@@ -269,11 +403,14 @@ int64_t CaseStore::remove_cases(const std::vector<int64_t>& ids) {
   sqlite::Statement bump(*db_,
                          "UPDATE models SET embeddings_version = embeddings_version + 1 "
                          "WHERE id IN (SELECT model_id FROM embeddings WHERE case_id = ?)");
+  sqlite::Statement renew(*db_, strprintf(kRenewTokenSql, "SELECT model_id FROM embeddings WHERE case_id = ?"));
   sqlite::Statement del(*db_, "DELETE FROM cases WHERE id = ?");
   int64_t removed = 0;
   for (int64_t id : ids) {
     bump.reset();
     bump.bind(1, id).run();
+    renew.reset();
+    renew.bind(1, id).run();
     del.reset();
     del.bind(1, id).run();
     removed += db_->changes();
@@ -337,6 +474,14 @@ StoreStats CaseStore::stats() const {
   return s;
 }
 
+std::vector<CaseGradePatient> CaseStore::grades_and_patients() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite::Statement st(*db_, "SELECT id, grade, patient FROM cases ORDER BY id");
+  std::vector<CaseGradePatient> out;
+  while (st.step()) out.push_back({st.column_int(0), int(st.column_int(1)), st.column_text(2)});
+  return out;
+}
+
 // ---- models ------------------------------------------------------------------------------------
 
 int64_t CaseStore::register_model(const std::string& name, const std::string& config,
@@ -383,11 +528,25 @@ std::vector<ModelInfo> CaseStore::list_models() const {
   return out;
 }
 
+std::optional<int64_t> CaseStore::find_model(const std::string& checkpoint_hash, const std::string& preprocessing) const {
+  std::string prep_text = canonical_json(preprocessing, "preprocessing");
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite::Statement find(*db_, "SELECT id FROM models WHERE checkpoint_hash = ? AND preprocessing = ?");
+  find.bind(1, checkpoint_hash).bind(2, prep_text);
+  if (!find.step()) return std::nullopt;
+  return find.column_int(0);
+}
+
 int64_t CaseStore::model_dim(int64_t model_id) const {
   sqlite::Statement st(*db_, "SELECT descriptor_dim FROM models WHERE id = ?");
   st.bind(1, model_id);
   FUNDUS_CHECK(st.step(), path_ << ": no model with id " << model_id);
-  return st.column_int(0);
+  const int64_t dim = st.column_int(0);
+  // Readers allocate rows x dim floats from this number.
+  if (!st.column_is_integer(0) || dim < 1 || dim > kMaxDescriptorDim)
+    FUNDUS_CORRUPT(0, "model " + std::to_string(model_id) + " declares descriptor_dim '" + st.column_text(0) +
+                          "', outside 1-" + std::to_string(kMaxDescriptorDim));
+  return dim;
 }
 
 // ---- embeddings --------------------------------------------------------------------------------
@@ -419,6 +578,8 @@ void CaseStore::put_embeddings(int64_t model_id, const std::vector<int64_t>& cas
   }
   sqlite::Statement bump(*db_, "UPDATE models SET embeddings_version = embeddings_version + 1 WHERE id = ?");
   bump.bind(1, model_id).run();
+  sqlite::Statement renew(*db_, strprintf(kRenewTokenSql, "SELECT ? AS model_id"));
+  renew.bind(1, model_id).run();
   tx.commit();
 }
 
@@ -437,14 +598,50 @@ EmbeddingMatrix CaseStore::get_embeddings(int64_t model_id) const {
   st.bind(1, model_id);
   while (st.step()) {
     size_t bytes = 0;
-    auto* data = static_cast<const float*>(st.column_blob(1, bytes));
-    FUNDUS_CHECK(bytes == size_t(m.dim) * sizeof(float),
-                 path_ << ": corrupt embedding of case id " << st.column_int(0) << " for model " << model_id << " ("
-                       << bytes << " bytes, expected " << m.dim * 4 << "); run fundus store check");
+    const void* data = st.column_blob(1, bytes);
+    m.vectors.resize(m.vectors.size() + size_t(m.dim));
+    copy_vector(st.column_int(0), model_id, data, bytes, m.dim, m.vectors.data() + m.vectors.size() - size_t(m.dim));
     m.case_ids.push_back(st.column_int(0));
-    m.vectors.insert(m.vectors.end(), data, data + m.dim);
   }
   return m;
+}
+
+void CaseStore::copy_vector(int64_t case_id, int64_t model_id, const void* data, size_t bytes, int64_t dim,
+                            float* out) const {
+  if (bytes != size_t(dim) * sizeof(float))
+    FUNDUS_CORRUPT(case_id, strprintf("corrupt embedding for model %lld (%zu bytes, expected %lld)", (long long)model_id,
+                                      bytes, (long long)dim * 4));
+  std::memcpy(out, data, bytes);  // BLOB memory may sit anywhere in a page: no float reads in place
+  for (int64_t j = 0; j < dim; ++j)
+    if (!std::isfinite(out[j]))
+      FUNDUS_CORRUPT(case_id, strprintf("its embedding for model %lld has a non-finite value (%g) at dimension %lld",
+                                        (long long)model_id, double(out[j]), (long long)j));
+}
+
+void CaseStore::scan_embeddings(int64_t model_id, int64_t batch_rows,
+                                const std::function<void(const EmbeddingMatrix&)>& fn) const {
+  FUNDUS_CHECK(batch_rows > 0, path_ << ": scan_embeddings: batch_rows must be > 0");
+  std::lock_guard<std::mutex> lock(mu_);
+  EmbeddingMatrix m;
+  m.model_id = model_id;
+  m.dim = int(model_dim(model_id));
+  sqlite::Statement st(*db_, "SELECT case_id, vector FROM embeddings WHERE model_id = ? ORDER BY case_id");
+  st.bind(1, model_id);
+  auto flush = [&] {
+    if (m.case_ids.empty()) return;
+    fn(m);
+    m.case_ids.clear();
+    m.vectors.clear();
+  };
+  while (st.step()) {
+    size_t got = 0;
+    const void* data = st.column_blob(1, got);
+    m.vectors.resize(m.vectors.size() + size_t(m.dim));
+    copy_vector(st.column_int(0), model_id, data, got, m.dim, m.vectors.data() + m.vectors.size() - size_t(m.dim));
+    m.case_ids.push_back(st.column_int(0));
+    if (m.rows() >= batch_rows) flush();
+  }
+  flush();
 }
 
 std::optional<std::vector<float>> CaseStore::get_embedding(int64_t model_id, int64_t case_id) const {
@@ -454,10 +651,10 @@ std::optional<std::vector<float>> CaseStore::get_embedding(int64_t model_id, int
   st.bind(1, model_id).bind(2, case_id);
   if (!st.step()) return std::nullopt;
   size_t bytes = 0;
-  auto* data = static_cast<const float*>(st.column_blob(0, bytes));
-  FUNDUS_CHECK(bytes == size_t(dim) * sizeof(float),
-               path_ << ": corrupt embedding of case id " << case_id << " for model " << model_id);
-  return std::vector<float>(data, data + dim);
+  const void* data = st.column_blob(0, bytes);
+  std::vector<float> v(static_cast<size_t>(dim));
+  copy_vector(case_id, model_id, data, bytes, dim, v.data());
+  return v;
 }
 
 std::vector<int64_t> CaseStore::embedding_ids(int64_t model_id) const {
@@ -467,6 +664,13 @@ std::vector<int64_t> CaseStore::embedding_ids(int64_t model_id) const {
   std::vector<int64_t> ids;
   while (st.step()) ids.push_back(st.column_int(0));
   return ids;
+}
+
+std::string CaseStore::embeddings_token(int64_t model_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite::Statement st(*db_, "SELECT value FROM store_info WHERE key = ?");
+  st.bind(1, token_key(model_id));
+  return st.step() ? st.column_text(0) : "";
 }
 
 std::vector<StoredCase> CaseStore::cases_without_embedding(int64_t model_id) const {
@@ -506,25 +710,94 @@ void CaseStore::export_embeddings(int64_t model_id, const std::string& npy_path,
 StoreCheck CaseStore::check() const {
   std::lock_guard<std::mutex> lock(mu_);
   StoreCheck c;
+  std::map<std::string, size_t> seen;  // problems per kind: the first kMaxProblemsPerKind are listed
+  auto report = [&](const std::string& kind, const std::string& text) {
+    if (++seen[kind] <= kMaxProblemsPerKind) c.problems.push_back(text);
+  };
+  auto case_problem = [&](const std::string& kind, int64_t id, const std::string& text) {
+    report(kind, "case id " + std::to_string(id) + ": " + text);
+  };
+
   sqlite::Statement integrity(*db_, "PRAGMA integrity_check");
   while (integrity.step()) {
     std::string line = integrity.column_text(0);
-    if (line != "ok") c.problems.push_back("integrity: " + line);
+    if (line != "ok") report("integrity", "integrity: " + line);
   }
   sqlite::Statement fk(*db_, "PRAGMA foreign_key_check");
   while (fk.step())
-    c.problems.push_back("foreign key: row " + std::to_string(fk.column_int(1)) + " of table " + fk.column_text(0) +
-                         " references a missing row of " + fk.column_text(2));
-  sqlite::Statement dims(*db_,
-                         "SELECT e.case_id, e.model_id, length(e.vector), m.descriptor_dim FROM embeddings e "
-                         "JOIN models m ON m.id = e.model_id WHERE length(e.vector) != 4 * m.descriptor_dim "
-                         "ORDER BY e.model_id, e.case_id LIMIT 100");
-  while (dims.step())
-    c.problems.push_back(strprintf("embedding of case id %lld for model %lld has %lld bytes, expected %lld",
-                                   (long long)dims.column_int(0), (long long)dims.column_int(1),
-                                   (long long)dims.column_int(2), (long long)dims.column_int(3) * 4));
-  sqlite::Statement meta(*db_, "SELECT id FROM cases WHERE NOT json_valid(meta) ORDER BY id LIMIT 100");
-  while (meta.step()) c.problems.push_back("case id " + std::to_string(meta.column_int(0)) + ": meta is not valid JSON");
+    report("foreign key", "foreign key: row " + std::to_string(fk.column_int(1)) + " of table " + fk.column_text(0) +
+                              " references a missing row of " + fk.column_text(2));
+  sqlite::Statement info(*db_, "SELECT value FROM store_info WHERE key = 'store_id'");
+  if (!info.step() || info.column_text(0).empty()) report("store_info", "store_info: no store_id");
+
+  sqlite::Statement cases(*db_,
+                          "SELECT id, external_id, image_path, patient, eye, split, typeof(grade), grade, content_hash, "
+                          "meta, typeof(external_id), typeof(image_path), typeof(meta) FROM cases ORDER BY id");
+  while (cases.step()) {
+    const int64_t id = cases.column_int(0);
+    const char* const names[] = {"external_id", "image_path", "patient", "eye", "split"};
+    for (int col = 1; col <= 5; ++col) {
+      std::string why = text_problem(cases.column_text(col));
+      if (!why.empty()) case_problem("text", id, std::string(names[col - 1]) + " " + why);
+    }
+    if (cases.column_text(10) != "text" || cases.column_text(1).empty())
+      case_problem("external_id", id, "external_id is empty or not text");
+    if (cases.column_text(11) != "text" || cases.column_text(2).empty())
+      case_problem("image_path", id, "image_path is empty or not text");
+    if (cases.column_text(6) != "integer")
+      case_problem("grade", id, "grade '" + cases.column_text(7) + "' is not an integer");
+    else if (cases.column_int(7) < 0 || cases.column_int(7) >= kNumGrades)
+      case_problem("grade", id, "grade " + std::to_string(cases.column_int(7)) + " outside 0-4");
+    if (cases.column_text(8).empty()) case_problem("content_hash", id, "empty content_hash");
+    std::string why;
+    if (cases.column_text(12) != "text")
+      case_problem("meta", id, "meta is not text");
+    else if (!try_parse_json(cases.column_text(9), why))
+      case_problem("meta", id, "meta: " + why);
+  }
+
+  sqlite::Statement models(*db_,
+                           "SELECT id, typeof(descriptor_dim), descriptor_dim, config, preprocessing, checkpoint_hash, "
+                           "typeof(embeddings_version) FROM models ORDER BY id");
+  while (models.step()) {
+    const std::string model = "model " + std::to_string(models.column_int(0)) + ": ";
+    const int64_t dim = models.column_int(2);
+    if (models.column_text(1) != "integer" || dim < 1 || dim > kMaxDescriptorDim)
+      report("model", model + "descriptor_dim '" + models.column_text(2) + "' outside 1-" +
+                          std::to_string(kMaxDescriptorDim));
+    std::string why;
+    if (!try_parse_json(models.column_text(3), why)) report("model", model + "config: " + why);
+    if (!try_parse_json(models.column_text(4), why)) report("model", model + "preprocessing: " + why);
+    if (models.column_text(5).empty()) report("model", model + "empty checkpoint_hash");
+    if (models.column_text(6) != "integer") report("model", model + "embeddings_version is not an integer");
+  }
+
+  sqlite::Statement vectors(*db_,
+                            "SELECT e.case_id, e.model_id, typeof(e.vector), e.vector, m.descriptor_dim FROM embeddings e "
+                            "JOIN models m ON m.id = e.model_id ORDER BY e.model_id, e.case_id");
+  std::vector<float> v;
+  while (vectors.step()) {
+    const int64_t id = vectors.column_int(0), model = vectors.column_int(1), dim = vectors.column_int(4);
+    size_t bytes = 0;
+    const void* data = vectors.column_blob(3, bytes);
+    if (vectors.column_text(2) != "blob" || dim < 1 || dim > kMaxDescriptorDim || bytes != size_t(dim) * 4) {
+      report("vector size", strprintf("embedding of case id %lld for model %lld has %zu bytes, expected %lld",
+                                      (long long)id, (long long)model, bytes, (long long)dim * 4));
+      continue;
+    }
+    v.resize(size_t(dim));
+    std::memcpy(v.data(), data, bytes);
+    auto bad = std::find_if(v.begin(), v.end(), [](float x) { return !std::isfinite(x); });
+    if (bad != v.end())
+      report("vector value", strprintf("embedding of case id %lld for model %lld has a non-finite value (%g) at "
+                                       "dimension %lld",
+                                       (long long)id, (long long)model, double(*bad), (long long)(bad - v.begin())));
+  }
+
+  for (const auto& [kind, n] : seen)
+    if (n > kMaxProblemsPerKind)
+      c.problems.push_back(strprintf("... and %zu more problems of kind '%s' (%zu in all)", n - kMaxProblemsPerKind,
+                                     kind.c_str(), n));
   return c;
 }
 

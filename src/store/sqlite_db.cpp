@@ -2,8 +2,12 @@
 
 #include <sqlite3.h>
 
+#include <cctype>
+#include <filesystem>
+
 #include "fundus/core/error.h"
 #include "fundus/core/io.h"
+#include "fundus/core/strings.h"
 
 namespace fundus::sqlite {
 
@@ -12,22 +16,64 @@ void Database::fail(int rc, const std::string& what) const {
   const char* detail = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
   if (primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT)
     FUNDUS_THROW(path_ << ": not a SQLite database or the file is corrupt (" << detail << ")");
+  if (primary == SQLITE_READONLY)
+    FUNDUS_THROW(path_ << ": cannot write to the case store (" << detail << ") during " << what
+                       << (read_only_ ? "; it was opened read-only" : "; check the permissions of the file and its folder"));
   if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
     FUNDUS_THROW(path_ << ": database is locked by another writer; gave up after the busy timeout during "
                        << what);
   FUNDUS_THROW(path_ << ": " << what << " failed: " << detail);
 }
 
-Database::Database(const std::string& path, bool create) : path_(path) {
+namespace {
+
+// "file:" URI of a path, for SQLite's URI parameters: everything but unreserved characters and '/'
+// percent-encoded (a '?' or '#' in a file name would otherwise start the query part).
+std::string file_uri(const std::string& path) {
+  std::string uri = "file:";
+  for (unsigned char c : path) {
+    if (std::isalnum(c) || c == '/' || c == '.' || c == '-' || c == '_' || c == '~')
+      uri += char(c);
+    else
+      uri += strprintf("%%%02X", c);
+  }
+  return uri;
+}
+
+}  // namespace
+
+Database::Database(const std::string& path, bool create, bool read_only) : path_(path), read_only_(read_only) {
+  if (read_only) create = false;
   if (!create) FUNDUS_CHECK(file_exists(path), path << ": no case store at this path");
   if (create && !parent_dir(path).empty()) make_dirs(parent_dir(path));  // `store add --store new/dir/cases.db`
-  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-  int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+  int flags = (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX |
+              (create ? SQLITE_OPEN_CREATE : 0);
+  open(path, flags);
+  if (!read_only) return;
+  // A reader of a WAL database creates the shared-memory index <path>-shm; in a folder it may not
+  // write to, that fails ("attempt to write a readonly database"). Nobody can then be writing (a
+  // writer needs the -wal and -shm files there too), so the file is read as immutable, unless a
+  // -wal file still holds changes the main file lacks.
+  int rc = sqlite3_exec(db_, "PRAGMA schema_version", nullptr, nullptr, nullptr);
+  if ((rc & 0xff) != SQLITE_READONLY && (rc & 0xff) != SQLITE_CANTOPEN) return;
+  const std::string wal = path + "-wal";
+  std::error_code ec;
+  FUNDUS_CHECK(!file_exists(wal) || std::filesystem::file_size(wal, ec) == 0,
+               path << ": cannot read the store read-only: its folder is not writable (SQLite needs " << path
+                    << "-shm) and " << wal << " holds changes not yet in the main file; open it once with write "
+                    << "access (any fundus store command) or copy the store");
+  sqlite3_close(db_);
+  db_ = nullptr;
+  open(file_uri(path) + "?immutable=1", SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI);
+}
+
+void Database::open(const std::string& name, int flags) {
+  int rc = sqlite3_open_v2(name.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {
     std::string detail = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
     sqlite3_close(db_);
     db_ = nullptr;
-    FUNDUS_THROW(path << ": cannot open case store (" << detail << ")");
+    FUNDUS_THROW(path_ << ": cannot open case store (" << detail << ")");
   }
   sqlite3_extended_result_codes(db_, 1);
 }
@@ -93,6 +139,7 @@ void Statement::reset() {
 }
 
 int64_t Statement::column_int(int index) const { return sqlite3_column_int64(stmt_, index); }
+bool Statement::column_is_integer(int index) const { return sqlite3_column_type(stmt_, index) == SQLITE_INTEGER; }
 
 std::string Statement::column_text(int index) const {
   const unsigned char* text = sqlite3_column_text(stmt_, index);

@@ -33,6 +33,7 @@ class Statement {
   void reset();
 
   int64_t column_int(int index) const;
+  bool column_is_integer(int index) const;  // the stored value's type, not its conversion
   std::string column_text(int index) const;  // "" for NULL
   const void* column_blob(int index, size_t& size) const;
 
@@ -44,8 +45,10 @@ class Statement {
 
 class Database {
  public:
-  /// Opens (and with create=true creates) the file. Does not touch the schema.
-  Database(const std::string& path, bool create);
+  /// Opens (and with create=true creates) the file. Does not touch the schema. read_only opens with
+  /// SQLITE_OPEN_READONLY: nothing can be written through this connection; in a folder the process
+  /// cannot write to, a WAL store is read as immutable (SQLite could not create its -shm file).
+  Database(const std::string& path, bool create, bool read_only = false);
   ~Database();
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;
@@ -56,14 +59,18 @@ class Database {
   int64_t last_insert_rowid() const;
   int64_t changes() const;
   const std::string& path() const { return path_; }
+  bool read_only() const { return read_only_; }
   sqlite3* handle() const { return db_; }
 
   /// Throws the user-facing error for SQLite result code `rc` during `what`.
   [[noreturn]] void fail(int rc, const std::string& what) const;
 
  private:
+  void open(const std::string& name, int flags);
+
   sqlite3* db_ = nullptr;
   std::string path_;
+  bool read_only_ = false;
 };
 
 /// BEGIN IMMEDIATE ... COMMIT; rolls back in the destructor unless commit() ran. IMMEDIATE takes the

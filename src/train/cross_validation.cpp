@@ -30,7 +30,7 @@ bool selects_on_validation(const TrainSettings& t) { return t.select != "last" &
 // The recipe as far as results depend on it (threads, workers, logging and the seed excluded).
 Json recipe_identity(const CvOptions& o) {
   Json c = o.config.to_json();
-  for (const char* k : {"seed", "threads", "workers", "prefetch_batches", "cache_dir", "val_batch_size"})
+  for (const char* k : {"seed", "threads", "workers", "prefetch_batches", "cache_dir", "feature_cache_dir", "val_batch_size"})
     c["train"].erase(k);
   c.erase("preset");
   return {{"config", c}, {"folds", o.folds}, {"fold_seed", o.fold_seed}, {"inner_val_fraction", o.inner_val_fraction}};

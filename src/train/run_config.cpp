@@ -73,7 +73,7 @@ double OptimConfig::lr_at(double t, int epochs) const {
 TrainSettings TrainSettings::from_json(const Json& s, const std::string& ctx) {
   check_known_keys(s, {"epochs", "seed", "threads", "workers", "prefetch_batches", "augment", "select", "val_every",
                        "val_batch_size", "cache_dir", "stop_after_steps", "max_steps_per_epoch", "channels_last",
-                       "bn_recalibration_images", "feature_cache"},
+                       "bn_recalibration_images", "feature_cache", "feature_cache_dir"},
                    ctx);
   TrainSettings t;
   t.epochs = json_value(s, "epochs", t.epochs, ctx);
@@ -91,15 +91,21 @@ TrainSettings TrainSettings::from_json(const Json& s, const std::string& ctx) {
   t.channels_last = json_value(s, "channels_last", t.channels_last, ctx);
   t.bn_recalibration_images = json_value(s, "bn_recalibration_images", t.bn_recalibration_images, ctx);
   t.feature_cache = json_value(s, "feature_cache", t.feature_cache, ctx);
-  FUNDUS_CHECK(t.epochs >= 0, ctx << ".epochs: must be >= 0 (0 = no training: the initial model is saved)");
-  FUNDUS_CHECK(t.threads >= 0 && t.workers >= 0 && t.prefetch_batches >= 1,
-               ctx << ": threads/workers must be >= 0 and prefetch_batches >= 1");
+  t.feature_cache_dir = json_value(s, "feature_cache_dir", t.feature_cache_dir, ctx);
+  // Upper bounds too: a config (or a checkpoint's) must not make the process spawn a million threads.
+  FUNDUS_CHECK(t.epochs >= 0 && t.epochs <= 100000,
+               ctx << ".epochs: " << t.epochs << " outside 0-100000 (0 = no training: the initial model is saved)");
+  FUNDUS_CHECK(t.threads >= 0 && t.threads <= 1024, ctx << ".threads: " << t.threads << " outside 0-1024");
+  FUNDUS_CHECK(t.workers >= 0 && t.workers <= 256, ctx << ".workers: " << t.workers << " outside 0-256");
+  FUNDUS_CHECK(t.prefetch_batches >= 1 && t.prefetch_batches <= 1024,
+               ctx << ".prefetch_batches: " << t.prefetch_batches << " outside 1-1024");
   FUNDUS_CHECK(t.select == "val_P@10" || t.select == "val_mAP@10" || t.select == "val_macro_P@10" ||
                    t.select == "train_loss" || t.select == "last",
                ctx << ".select: '" << t.select << "' is not val_P@10, val_mAP@10, val_macro_P@10, train_loss or last");
   FUNDUS_CHECK(t.bn_recalibration_images >= 0, ctx << ".bn_recalibration_images: must be >= 0");
   FUNDUS_CHECK(t.feature_cache >= 0 && t.feature_cache <= 64, ctx << ".feature_cache: " << t.feature_cache << " outside 0-64");
   FUNDUS_CHECK(t.val_every >= 1 && t.val_batch_size >= 1, ctx << ": val_every and val_batch_size must be >= 1");
+  FUNDUS_CHECK(t.val_batch_size <= 65536, ctx << ".val_batch_size: " << t.val_batch_size << " outside 1-65536");
   FUNDUS_CHECK(t.stop_after_steps >= 0 && t.max_steps_per_epoch >= 0, ctx << ": step limits must be >= 0");
   return t;
 }
@@ -112,7 +118,7 @@ Json TrainSettings::to_json() const {
           {"val_batch_size", val_batch_size}, {"cache_dir", cache_dir},
           {"stop_after_steps", stop_after_steps}, {"max_steps_per_epoch", max_steps_per_epoch},
           {"channels_last", channels_last}, {"bn_recalibration_images", bn_recalibration_images},
-          {"feature_cache", feature_cache}};
+          {"feature_cache", feature_cache}, {"feature_cache_dir", feature_cache_dir}};
 }
 
 // ---- whole configuration ------------------------------------------------------------------------
@@ -125,15 +131,26 @@ RunConfig RunConfig::from_json(const Json& c, const std::string& ctx) {
   r.loss = LossConfig::from_json(section("loss"), ctx + ".loss").to_json();
   r.optim = OptimConfig::from_json(section("optim"), ctx + ".optim");
   r.train = TrainSettings::from_json(section("train"), ctx + ".train");
-  r.sampler = SamplerOptions::from_json(section("sampler"));
+  // The data component's readers name their keys "sampler.batch_size", "preprocess.size": prefix the
+  // context (a config file, a checkpoint) as the other sections do.
+  auto in_context = [&](auto&& read) {
+    try {
+      return read();
+    } catch (const Error& e) {
+      FUNDUS_THROW(ctx << "." << e.message());
+    } catch (const std::runtime_error& e) {  // json_value's conversion errors
+      FUNDUS_THROW(ctx << "." << e.what());
+    }
+  };
+  r.sampler = in_context([&] { return SamplerOptions::from_json(section("sampler")); });
   Json pre = section("preprocess");
   if (pre.contains("size"))
     FUNDUS_CHECK(pre["size"] == r.model.input_size,
                  ctx << ".preprocess.size (" << pre["size"] << ") differs from model.input_size ("
                      << r.model.input_size << "); set model.input_size only");
   pre["size"] = r.model.input_size;
-  r.preprocess = PreprocessOptions::from_json(pre);
-  r.augment = AugmentOptions::from_json(section("augment"));
+  r.preprocess = in_context([&] { return PreprocessOptions::from_json(pre); });
+  r.augment = in_context([&] { return AugmentOptions::from_json(section("augment")); });
   FUNDUS_CHECK(r.train.feature_cache == 0 || r.model.frozen_stages > 0,
                ctx << ".train.feature_cache: needs model.frozen_stages > 0 (the cache holds the frozen stages' output)");
   return r;
@@ -149,7 +166,7 @@ Json RunConfig::to_json() const {
 
 // ---- presets ------------------------------------------------------------------------------------
 const std::vector<std::string>& run_preset_names() {
-  static const std::vector<std::string> names = {"paper", "cpu", "baseline-gem", "self-attention", "tiny"};
+  static const std::vector<std::string> names = {"paper", "cpu", "baseline-gem", "self-attention", "scratch", "tiny"};
   return names;
 }
 
@@ -182,6 +199,17 @@ Json run_preset(const std::string& name) {
     p = run_preset("paper");
     p["model"] = model_preset("self-attention");
     p["loss"] = {{"ftl", {{"weight", 0.0}}}, {"bce", {{"weight", 1.0}}}};
+  } else if (name == "scratch") {
+    // Training without any pretrained weights (the demo on a fresh machine): convnet4 at 128 px with
+    // Ben Graham contrast normalisation, FTL plus cross-entropy on a grade head, a higher LR.
+    p = {{"model", model_preset("scratch")},
+         {"loss", {{"ftl", {{"weight", 1.0}, {"degree", "minmax"}}}, {"ce", {{"weight", 1.0}}}}},
+         {"optim", {{"name", "adam"}, {"lr", 2e-3}, {"weight_decay", 1e-4}, {"schedule", "cosine"},
+                    {"warmup_epochs", 0.5}}},
+         {"train", {{"epochs", 10}, {"select", "val_mAP@10"}}},
+         {"sampler", {{"kind", "balanced"}, {"batch_size", 20}, {"grades_per_batch", 5}}},
+         {"preprocess", {{"ben_graham", true}}},
+         {"augment", {{"rotation_deg", 15}}}};
   } else if (name == "tiny") {
     // For tests and smoke runs: a small random-init MobileNetV2 at 64 px, two short epochs.
     Json m = model_preset("cpu");
@@ -194,7 +222,7 @@ Json run_preset(const std::string& name) {
          {"sampler", {{"kind", "balanced"}, {"batch_size", 10}, {"grades_per_batch", 5}}},
          {"augment", {{"rotation_deg", 15}}}};
   } else {
-    FUNDUS_THROW("unknown preset '" << name << "' (presets: paper, cpu, baseline-gem, self-attention, tiny)");
+    FUNDUS_THROW("unknown preset '" << name << "' (presets: paper, cpu, baseline-gem, self-attention, scratch, tiny)");
   }
   p["preset"] = name;
   return RunConfig::from_json(p, "preset " + name).to_json();

@@ -141,6 +141,8 @@ void load_optimizer(torch::optim::Optimizer& opt, const std::string& bytes, cons
   } catch (const c10::Error& e) {
     FUNDUS_THROW(source << ": optimiser state does not fit this configuration (" << e.what_without_backtrace()
                         << ")");
+  } catch (const std::exception& e) {  // e.g. bad_alloc for an absurd size in a damaged archive
+    FUNDUS_THROW(source << ": unreadable optimiser state (" << e.what() << ")");
   }
 }
 
@@ -234,7 +236,7 @@ Json validate(RetrievalNetImpl& net, const RunConfig& cfg, const Splits& splits,
 
 // The config fields that must match for an exact resume (epochs, threads, workers may change).
 Json resume_identity(Json config) {
-  for (const char* k : {"epochs", "threads", "workers", "prefetch_batches", "stop_after_steps", "cache_dir",
+  for (const char* k : {"epochs", "threads", "workers", "prefetch_batches", "stop_after_steps", "cache_dir", "feature_cache_dir",
                         "val_batch_size", "val_every", "channels_last", "bn_recalibration_images"})
     config["train"].erase(k);
   config.erase("preset");
@@ -476,10 +478,12 @@ TrainSummary train_model(const TrainRequest& req) {
   // Frozen backbone stages computed once per augmented copy (train/feature_cache.h).
   std::unique_ptr<FeatureCache> feature_cache;
   if (cfg.train.feature_cache > 0) {
-    const int copies = cfg.train.augment ? cfg.train.feature_cache : 1;  // un-augmented copies are identical
-    feature_cache = std::make_unique<FeatureCache>(*net, splits.train, lo, copies);
+    feature_cache = std::make_unique<FeatureCache>(*net, splits.train, cfg);
+    const int copies = feature_cache->copies();
     FUNDUS_INFO("feature cache: " << copies << " cop" << (copies == 1 ? "y" : "ies") << " of the frozen stages' output, "
-                                  << strprintf("%.0f MB", double(feature_cache->bytes()) / 1e6));
+                                  << strprintf("%.0f MB", double(feature_cache->bytes()) / 1e6) << ", "
+                                  << feature_cache->loaded_from_disk() << " entries from "
+                                  << (cfg.train.feature_cache_dir.empty() ? "(no folder)" : cfg.train.feature_cache_dir));
   }
   int64_t skipped_batches = 0, comm_steps = 0;
   double comm_seconds = 0;

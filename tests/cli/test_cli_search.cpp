@@ -1,7 +1,12 @@
 // `fundus embed | query | eval | explain` end to end through the real binary, on a synthetic set and
 // a checkpoint from a (very short) real training run.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+
+#include "fundus/core/hash.h"
 #include "fundus/core/io.h"
 #include "fundus/core/json.h"
 #include "test_support.h"
@@ -73,7 +78,8 @@ TEST(CliSearch, EmbedIsResumable) {
 TEST(CliSearch, QueryTableJsonSheetAndErrors) {
   const CliSetup& s = setup();
   std::string image = s.synth + "/images/synth0002_L.jpg";
-  auto r = cli("query " + shell_quote(image) + model_store() + " -k 3 --json --sheet " +
+  // (Run alone, as ctest does, the store has no vectors yet: this first query embeds them.)
+  auto r = cli("query " + shell_quote(image) + model_store() + " -k 3 --json --embed-missing --sheet " +
                shell_quote(s.dir.file("sheet.jpg")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   Json j = parse_json(r.output, "query --json");
@@ -105,6 +111,114 @@ TEST(CliSearch, QueryTableJsonSheetAndErrors) {
   r = cli("query " + shell_quote(s.dir.file("nope.jpg")) + model_store());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("nope.jpg: image file not found"), std::string::npos) << r.output;
+}
+
+// Item 6: a checkpoint whose model was not in the store made `query` embed the whole store and
+// write a new model into it without a word. Item 4: queries on a write-protected store failed.
+TEST(CliSearch, QueryNeverWritesTheStoreUnlessAskedTo) {
+  const CliSetup& s = setup();
+  test::TempDir dir;
+  const std::string db = dir.file("fresh.db");
+  auto r = cli("store add --store " + shell_quote(db) + " --data " + shell_quote(s.manifest));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string image = s.synth + "/images/synth0002_L.jpg";
+  const std::string ms = " --model " + shell_quote(s.ckpt) + " --store " + shell_quote(db);
+  const std::string before = sha256_file(db);
+  r = cli("query " + shell_quote(image) + ms + " -k 3");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(db + ": model '"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("has no vectors in this store (24 cases); embed them first with `fundus embed --model"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(sha256_file(db), before);
+  EXPECT_EQ(parse_json(cli("store stats --json --store " + shell_quote(db)).output, "stats")["models"].size(), 0u);
+
+  r = cli("query " + shell_quote(image) + ms + " -k 3 --json --embed-missing");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(parse_json(r.output, "query --json")[0]["hits"].size(), 3u);
+  Json stats = parse_json(cli("store stats --json --store " + shell_quote(db)).output, "stats");
+  ASSERT_EQ(stats["models"].size(), 1u);
+  EXPECT_EQ(stats["models"][0]["embeddings"], 24);
+
+  // Cases added later are left out with a warning, not embedded behind the user's back.
+  make_dirs(dir.file("more"));
+  write_file_atomic(dir.file("more/new1.jpg"), read_file(image));
+  write_file_atomic(dir.file("more/new2.jpg"), read_file(image));
+  write_file_atomic(dir.file("more/labels.csv"), "image,grade\nnew1.jpg,1\nnew2.jpg,2\n");
+  r = cli("store add --store " + shell_quote(db) + " --data " + shell_quote(dir.file("more/labels.csv")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = test::run_command("FUNDUS_QUIET=1 " + shell_quote(FUNDUS_CLI) + " query " + shell_quote(image) + ms + " -k 3");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("2 of 26 cases have no vector for model 1 and are not searched; run `fundus embed"),
+            std::string::npos)
+      << r.output;
+  stats = parse_json(cli("store stats --json --store " + shell_quote(db)).output, "stats");
+  EXPECT_EQ(stats["models"][0]["embeddings"], 24);
+
+  // Write-protected: queries still answer (root ignores permissions, so run as nobody there).
+  std::string as = "";
+  if (geteuid() == 0) {
+    if (test::run_command("setpriv --reuid=65534 --regid=65534 --clear-groups true").exit_code != 0)
+      GTEST_SKIP() << "running as root without setpriv: cannot make a file read-only";
+    as = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  }
+  ASSERT_EQ(::chmod(s.dir.path().c_str(), 0755), 0);  // the checkpoint and the images must be readable
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);    // the store's folder is read-only too
+  ASSERT_EQ(::chmod(db.c_str(), 0444), 0);
+  const std::string protected_bytes = sha256_file(db);
+  r = test::run_command(as + "env FUNDUS_QUIET=1 FUNDUS_LOG=error " + shell_quote(FUNDUS_CLI) + " query " +
+                        shell_quote(image) + ms + " -k 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(parse_json(r.output, "query --json")[0]["hits"].size(), 2u);
+  r = test::run_command(as + shell_quote(FUNDUS_CLI) + " query " + shell_quote(image) + ms + " --embed-missing");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(db + ": cannot write to the case store"), std::string::npos) << r.output;
+  EXPECT_EQ(sha256_file(db), protected_bytes);
+}
+
+namespace {
+// An all-black RGB PNG written by hand (this suite links no image library): zlib stored blocks.
+std::string black_png(uint32_t w, uint32_t h) {
+  auto be32 = [](uint32_t v) { return std::string{char(v >> 24), char(v >> 16), char(v >> 8), char(v)}; };
+  auto chunk = [&](const std::string& type, const std::string& data) {
+    return be32(uint32_t(data.size())) + type + data + be32(crc32(type + data));
+  };
+  const std::string raw(size_t(h) * (1 + 3 * w), '\0');  // filter byte 0 + black pixels per row
+  std::string z = "\x78\x01";
+  for (size_t at = 0; at < raw.size(); at += 65535) {
+    const uint16_t n = uint16_t(std::min<size_t>(65535, raw.size() - at));
+    z += char(at + n == raw.size());
+    z += {char(n & 255), char(n >> 8), char(~n & 255), char((~n >> 8) & 255)};
+    z += raw.substr(at, n);
+  }
+  uint32_t a = 1, b = 0;  // adler32
+  for (unsigned char c : raw) a = (a + c) % 65521, b = (b + a) % 65521;
+  z += be32((b << 16) | a);
+  return std::string("\x89PNG\r\n\x1a\n", 8) + chunk("IHDR", be32(w) + be32(h) + std::string("\x08\x02\0\0\0", 5)) +
+         chunk("IDAT", z) + chunk("IEND", "");
+}
+}  // namespace
+
+// Issue 9 item 3 and issue 10 item 9: no answer for what is not a fundus photograph, and a directory is
+// called a directory; `query` and `explain` exit non-zero naming the file.
+TEST(CliSearch, QueryAndExplainRefuseImagesWithoutFieldOfView) {
+  const CliSetup& s = setup();
+  const std::string black = s.dir.file("black.png"), dir = s.dir.file("folder.jpg");
+  write_file_atomic(black, black_png(320, 240));
+  make_dirs(dir);
+  for (const std::string& cmd : {"query " + shell_quote(black) + model_store(),
+                                 "explain " + shell_quote(black) + " --model " + shell_quote(s.ckpt) + " -o " +
+                                     shell_quote(s.dir.file("black_panel.png"))}) {
+    auto r = cli(cmd);
+    EXPECT_EQ(r.exit_code, 1) << cmd << "\n" << r.output;
+    EXPECT_NE(r.output.find(black + ": no field of view found (the image is practically uniform"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("not a fundus photograph"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("grade estimate"), std::string::npos) << r.output;
+  }
+  EXPECT_FALSE(file_exists(s.dir.file("black_panel.png")));
+  auto r = cli("query " + shell_quote(dir) + model_store());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find(dir + ": is a directory, not an image file"), std::string::npos) << r.output;
 }
 
 TEST(CliSearch, EvalWritesReports) {

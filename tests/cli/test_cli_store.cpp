@@ -1,7 +1,10 @@
 // `fundus store ...` and `fundus index ...` end to end through the real binary.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fundus/core/csv.h"
+#include "fundus/core/hash.h"
 #include "fundus/core/io.h"
 #include "fundus/core/json.h"
 #include "test_support.h"
@@ -131,6 +134,111 @@ TEST(CliStore, IndexBuildInfoAndEmbeddingExport) {
   r = test::run_cli("index build" + s + " --model 7 --out " + shell_quote(idx));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("no model with id 7"), std::string::npos) << r.output;
+}
+
+// ---- issue 10: damaged stores through the CLI ------------------------------------------------------
+
+// Items 1 and 4: a negative user_version crashed every command (SIGSEGV); a 0-byte file passed
+// `store check` and got a schema written into it by `stats`; a dropped store_info table, a grade of 7
+// and a NaN vector passed `store check`.
+TEST(CliStore, DamagedStoresAreClearErrorsNeverCrashesOrWrites) {
+  test::TempDir dir;
+  std::string db = make_store(dir);
+  std::string s = " --store " + shell_quote(db);
+  test::run_sql(db, "PRAGMA user_version = -100000");
+  for (const std::string& command :
+       std::vector<std::string>{"store stats", "store check", "store export --out " + shell_quote(dir.file("x")),
+                                "store add --data " + shell_quote(dir.file("syn/labels.csv")), "store remove 1"}) {
+    auto r = test::run_cli(command + s);
+    EXPECT_EQ(r.exit_code, 1) << command << "\n" << r.output;
+    EXPECT_NE(r.output.find(db + ": case store schema version -100000 is invalid"), std::string::npos)
+        << command << "\n" << r.output;
+  }
+  test::run_sql(db, "PRAGMA user_version = 2; DROP TABLE store_info;");
+  auto r = test::run_cli("store check" + s);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("table store_info is missing"), std::string::npos) << r.output;
+
+  std::string zero = dir.file("zero.db");
+  write_file_atomic(zero, "");
+  for (const char* command : {"store stats", "store check"}) {
+    r = test::run_cli(std::string(command) + " --store " + shell_quote(zero));
+    EXPECT_EQ(r.exit_code, 1) << command << "\n" << r.output;
+    EXPECT_NE(r.output.find(zero + ": empty file (0 bytes), not a case store"), std::string::npos) << r.output;
+    EXPECT_EQ(read_file(zero), "") << command << " wrote into the file";
+  }
+
+  test::TempDir dir2;
+  db = make_store(dir2);
+  s = " --store " + shell_quote(db);
+  test::run_sql(db,
+          "PRAGMA ignore_check_constraints = 1; UPDATE cases SET grade = 7 WHERE id = 2;"
+          "INSERT INTO models(name, checkpoint_hash, descriptor_dim) VALUES ('m', 'h', 2);"
+          "INSERT INTO embeddings VALUES (3, 1, X'0000C07F0000803F');");
+  r = test::run_cli("store check" + s);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("case id 2: grade 7 outside 0-4"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("embedding of case id 3 for model 1 has a non-finite value (nan) at dimension 0"),
+            std::string::npos)
+      << r.output;
+  // Building an index from it names the case and the store instead of "vector 4 has a non-finite value".
+  r = test::run_cli("index build" + s + " --model 1 --out " + shell_quote(dir2.file("i.idx")));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(db + ": case id 3: its embedding for model 1 has a non-finite value"), std::string::npos)
+      << r.output;
+}
+
+// Item 4: read commands failed on a write-protected store in a write-protected folder ("'PRAGMA
+// user_version' failed: attempt to write a readonly database").
+TEST(CliStore, ReadCommandsWorkOnAWriteProtectedStore) {
+  test::TempDir dir;
+  std::string db = make_store(dir);
+  ASSERT_EQ(test::run_cli("store check --store " + shell_quote(db)).exit_code, 0);
+  // root ignores file permissions: run the commands as nobody then.
+  std::string as = "";
+  if (geteuid() == 0) {
+    if (test::run_command("setpriv --reuid=65534 --regid=65534 --clear-groups true").exit_code != 0)
+      GTEST_SKIP() << "running as root without setpriv: cannot make a file read-only";
+    as = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  }
+  make_dirs(dir.file("out"));
+  ASSERT_EQ(::chmod(dir.file("out").c_str(), 0777), 0);
+  ASSERT_EQ(::chmod(db.c_str(), 0444), 0);
+  const std::string before = sha256_file(db);
+  std::string s = " --store " + shell_quote(db);
+  // The folder read-only as well (SQLite cannot create its -shm file there), then writable.
+  for (mode_t folder : {0755, 0777}) {
+    ASSERT_EQ(::chmod(dir.path().c_str(), folder), 0);
+    for (const std::string& command : std::vector<std::string>{"store stats" + s, "store stats --json" + s,
+                                                               "store check" + s,
+                                                               "store export --out " + shell_quote(dir.file("out")) + s}) {
+      auto r = test::run_command(as + shell_quote(FUNDUS_CLI) + " " + command);
+      EXPECT_EQ(r.exit_code, 0) << std::oct << folder << ": " << command << "\n" << r.output;
+    }
+  }
+  EXPECT_TRUE(file_exists(dir.file("out/cases.csv")));
+  auto r = test::run_command(as + shell_quote(FUNDUS_CLI) + " store remove 1" + s);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(db + ": cannot write to the case store"), std::string::npos) << r.output;
+  EXPECT_EQ(sha256_file(db), before);
+}
+
+// Item 10: CLI11 read "-k 0x10" as 16, "010" as 8 and "1e1" as 10.
+TEST(CliStore, NumericOptionsAreDecimalOnly) {
+  test::TempDir dir;
+  for (const std::string& args : std::vector<std::string>{
+           "query a.jpg --store " + shell_quote(dir.file("s.db")) + " --model m.ckpt -k 0x10",
+        "query a.jpg --store " + shell_quote(dir.file("s.db")) + " --model m.ckpt -k 1e1",
+        "store export --store " + shell_quote(dir.file("s.db")) + " --out o --model 0x1",
+        "store add --store " + shell_quote(dir.file("s.db")) + " --data d.csv --threads 0x2"}) {
+    auto r = test::run_cli(args);
+    EXPECT_NE(r.exit_code, 0) << args << "\n" << r.output;
+    // (A range check on the same option may speak first: "Value 1e1 not in range 1 to 1000".)
+    EXPECT_TRUE(r.output.find("is not a decimal integer") != std::string::npos ||
+                r.output.find("not in range") != std::string::npos)
+        << args << "\n" << r.output;
+  }
+  EXPECT_FALSE(file_exists(dir.file("s.db")));
 }
 
 TEST(CliStore, AddsTheRealTinyDataset) {

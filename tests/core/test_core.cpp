@@ -1,6 +1,8 @@
 #include <fstream>
+#include <functional>
 
 #include "fundus/core/csv.h"
+#include "fundus/core/error.h"
 #include "fundus/core/hash.h"
 #include "fundus/core/io.h"
 #include "fundus/core/json.h"
@@ -10,6 +12,27 @@
 #include "test_support.h"
 
 using namespace fundus;
+
+namespace {
+
+std::string message_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.message();
+  }
+  return "<no error>";
+}
+
+std::string nested(int depth, char open = '{') {
+  std::string text;
+  for (int i = 0; i < depth; ++i) text += open == '{' ? "{\"a\":" : "[";
+  text += "1";
+  for (int i = 0; i < depth; ++i) text += open == '{' ? '}' : ']';
+  return text;
+}
+
+}  // namespace
 
 TEST(Hash, Crc32KnownValues) {
   EXPECT_EQ(crc32(""), 0u);
@@ -105,7 +128,34 @@ TEST(Csv, QuotesLinesAndErrors) {
               std::string::npos);
   }
   EXPECT_THROW(parse_csv("a,b\n\"open,1\n", "bad.csv"), Error);
+  EXPECT_EQ(parse_csv("a,b,,\n1,2,,\n", "t.csv").header.size(), 4u);  // unnamed columns may repeat
   EXPECT_EQ(csv_line({"a", "b,c", "d\"e"}), "a,\"b,c\",\"d\"\"e\"\n");
+}
+
+// Issue 10 item 10: a Latin-1 CSV imported silently and broke every JSON answer later; UTF-16 and
+// NUL bytes gave cut or cryptic messages; a duplicate column silently lost to the first.
+TEST(Csv, RejectsWrongEncodingsNulBytesAndDuplicateColumns) {
+  EXPECT_EQ(message_of([] { parse_csv("image,grade,patient\na.jpg,1,P1\nb.jpg,2,Jos\xE9\n", "lab.csv"); }),
+            "lab.csv:3: byte 0xE9 at column 12 is not valid UTF-8; the file is probably in Latin-1 or Windows-1252: "
+            "convert it (e.g. iconv -f WINDOWS-1252 -t UTF-8 IN.csv > OUT.csv) and import it again");
+  static const char kNul[] = "image,grade\na.jpg,1\nb.jpg,\0\x32\n";
+  EXPECT_EQ(message_of([] { parse_csv(std::string(kNul, sizeof kNul - 1), "nul.csv"); }),
+            "nul.csv:3: NUL byte (0x00) at column 7; a CSV file is text and never contains NUL bytes (binary data, "
+            "or a damaged file?)");
+  std::string utf16 = "\xFF\xFE";
+  for (char c : std::string("image,grade\n")) utf16 += std::string(1, c) + std::string(1, '\0');
+  EXPECT_NE(message_of([&] { parse_csv(utf16, "u16.csv"); })
+                .find("u16.csv: the file is UTF-16 (little-endian byte order mark FF FE), not UTF-8; save it as UTF-8"),
+            std::string::npos);
+  EXPECT_NE(message_of([&] { parse_csv(utf16.substr(2), "u16.csv"); }).find("u16.csv: the file is UTF-16 (little-endian, no"),
+            std::string::npos);
+  EXPECT_NE(message_of([] { parse_csv("\xFE\xFF\0i\0m", "be.csv"); }).find("UTF-16 (big-endian byte order mark"),
+            std::string::npos);
+  EXPECT_EQ(message_of([] { parse_csv("image,grade,patient, grade\na.jpg,1,P,3\n", "dup.csv"); }),
+            "dup.csv:1: duplicate column 'grade' (columns 2 and 4); rename one of them");
+  // UTF-8 with a byte order mark and non-ASCII names still reads.
+  auto t = parse_csv("\xEF\xBB\xBFimage,grade,patient\na.jpg,1,Jos\xC3\xA9\n", "ok.csv");
+  EXPECT_EQ(t.rows.at(0).fields.at(2), "Jos\xC3\xA9");
 }
 
 TEST(Rng, DeterministicAndUniform) {
@@ -142,6 +192,71 @@ TEST(Strings, StrictNumbers) {
   EXPECT_DOUBLE_EQ(parse_double("1e-3", "x"), 1e-3);
 }
 
+
+// Issue 10 item 10: "0x2", "1e2", "k=0x10" were grades and counts (strtoll/strtod fallbacks).
+TEST(Strings, NumbersAreDecimalOnly) {
+  int64_t v = 0;
+  for (const char* bad : {"0x2", "0x10", "1e2", "2e0", "inf", "nan", "-inf", "0b1", "1_000", "2.5", ".0", "+",
+                          "99999999999999999999", "1 2", "\xd9\xa3"})
+    EXPECT_FALSE(try_parse_int(bad, v)) << bad;
+  EXPECT_TRUE(try_parse_int("010", v));
+  EXPECT_EQ(v, 10);  // decimal, not octal 8
+  EXPECT_TRUE(try_parse_int(" -3 ", v));
+  EXPECT_EQ(v, -3);
+  EXPECT_TRUE(try_parse_int("4.00", v));
+  EXPECT_EQ(v, 4);
+  double d = 0;
+  for (const char* bad : {"0x1p3", "inf", "nan", "infinity", "1e999", "e5", "1e", "--1", "1.2.3"})
+    EXPECT_FALSE(try_parse_double(bad, d)) << bad;
+  EXPECT_TRUE(try_parse_double("1e2", d));
+  EXPECT_DOUBLE_EQ(d, 100);
+  EXPECT_TRUE(try_parse_double("-.5", d));
+  EXPECT_DOUBLE_EQ(d, -0.5);
+  EXPECT_EQ(message_of([] { parse_int("0x10", "field 'k'"); }), "field 'k': '0x10' is not an integer");
+}
+
+TEST(Strings, Utf8ValidationAndControlEscapes) {
+  size_t bad = 0;
+  EXPECT_TRUE(is_valid_utf8("Gr\xC3\xBC\xC3\x9F \xE2\x82\xAC \xF0\x9F\x91\x81"));
+  EXPECT_FALSE(is_valid_utf8("caf\xE9", &bad));  // Latin-1 e-acute
+  EXPECT_EQ(bad, 3u);
+  EXPECT_FALSE(is_valid_utf8("\xC0\xAF"));          // overlong '/'
+  EXPECT_FALSE(is_valid_utf8("\xED\xA0\x80"));      // surrogate
+  EXPECT_FALSE(is_valid_utf8("\xF4\x90\x80\x80"));  // above U+10FFFF
+  EXPECT_EQ(find_control_char("P01"), std::string::npos);
+  EXPECT_EQ(find_control_char("P\x1b[31m"), 1u);
+  EXPECT_EQ(find_control_char("a\xC2\x9B"), 1u);  // C1 CSI
+  EXPECT_EQ(escape_control("red \x1b[31mX\x07 caf\xE9 Gr\xC3\xBC\xC3\x9F\n\tok"),
+            "red \\x1b[31mX\\x07 caf\\xe9 Gr\xC3\xBC\xC3\x9F\n\tok");
+  EXPECT_EQ(describe_byte(0x1B), "0x1B (ESC)");
+  // Errors quote user input: printing one must not drive the terminal or stop at a NUL.
+  Error e(std::string("grade 'a\x1b]0;pwned\x07\0b' is not a number", 37), "x.cpp", 1);
+  EXPECT_EQ(e.message(), "grade 'a\\x1b]0;pwned\\x07\\x00b' is not a number");
+}
+
+// Issue 10 item 2: a 60,000-deep document killed the server; every outside document is bounded.
+TEST(Json, NestingDepthIsBounded) {
+  EXPECT_EQ(parse_json(nested(kMaxJsonDepth), "ok.json").dump().size(), nested(kMaxJsonDepth).size());
+  EXPECT_EQ(parse_json(nested(kMaxJsonDepth, '['), "ok.json").dump().size(), nested(kMaxJsonDepth, '[').size());
+  EXPECT_EQ(message_of([] { parse_json(nested(kMaxJsonDepth + 1), "meta"); }), "meta: JSON nested deeper than 64 levels");
+  EXPECT_EQ(message_of([] { parse_json(nested(60000), "meta"); }), "meta: JSON nested deeper than 64 levels");
+  EXPECT_EQ(message_of([] { parse_json(nested(60000, '['), "meta"); }), "meta: JSON nested deeper than 64 levels");
+  EXPECT_EQ(message_of([] { parse_json(nested(5), "cfg", 3); }), "cfg: JSON nested deeper than 3 levels");
+  std::string problem;
+  EXPECT_FALSE(try_parse_json(nested(100000), problem));
+  EXPECT_EQ(problem, "JSON nested deeper than 64 levels");
+  EXPECT_FALSE(try_parse_json("{\"a\": \"caf\xE9\"}", problem));  // strings must be UTF-8
+  EXPECT_NE(problem.find("1:"), std::string::npos) << problem;
+  test::TempDir dir;
+  write_file_atomic(dir.file("deep.json"), nested(60000));
+  EXPECT_EQ(message_of([&] { load_json_file(dir.file("deep.json")); }),
+            dir.file("deep.json") + ": JSON nested deeper than 64 levels");
+  // --set values that are not acceptable JSON are taken as text, as before, and never recurse.
+  Json config = {{"name", "x"}};
+  apply_override(config, "name=" + nested(60000, '['));
+  EXPECT_TRUE(config["name"].is_string());
+}
+
 TEST(Json, MergeOverrideUnknownKeys) {
   Json base = {{"model", {{"backbone", "mobilenet_v2"}, {"size", 224}}}, {"lr", 0.001}};
   Json merged = merge_json(base, {{"model", {{"size", 160}}}});
@@ -155,6 +270,31 @@ TEST(Json, MergeOverrideUnknownKeys) {
   EXPECT_THROW(check_known_keys(merged["model"], {"backbone"}, "model"), Error);
   EXPECT_NO_THROW(check_known_keys(merged["model"], {"backbone", "size"}, "model"));
   EXPECT_THROW(parse_json("{\n \"a\": 1,\n}", "c.json"), Error);
+}
+
+// Issue 10 item 11: integers in configs are converted strictly and reported as written.
+TEST(Json, IntegersAreCheckedAsWritten) {
+  auto what = [](const Json& j, auto fallback) {
+    try {
+      json_value(j, "n", fallback, "model");
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(json_value(Json{{"n", 224}}, "n", 0, "model"), 224);
+  EXPECT_EQ(json_value(Json{{"n", 224.0}}, "n", 0, "model"), 224);  // an integral float is that integer
+  EXPECT_EQ(json_value(Json{{"n", -3}}, "n", int64_t(0), "model"), -3);
+  EXPECT_EQ(json_value(Json::object(), "n", 7, "model"), 7);
+  EXPECT_EQ(json_value(Json{{"n", 18446744073709551615ull}}, "n", uint64_t(1), "train"), 18446744073709551615ull);
+  EXPECT_EQ(what(Json::parse(R"({"n": 1e30})"), 0), "model.n: 1e+30 is out of range (expected an integer from -2147483648 to 2147483647)");
+  EXPECT_EQ(what(Json{{"n", 3000000000ll}}, 0), "model.n: 3000000000 is out of range (expected an integer from -2147483648 to 2147483647)");
+  EXPECT_EQ(what(Json{{"n", 2.5}}, 0), "model.n: 2.5 is not an integer");
+  EXPECT_EQ(what(Json{{"n", "5"}}, 0), "model.n: expected an integer, got \"5\"");
+  EXPECT_EQ(what(Json{{"n", -1}}, uint64_t(0)), "model.n: -1 is out of range (expected an integer from 0 to 9223372036854775807)");
+  EXPECT_EQ(what(Json::parse(R"({"n": 9.3e18})"), int64_t(0)),
+            "model.n: 9.3e+18 is out of range (expected an integer from -9223372036854775808 to 9223372036854775807)");
+  EXPECT_EQ(json_integer(Json(40), 32, 4096, "model.input_size"), 40);
 }
 
 TEST(Npy, RoundTrip) {

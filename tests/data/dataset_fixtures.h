@@ -2,6 +2,7 @@
 // real JPEG/PNG files written with OpenCV, CSVs written as text.
 #pragma once
 
+#include <cmath>
 #include <string>
 
 #include <opencv2/core.hpp>
@@ -12,13 +13,17 @@
 
 namespace fundus::test {
 
-/// A w x h RGB image with a disc and a gradient (so that JPEG has real entropy data); `seed` varies it.
+/// A w x h RGB fundus-like image: a textured orange disc (so that JPEG has real entropy data and the
+/// field-of-view check finds a retina) on a nearly black surround; `seed` varies it.
 inline cv::Mat fundus_like_image(int w, int h, int seed = 0) {
   cv::Mat img(h, w, CV_8UC3);
+  const double r = 0.45 * std::min(w, h);
   for (int y = 0; y < h; ++y)
     for (int x = 0; x < w; ++x)
-      img.at<cv::Vec3b>(y, x) = cv::Vec3b(uint8_t((x * 3 + seed * 17) & 255), uint8_t((y * 5 + seed) & 255), uint8_t((x ^ y) & 255));
-  cv::circle(img, {w / 2, h / 2}, std::min(w, h) / 3, cv::Scalar(200, 90, 40), -1);
+      img.at<cv::Vec3b>(y, x) = std::hypot(x + 0.5 - w / 2.0, y + 0.5 - h / 2.0) <= r
+                                    ? cv::Vec3b(uint8_t(170 + ((x * 3 + seed * 17) & 63)), uint8_t(70 + ((y * 5 + seed) & 31)),
+                                                uint8_t(20 + ((x ^ y) & 15)))
+                                    : cv::Vec3b::all(uint8_t((x + y + seed) & 3));
   return img;
 }
 

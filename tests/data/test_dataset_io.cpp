@@ -286,7 +286,7 @@ TEST(DatasetIo, EveryRowProblemIsReportedWithItsLine) {
   EXPECT_EQ(at[3].first, ProblemKind::bad_grade);
   EXPECT_EQ(at[3].second, "grade 7 outside 0-4 (column 'grade')");
   EXPECT_EQ(at[4].first, ProblemKind::bad_grade);
-  EXPECT_EQ(at[4].second, "grade 'two' is not a number (column 'grade')");
+  EXPECT_EQ(at[4].second, "grade 'two' is not a whole number 0-4 (column 'grade')");
   EXPECT_EQ(at[5].first, ProblemKind::duplicate_id);
   EXPECT_EQ(at[5].second, "duplicate id 'a' (first on line 2)");
   EXPECT_EQ(at[7].first, ProblemKind::bad_grade);
@@ -305,7 +305,46 @@ TEST(DatasetIo, EveryRowProblemIsReportedWithItsLine) {
   EXPECT_EQ(j[0]["line"], 3);
   EXPECT_EQ(j[0]["id"], "b");
   EXPECT_EQ(count_problem_kinds(r.problems).at("bad_grade"), 5);
-  EXPECT_EQ(r.problems[r.problems.size() - 2].message, "grade '1.5' is not a whole number (column 'grade')");
+  EXPECT_EQ(r.problems[r.problems.size() - 2].message, "grade '1.5' is not a whole number 0-4 (column 'grade')");
+}
+
+// Issue 10 item 10: Latin-1 files imported silently (and broke every JSON answer later), "0x2" and
+// "1e2" were grades, escape sequences in fields reached the terminal, duplicate columns went unnoticed.
+TEST(DatasetIo, HostileTextIsRejectedWithFileAndLine) {
+  test::TempDir dir;
+  for (const char* name : {"a", "b", "c", "d", "e"}) write_test_image(dir.file(std::string(name) + ".jpg"));
+  write_text(dir.file("latin1.csv"), "image,grade,patient\na.jpg,0,P1\nb.jpg,1,Jos\xE9\n");
+  EXPECT_EQ(error_of([&] { load_dataset(dir.file("latin1.csv")); }),
+            dir.file("latin1.csv") + ":3: byte 0xE9 at column 12 is not valid UTF-8; the file is probably in Latin-1 or "
+                                     "Windows-1252: convert it (e.g. iconv -f WINDOWS-1252 -t UTF-8 IN.csv > OUT.csv) "
+                                     "and import it again");
+  write_text(dir.file("dup.csv"), "image,grade,grade\na.jpg,0,1\n");
+  EXPECT_EQ(error_of([&] { load_dataset(dir.file("dup.csv")); }),
+            dir.file("dup.csv") + ":1: duplicate column 'grade' (columns 2 and 3); rename one of them");
+  write_text(dir.file("labels.csv"),
+             "image,grade,patient,note\n"
+             "a.jpg,0x2,P1,\n"              // 2 hex is not a grade
+             "b.jpg,1e0,P2,\n"              // 3 nor is an exponent
+             "c.jpg,\x1b[2J,P\x1b[31mX\x07,\n"  // 4 escape sequences and a bell
+             "d.jpg,3,P4,\"two\nlines\"\n"  // 5 ok: free-text columns may hold newlines
+             "e.jpg, 4 ,P5,\n");            // 7 ok
+  LoadResult r = load_dataset(dir.file("labels.csv"));
+  ASSERT_EQ(r.dataset.size(), 2u) << format_problems(r.problems);
+  std::multimap<int, std::string> at;
+  for (const DatasetProblem& p : r.problems) at.emplace(p.line, p.message);
+  ASSERT_EQ(at.size(), 5u) << format_problems(r.problems);
+  EXPECT_EQ(at.find(2)->second, "grade '0x2' is not a whole number 0-4 (column 'grade')");
+  EXPECT_EQ(at.find(3)->second, "grade '1e0' is not a whole number 0-4 (column 'grade')");
+  ASSERT_EQ(at.count(4), 3u);
+  auto line4 = at.equal_range(4);
+  std::vector<std::string> messages;
+  for (auto it = line4.first; it != line4.second; ++it) messages.push_back(it->second);
+  EXPECT_EQ(messages[0], "control character 0x1B (ESC) in column 'grade'");
+  EXPECT_EQ(messages[1], "control character 0x1B (ESC) in column 'patient'");
+  // Reports quote fields escaped: nothing printed can drive the terminal.
+  std::string report = format_problems(r.problems);
+  EXPECT_EQ(report.find('\x1b'), std::string::npos) << report;
+  EXPECT_EQ(report.find('\x07'), std::string::npos) << report;
 }
 
 TEST(DatasetIo, EmptyFilesAndUnknownFormats) {

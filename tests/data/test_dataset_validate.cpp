@@ -1,6 +1,8 @@
 // Validation: corrupt, truncated and fake images become problems naming the CSV line; nothing crashes.
 #include <map>
 
+#include <opencv2/imgproc.hpp>
+
 #include <gtest/gtest.h>
 
 #include "dataset_fixtures.h"
@@ -189,6 +191,62 @@ TEST(DatasetValidate, DamagedMiddleWithIntactEndIsReported) {
   EXPECT_NE(v.problems[0].to_string().find("cut.jpg"), std::string::npos) << v.problems[0].to_string();
   EXPECT_NE(v.problems[0].message.find("corrupt JPEG data"), std::string::npos) << v.problems[0].message;
   EXPECT_EQ(v.problems[1].line, 4);
+}
+
+// Issue 10 items 7 and 9: validation applies the same image policy as every other command (a
+// decompression bomb is refused from its header, never decoded) and says when a name is a directory.
+TEST(DatasetValidate, SamePolicyAsDecodingAndClearMessages) {
+  test::TempDir dir;
+  write_test_image(dir.file("good.png"), 64, 48, 3);
+  std::string png = read_file(dir.file("good.png"));
+  for (int k = 0; k < 4; ++k) png[size_t(16 + k)] = png[size_t(20 + k)] = char(k == 2 ? 0x2e : k == 3 ? 0xe0 : 0);  // 12000 x 12000
+  write_text(dir.file("bomb.png"), png);
+  make_dirs(dir.file("x.jpg"));
+  write_text(dir.file("labels.csv"), "image,grade\ngood.png,0\nbomb.png,1\nx.jpg,2\n");
+  ValidateOptions o;
+  o.progress = false;
+  ValidationResult v = validate_dataset(dir.file("labels.csv"), {}, o);
+  ASSERT_EQ(v.problems.size(), 2u) << format_problems(v.problems);
+  EXPECT_EQ(v.problems[0].line, 3);
+  EXPECT_EQ(v.problems[0].kind, ProblemKind::corrupt_image);
+  EXPECT_NE(v.problems[0].message.find("12000x12000 = 144000000 pixels exceeds the limit of 40000000 pixels"), std::string::npos)
+      << v.problems[0].message;
+  EXPECT_EQ(v.problems[1].line, 4);
+  EXPECT_EQ(v.problems[1].kind, ProblemKind::missing_image);
+  EXPECT_EQ(v.problems[1].message, "image 'x.jpg' is a directory (" + dir.file("x.jpg") + "), not an image file");
+  // The same files through check_images (records that point at them directly).
+  Dataset d;
+  d.records.resize(2);
+  d.records[0].image_path = dir.file("bomb.png");
+  d.records[1].image_path = dir.file("x.jpg");
+  std::vector<DatasetProblem> direct = check_images(d, o);
+  ASSERT_EQ(direct.size(), 2u);
+  EXPECT_EQ(direct[1].message, "is a directory, not an image file");
+  EXPECT_EQ(direct[1].kind, ProblemKind::missing_image);
+}
+
+// Issue 9 item 3: images without a field of view are their own problem kind, by line.
+TEST(DatasetValidate, ImagesWithoutFieldOfViewAreReported) {
+  test::TempDir dir;
+  write_test_image(dir.file("good.jpg"), 320, 240, 1);
+  write_image_rgb(dir.file("black.jpg"), cv::Mat::zeros(240, 320, CV_8UC3));
+  cv::Mat page(400, 300, CV_8UC3, cv::Scalar::all(240));
+  for (int y = 30; y < 380; y += 24) cv::putText(page, "lorem ipsum dolor sit", {10, y}, cv::FONT_HERSHEY_SIMPLEX, 0.6, cv::Scalar::all(20));
+  write_image_rgb(dir.file("page.png"), page);
+  write_text(dir.file("labels.csv"), "image,grade\ngood.jpg,0\nblack.jpg,1\npage.png,2\n");
+  ValidateOptions o;
+  o.progress = false;
+  ValidationResult v = validate_dataset(dir.file("labels.csv"), {}, o);
+  ASSERT_EQ(v.dataset.size(), 1u) << format_problems(v.problems);
+  ASSERT_EQ(v.problems.size(), 2u);
+  EXPECT_EQ(v.problems[0].kind, ProblemKind::no_field_of_view);
+  EXPECT_EQ(v.problems[0].line, 3);
+  EXPECT_EQ(v.problems[0].message, "image '" + dir.file("black.jpg") +
+                                       "': no field of view found (the image is practically uniform: brightness 0 to 0): "
+                                       "not a fundus photograph");
+  EXPECT_EQ(v.problems[1].kind, ProblemKind::no_field_of_view);
+  EXPECT_NE(v.problems[1].message.find("the colours are not a retina's"), std::string::npos) << v.problems[1].message;
+  EXPECT_EQ(count_problem_kinds(v.problems).at("no_field_of_view"), 2);
 }
 
 }  // namespace

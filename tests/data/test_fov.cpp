@@ -1,13 +1,19 @@
 // Field-of-view detection: synthetic fields with known centre and radius (centred, dark, notched,
 // off-centre, clipped, with corner labels, large), fallbacks, and crops of the real rahim-dr-tiny images.
 #include <cmath>
+#include <tuple>
 
 #include <gtest/gtest.h>
 #include <opencv2/imgproc.hpp>
 
+#include "fundus/core/concurrency.h"
 #include "fundus/core/csv.h"
+#include "fundus/core/io.h"
+#include "fundus/core/rng.h"
 #include "fundus/data/fov.h"
 #include "fundus/data/image_io.h"
+#include "fundus/data/preprocess.h"
+#include "fundus/data/synth.h"
 #include "test_preprocess_fixtures.h"
 #include "test_support.h"
 
@@ -148,6 +154,7 @@ TEST(Fov, BlackImageFallsBackToWholeImage) {
   cv::Mat black = cv::Mat::zeros(200, 300, CV_8UC3);
   FovResult f = detect_fov(black);
   EXPECT_FALSE(f.found);
+  EXPECT_TRUE(f.no_field_of_view);
   EXPECT_NE(f.note.find("no field of view"), std::string::npos) << f.note;
   EXPECT_EQ(f.bbox, cv::Rect(0, 0, 300, 200));
   EXPECT_EQ(cv::countNonZero(f.mask), 300 * 200);
@@ -158,19 +165,130 @@ TEST(Fov, BlackImageFallsBackToWholeImage) {
 
 TEST(Fov, TinyBrightSpotIsNotAField) {
   cv::Mat img = cv::Mat::zeros(200, 300, CV_8UC3);
-  cv::circle(img, {50, 50}, 12, cv::Scalar(200, 100, 50), cv::FILLED);  // 2.4% of the image
+  cv::circle(img, {50, 50}, 12, cv::Scalar(200, 100, 50), cv::FILLED);  // 0.8% of the image
   FovResult f = detect_fov(img);
   EXPECT_FALSE(f.found);
+  EXPECT_TRUE(f.no_field_of_view);
   EXPECT_NE(f.note.find("covers"), std::string::npos) << f.note;
 }
 
-TEST(Fov, NonFundusImageWithoutDarkSurroundFallsBack) {
+TEST(Fov, ColourlessImageWithoutDarkSurroundHasNoField) {
   cv::Mat img(240, 320, CV_8UC3, cv::Scalar(120, 140, 160));
   cv::randu(img, cv::Scalar::all(80), cv::Scalar::all(200));
   FovResult f = detect_fov(img);
   EXPECT_FALSE(f.found);
-  EXPECT_NE(f.note.find("no dark surround"), std::string::npos) << f.note;
+  EXPECT_TRUE(f.no_field_of_view);
+  EXPECT_NE(f.note.find("no dark surround, and the colours are not a retina's"), std::string::npos) << f.note;
   EXPECT_EQ(f.bbox, cv::Rect(0, 0, 320, 240));
+}
+
+// A photograph cropped inside the field: retina-coloured, no rim. It is used whole, not refused.
+TEST(Fov, RetinaColouredImageWithoutDarkSurroundUsesTheWholeImage) {
+  cv::Mat img(240, 320, CV_8UC3);
+  cv::randu(img, cv::Scalar(150, 60, 20), cv::Scalar(230, 110, 50));
+  FovResult f = detect_fov(img);
+  EXPECT_FALSE(f.found);
+  EXPECT_FALSE(f.no_field_of_view) << f.note;
+  EXPECT_NE(f.note.find("no dark surround"), std::string::npos) << f.note;
+  // With dark patches at the edges the region is no longer the whole image, and not a disc either.
+  cv::rectangle(img, cv::Rect(0, 0, 60, 40), cv::Scalar::all(0), cv::FILLED);
+  cv::rectangle(img, cv::Rect(260, 200, 60, 40), cv::Scalar::all(0), cv::FILLED);
+  f = detect_fov(img);
+  EXPECT_FALSE(f.found);
+  EXPECT_FALSE(f.no_field_of_view) << f.note;
+  EXPECT_EQ(f.bbox, cv::Rect(0, 0, 320, 240));
+  // A red-free (grey) photograph with its disc is a field, whatever its colour.
+  cv::Mat grey;
+  cv::cvtColor(synthetic_field({300, 300}, {150, 150}, 120), grey, cv::COLOR_RGB2GRAY);
+  cv::cvtColor(grey, grey, cv::COLOR_GRAY2RGB);
+  EXPECT_TRUE(detect_fov(grey).found);
+}
+
+// A page of text: black strokes on paper of `paper` (RGB).
+cv::Mat text_page(cv::Size size, cv::Scalar paper, uint64_t seed) {
+  cv::Mat page(size, CV_8UC3, paper);
+  Rng rng(seed);
+  for (int y = 40; y < size.height - 30; y += 28) {
+    std::string line;
+    for (int k = 0; k < 40; ++k) line += rng.below(6) == 0 ? ' ' : char('a' + rng.below(26));
+    cv::putText(page, line, {20, y}, cv::FONT_HERSHEY_SIMPLEX, 0.6, cv::Scalar::all(25), 1, cv::LINE_AA);
+  }
+  return page;
+}
+
+// Issue 9 item 3: inputs that are not fundus photographs have no field of view, with a reason.
+TEST(Fov, NonFundusInputsHaveNoFieldOfView) {
+  cv::Mat strip(10000, 2, CV_8UC3);
+  cv::randu(strip, cv::Scalar::all(0), cv::Scalar::all(255));
+  cv::Mat table(900, 1200, CV_8UC3, cv::Scalar(35, 30, 25));  // a page photographed on a dark desk
+  text_page({600, 800}, cv::Scalar::all(235), 3).copyTo(table(cv::Rect(300, 50, 600, 800)));
+  cv::Mat tilted(900, 1200, CV_8UC3, cv::Scalar::all(20));
+  cv::fillConvexPoly(tilted, std::vector<cv::Point>{{350, 80}, {900, 140}, {860, 850}, {300, 800}}, cv::Scalar(240, 235, 230));
+  for (int y = 150; y < 780; y += 30) cv::line(tilted, {380, y}, {840, y + 20}, cv::Scalar::all(40), 2);
+  cv::Mat gradient(480, 640, CV_8UC3);
+  for (int y = 0; y < 480; ++y) gradient.row(y).setTo(cv::Scalar::all(y * 255 / 479));
+  const std::vector<std::tuple<std::string, cv::Mat, std::string>> cases = {
+      {"black", cv::Mat::zeros(480, 640, CV_8UC3), "practically uniform: brightness 0 to 0"},
+      {"white", cv::Mat(480, 640, CV_8UC3, cv::Scalar::all(255)), "practically uniform: brightness 255 to 255"},
+      {"grey", cv::Mat(480, 640, CV_8UC3, cv::Scalar::all(128)), "practically uniform"},
+      {"1x1", cv::Mat(1, 1, CV_8UC3, cv::Scalar(200, 90, 40)), "an image of 1x1 pixels is too small"},
+      {"2x10000", strip, "an image of 2x10000 pixels is too small"},
+      {"1000x20", cv::Mat(20, 1000, CV_8UC3, cv::Scalar(200, 90, 40)), "too elongated"},
+      {"text page", text_page({800, 1000}, cv::Scalar::all(245), 1), "no dark surround, and the colours are not a retina's"},
+      {"yellowish page", text_page({800, 1000}, cv::Scalar(240, 215, 170), 2), "the colours are not a retina's"},
+      {"page on a desk", table, "not a disc"},
+      {"tilted page", tilted, "not a disc"},
+      {"gradient", gradient, "not a disc"},
+  };
+  for (const auto& [what, img, reason] : cases) {
+    FovResult f = detect_fov(img);
+    EXPECT_TRUE(f.no_field_of_view) << what << ": " << f.note;
+    EXPECT_FALSE(f.found) << what;
+    EXPECT_NE(f.note.find("no field of view found ("), std::string::npos) << what << ": " << f.note;
+    EXPECT_NE(f.note.find(reason), std::string::npos) << what << ": " << f.note;
+    EXPECT_EQ(f.bbox, cv::Rect(0, 0, img.cols, img.rows)) << what;
+  }
+}
+
+// The other side of the same decision: no real or synthetic photograph is refused. Every image of the
+// shared sets through the real path (file -> preprocess), and `fundus synth` images of every size.
+TEST(Fov, NoPhotographIsRefused) {
+  std::vector<std::string> paths;
+  for (const char* name : {"rahim-dr", "rahim-dr-tiny"}) {
+    std::string dir = test::shared_dataset(name);
+    if (dir.empty()) continue;
+    CsvTable labels = read_csv(dir + "/labels.csv");
+    size_t col = labels.require_column("image");
+    for (const CsvRow& row : labels.rows) paths.push_back(dir + "/images/" + labels.field(row, col));
+  }
+  std::vector<std::string> refused(paths.size());
+  parallel_for(int64_t(paths.size()), 2, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      PreprocessResult r = preprocess_fundus_file(paths[size_t(i)], PreprocessOptions{});  // throws when refused
+      if (!r.fov.found) refused[size_t(i)] = r.fov.note;
+    }
+  });
+  for (size_t i = 0; i < paths.size(); ++i) EXPECT_EQ(refused[i], "") << paths[i];
+  if (!paths.empty()) {
+    EXPECT_EQ(paths.size(), 356u + 25u);
+  }
+
+  test::TempDir tmp;
+  for (int size : {64, 96, 160, 512}) {
+    SynthOptions o;
+    o.count = size == 512 ? 10 : 40;
+    o.size = size;
+    o.seed = uint64_t(size);
+    o.out_dir = tmp.file("s" + std::to_string(size));
+    o.threads = 2;
+    SynthDatasetResult r = generate_synthetic_dataset(o);
+    for (const SynthDatasetRow& row : r.rows) {
+      const std::string path = join_path(o.out_dir, "images/" + row.entry.id + ".jpg");
+      FovResult f = preprocess_fundus_file(path, PreprocessOptions{}).fov;
+      EXPECT_TRUE(f.found) << path << ": " << f.note;
+    }
+  }
+  if (paths.empty()) GTEST_SKIP() << "shared datasets absent: only synthetic photographs were checked";
 }
 
 TEST(Fov, RejectsWrongImageTypes) {

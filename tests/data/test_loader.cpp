@@ -229,6 +229,21 @@ TEST_F(LoaderTest, MissingImageIsAnErrorNotAHang) {
   EXPECT_NE(error_of([&] { loader.next(); }).find("gone.jpg: image file not found"), std::string::npos);
 }
 
+// Issue 9 item 3: training and embedding skip nothing silently: an image with no field of view stops
+// the epoch with an error naming the file and the case, with or without the preprocessing cache.
+TEST_F(LoaderTest, ImageWithoutFieldOfViewIsAnErrorNamingIt) {
+  write_image_rgb(data_.records[1].image_path, cv::Mat::zeros(96, 120, CV_8UC3));
+  for (bool cached : {false, true}) {
+    LoaderOptions o = eval_loader_options(train_options(2), 4);
+    if (cached) o.cache_dir = dir_.file("cache");
+    DataLoader loader(data_, o);
+    loader.start_epoch(0);
+    std::string message = error_of([&] { loader.next(); });
+    EXPECT_NE(message.find("case1.jpg: no field of view found (the image is practically uniform"), std::string::npos) << message;
+    EXPECT_NE(message.find("not a fundus photograph (case 'case1')"), std::string::npos) << message;
+  }
+}
+
 TEST_F(LoaderTest, DestroyOrRestartMidEpochJoinsCleanly) {
   for (int rep = 0; rep < 3; ++rep) {
     DataLoader loader(data_, train_options(3));

@@ -106,8 +106,9 @@ TEST(Preprocess, MaskZeroesOutsideTheCircleOnly) {
 }
 
 TEST(Preprocess, NoFieldFoundMeansNoMask) {
+  // Retina-coloured texture filling the image: a photograph cropped inside the field.
   cv::Mat img(120, 160, CV_8UC3);
-  cv::randu(img, cv::Scalar::all(60), cv::Scalar::all(200));
+  cv::randu(img, cv::Scalar(150, 60, 20), cv::Scalar(230, 110, 50));
   PreprocessResult p = preprocess_fundus(img, opts(64, true));
   EXPECT_FALSE(p.fov.found);
   EXPECT_FALSE(p.fov.note.empty());

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 #include <thread>
 
@@ -94,6 +95,23 @@ TEST(Synthetic, ClusteredVectorsAreUnitDeterministicAndThreadIndependent) {
   EXPECT_EQ(a, b);
   EXPECT_NE(a, clustered_vectors(300, 33, 10, 0.5f, 43, 1));
   for (int i = 0; i < 300; ++i) EXPECT_NEAR(dot_f32(&a[size_t(i) * 33], &a[size_t(i) * 33], 33), 1.0, 1e-5);
+  // Rows first_row.. are the same rows whether generated at once or in chunks.
+  auto tail = clustered_vectors(100, 33, 10, 0.5f, 42, 2, 200);
+  EXPECT_EQ(tail, std::vector<float>(a.begin() + 200 * 33, a.end()));
+}
+
+TEST(Synthetic, ManifoldVectorsAreUnitDeterministicChunkableAndStructured) {
+  ManifoldParams p;
+  p.centres = 5;
+  auto a = manifold_vectors(400, 64, p, 7, 1);
+  EXPECT_EQ(a, manifold_vectors(400, 64, p, 7, 2));
+  EXPECT_EQ(manifold_vectors(150, 64, p, 7, 2, 250), std::vector<float>(a.begin() + 250 * 64, a.end()));
+  double mean_cos = 0;
+  for (int i = 0; i < 400; ++i) {
+    EXPECT_NEAR(dot_f32(&a[size_t(i) * 64], &a[size_t(i) * 64], 64), 1.0, 1e-5);
+    if (i > 0) mean_cos += dot_f32(&a[size_t(i) * 64], &a[size_t(i - 1) * 64], 64) / 399;
+  }
+  EXPECT_GT(mean_cos, 0.6);  // inside a cone, like real descriptors (common = 2)
 }
 
 TEST(ExactIndex, EqualsNaiveDoubleLoopOnBothPaths) {
@@ -152,7 +170,13 @@ TEST(IndexSpec, ParsesCanonicalisesAndRejects) {
   EXPECT_EQ(canonical_index_spec(parse_index_spec("hnsw:M=8")).str(), "hnsw:M=8,ef=64,efc=200");
   EXPECT_EQ(canonical_index_spec(parse_index_spec("exact")).str(), "exact");
   EXPECT_EQ(canonical_index_spec(parse_index_spec("ivfpq:nlist=4")).str(),
-            "ivfpq:m=64,nbits=8,nlist=4,nprobe=16,seed=1,train=65536");
+            "ivfpq:m=64,nbits=8,nlist=4,nprobe=16,rerank=100,seed=1,train=65536,vectors=1");
+  // Without the exact vectors the default re-rank depth is 0, and asking for one is an error.
+  EXPECT_EQ(canonical_index_spec(parse_index_spec("ivfpq:vectors=0")).get("rerank", -1), 0);
+  EXPECT_NE(error_of([] { make_index("ivfpq:vectors=0,rerank=50", 64); }).find("needs the exact vectors"),
+            std::string::npos);
+  EXPECT_FALSE(same_index_build(parse_index_spec("ivfpq:vectors=0"), parse_index_spec("ivfpq")));
+  EXPECT_TRUE(same_index_build(parse_index_spec("ivfpq:rerank=10"), parse_index_spec("ivfpq:rerank=500")));
   EXPECT_EQ(index_spec_from_json(parse_json(R"({"type":"hnsw","M":12,"ef":20})", "t")).str(), "hnsw:M=12,ef=20");
   EXPECT_EQ(index_spec_from_json(Json("exact")).type, "exact");
   EXPECT_TRUE(same_index_build(parse_index_spec("hnsw:M=16,ef=10"), parse_index_spec("hnsw:M=16,ef=99")));
@@ -166,6 +190,12 @@ TEST(IndexSpec, ParsesCanonicalisesAndRejects) {
   EXPECT_NE(error_of([] { parse_index_spec("hnsw:M=x"); }), "");
   EXPECT_NE(error_of([] { parse_index_spec("hnsw:M"); }).find("expected key=value"), std::string::npos);
   EXPECT_NE(error_of([] { make_index("ivfpq:m=7", 64); }).find("must divide the dimension"), std::string::npos);
+  // A spec built in code (not parsed) with an unknown type is an error too, never some default index.
+  IndexSpec bogus;
+  bogus.type = "flat";
+  EXPECT_NE(error_of([&] { make_index(bogus, 8); }).find("unknown index type 'flat'"), std::string::npos);
+  bogus.type = "";
+  EXPECT_NE(error_of([&] { make_index(bogus, 8); }).find("unknown index type ''"), std::string::npos);
   EXPECT_NE(error_of([] { make_index("hnsw:M=1", 8); }), "");
   auto h = make_index("hnsw:M=8,efc=40,ef=20", 16);
   EXPECT_EQ(h->type(), "hnsw");
@@ -201,17 +231,33 @@ TEST(HnswIndex, RecallOnClusteredData) {
     EXPECT_NEAR(r.scores[size_t(i)], dot_f32(queries.data(), data.data() + r.ids[size_t(i)] * dim, dim), 1e-5);
 }
 
+namespace {
+// 10,000 clustered 64-d vectors (ids from 5), 200 queries of the same distribution and their exact
+// top 10.
+struct ClusteredSet {
+  static constexpr int kDim = 64;
+  std::vector<float> data, queries;
+  std::vector<int64_t> ids = iota_ids(10000, 5);
+  SearchResult truth;
+  ClusteredSet() {
+    data = clustered_vectors(10200, kDim, 200, 1.2f, 21);
+    queries.assign(data.end() - 200 * kDim, data.end());
+    data.resize(10000 * kDim);
+    ExactIndex exact(kDim);
+    exact.add(ids, data);
+    truth = exact.search(queries, 10);
+  }
+};
+}  // namespace
+
 TEST(IvfPqIndex, RecallOnClusteredData) {
-  const int dim = 64;
-  auto data = clustered_vectors(10200, dim, 200, 1.2f, 21);
-  std::vector<float> queries(data.end() - 200 * dim, data.end());
-  data.resize(10000 * dim);
-  auto ids = iota_ids(10000, 5);
-  ExactIndex exact(dim);
-  exact.add(ids, data);
-  SearchResult truth = exact.search(queries, 10);
+  const ClusteredSet set;
+  const int dim = ClusteredSet::kDim;
+  const auto& [data, queries, ids, truth] = set;
 
   IvfPqParams p;
+  p.vectors = false;  // the codes alone (re-ranking: the next test)
+  p.rerank = 0;
   p.nlist = 64;
   p.m = 32;     // 2 dims per sub-quantizer: 32 bytes per vector instead of 256
   p.nbits = 6;  // 64 codes: trains from 5000 vectors without FAISS's "too few points" warnings
@@ -234,6 +280,74 @@ TEST(IvfPqIndex, RecallOnClusteredData) {
   EXPECT_NE(error_of([&] { small.add(100, ids.data(), data.data()); }).find("training needs at least 256 vectors"),
             std::string::npos);
   EXPECT_EQ(small.size(), 0);
+}
+
+TEST(IvfPqIndex, ReranksExactlyFromTheMappedVectorFile) {
+  const ClusteredSet set;
+  const int dim = ClusteredSet::kDim;
+  const auto& [data, queries, ids, truth] = set;
+
+  auto index = make_index("ivfpq:nlist=64,m=16,nbits=6,nprobe=16,train=5000,rerank=0", dim);
+  auto& ivf = dynamic_cast<IvfPqIndex&>(*index);
+  ivf.set_threads(1);
+  ivf.add(ids, data);
+  EXPECT_EQ(ivf.pending_vectors(), 10000);  // not saved yet: in memory
+  const double codes_only = recall_at_k(truth, ivf.search(queries, 10));
+  ivf.set_search_params(parse_index_spec("ivfpq:rerank=100"));
+  SearchResult reranked = ivf.search(queries, 10);
+  const double with_rerank = recall_at_k(truth, reranked);
+  EXPECT_LT(codes_only, 0.75);  // measured 0.605: 4 dims per 6-bit code
+  EXPECT_GE(with_rerank, 0.9) << "codes only: " << codes_only;  // measured 0.943 (capped by nprobe)
+  ivf.set_search_params(parse_index_spec("ivfpq:nprobe=64,rerank=200"));  // every list
+  EXPECT_GE(recall_at_k(truth, ivf.search(queries, 10)), 0.99);
+  ivf.set_search_params(parse_index_spec("ivfpq:nprobe=16,rerank=100"));
+  // Re-ranked scores are the exact inner products.
+  for (int i = 0; i < 10; ++i)
+    EXPECT_FLOAT_EQ(reranked.scores[size_t(i)], dot_f32(queries.data(), data.data() + (reranked.ids[size_t(i)] - 5) * dim, dim));
+
+  // Saving writes <index>.vectors and maps it: the in-memory copies are released, results unchanged.
+  test::TempDir dir;
+  const std::string path = dir.file("v.idx");
+  IndexProvenance prov{"store-x", 1, 4, "tok-a"};
+  ivf.save(path, prov);
+  ASSERT_TRUE(file_exists(path + ".vectors"));
+  EXPECT_EQ(ivf.pending_vectors(), 0);
+  expect_identical(ivf.search(queries, 10), reranked);
+  LoadedIndex loaded = load_index(path);
+  loaded.index->set_threads(1);
+  expect_identical(loaded.index->search(queries, 10), reranked);
+  // A vector added after the load is re-ranked from memory until the next save.
+  std::vector<float> fresh(data.begin(), data.begin() + dim);
+  fresh[0] += 0.25f;
+  loaded.index->add({1}, fresh);
+  EXPECT_EQ(dynamic_cast<IvfPqIndex&>(*loaded.index).pending_vectors(), 1);
+  SearchResult top = loaded.index->search(1, fresh.data(), 1);
+  EXPECT_EQ(top.ids[0], 1);
+  EXPECT_FLOAT_EQ(top.scores[0], dot_f32(fresh.data(), fresh.data(), dim));
+
+  // The vector file must be there, intact and of the same state as the index.
+  const std::string vectors = read_file(path + ".vectors");
+  std::remove((path + ".vectors").c_str());
+  EXPECT_NE(error_of([&] { load_index(path); }).find("vector file not found"), std::string::npos);
+  std::string flipped = vectors;
+  flipped[flipped.size() / 2] ^= 4;
+  write_file_atomic(path + ".vectors", flipped);
+  EXPECT_NE(error_of([&] { load_index(path); }).find("checksum"), std::string::npos);
+  ivf.save(dir.file("w.idx"), IndexProvenance{"store-x", 1, 5, "tok-b"});  // same ids, another state
+  write_file_atomic(path + ".vectors", read_file(dir.file("w.idx.vectors")));
+  EXPECT_NE(error_of([&] { load_index(path); }).find("do not match the index"), std::string::npos);
+  write_file_atomic(path + ".vectors", vectors);
+  EXPECT_NO_THROW(load_index(path));
+
+  // Codes only (vectors=0): no companion file.
+  auto plain = make_index("ivfpq:nlist=64,m=16,nbits=6,nprobe=16,train=5000,vectors=0", dim);
+  plain->set_threads(1);
+  plain->add(ids, data);
+  plain->save(dir.file("p.idx"), prov);
+  EXPECT_FALSE(file_exists(dir.file("p.idx.vectors")));
+  LoadedIndex plain_loaded = load_index(dir.file("p.idx"));
+  plain_loaded.index->set_threads(1);
+  EXPECT_EQ(recall_at_k(truth, plain_loaded.index->search(queries, 10)), codes_only);
 }
 
 namespace {
@@ -266,7 +380,7 @@ void check_remove_and_round_trip(const std::string& spec) {
 
   // Save/load: identical results and ids.
   test::TempDir dir;
-  IndexProvenance prov{"store-x", 3, 17};
+  IndexProvenance prov{"store-x", 3, 17, "tok-1"};
   index->save(dir.file("i.idx"), prov);
   LoadedIndex loaded = load_index(dir.file("i.idx"));
   EXPECT_EQ(loaded.index->describe(), index->describe());
@@ -274,6 +388,7 @@ void check_remove_and_round_trip(const std::string& spec) {
   EXPECT_EQ(loaded.info.provenance.store_id, "store-x");
   EXPECT_EQ(loaded.info.provenance.model_id, 3);
   EXPECT_EQ(loaded.info.provenance.embeddings_version, 17);
+  EXPECT_EQ(loaded.info.provenance.embeddings_token, "tok-1");
   EXPECT_EQ(loaded.info.count, index->size());
   EXPECT_EQ(loaded.info.ids_sha256, ids_checksum(index->ids()));
   expect_identical(loaded.index->search(queries, 5), after);

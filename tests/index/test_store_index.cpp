@@ -125,3 +125,79 @@ TEST(StoreIndex, FileFromAnotherStoreOrModelIsNotTrusted) {
   EXPECT_TRUE(report.rebuilt);
   EXPECT_NE(report.reason.find("built for model"), std::string::npos) << report.reason;
 }
+
+TEST(StoreIndex, IndexOfOneCopyOfAStoreIsStaleForAnotherCopy) {
+  // Two copies of one store share the store id, ids and version counters. The same new case id with
+  // a different image in each leaves every one of those equal: only the vectors differ.
+  Fixture a;
+  a.store.reset();  // closes the file (checkpoints the WAL) so that it can be copied
+  Fixture b(0);
+  b.store.reset();
+  write_file_atomic(b.dir.file("s.db"), read_file(a.dir.file("s.db")));
+  a.store = std::make_unique<CaseStore>(a.dir.file("s.db"));
+  b.store = std::make_unique<CaseStore>(b.dir.file("s.db"));
+  b.ids = a.ids;
+  ASSERT_EQ(a.store->store_id(), b.store->store_id());
+
+  int64_t in_a = a.add_cases(1, "new")[0];
+  Dataset ds;
+  CaseRecord r;
+  r.id = "new0";
+  r.image_path = b.dir.file("new0.jpg");
+  std::ofstream(r.image_path) << "another image";
+  r.grade = 0;
+  ds.records.push_back(r);
+  int64_t in_b = b.store->add_cases(ds, 1).ids[0];
+  ASSERT_EQ(in_a, in_b);
+  std::vector<float> other = clustered_vectors(1, Fixture::kDim, 3, 0.5f, 99);
+  b.store->put_embeddings(b.model, {in_b}, other.data(), Fixture::kDim);
+  ASSERT_EQ(a.store->get_model(a.model)->embeddings_version, b.store->get_model(b.model)->embeddings_version);
+  ASSERT_EQ(a.store->embedding_ids(a.model), b.store->embedding_ids(b.model));
+
+  IndexLoadReport report;
+  a.open("exact", report);
+  write_file_atomic(b.path(), read_file(a.path()));
+  EXPECT_NE(index_staleness(*b.store, read_index_info(b.path())).find("vectors differ"), std::string::npos);
+  EXPECT_EQ(index_staleness(*a.store, read_index_info(a.path())), "");
+  auto index = b.open("exact", report);
+  EXPECT_TRUE(report.rebuilt);
+  EXPECT_NE(report.reason.find("vectors differ"), std::string::npos) << report.reason;
+  // Answers with B's vector, not A's.
+  SearchResult hit = index->search(other, 1);
+  EXPECT_EQ(hit.ids[0], in_b);
+  EXPECT_FLOAT_EQ(hit.scores[0], dot_f32(other.data(), other.data(), Fixture::kDim));
+  b.open("exact", report);
+  EXPECT_FALSE(report.rebuilt) << report.reason;
+}
+
+TEST(StoreIndex, TokenChangesWithEveryWriteOfTheModelsVectorsOnly) {
+  Fixture f(20);
+  std::string t0 = f.store->embeddings_token(f.model);
+  EXPECT_EQ(t0.size(), 32u);
+  int64_t other = f.store->register_model("m2", "{}", "ckpt2", "{}", Fixture::kDim);
+  EXPECT_EQ(f.store->embeddings_token(other), "");  // never written
+  auto v = f.store->get_embedding(f.model, f.ids[3]).value();
+  f.store->put_embeddings(f.model, {f.ids[3]}, v.data(), Fixture::kDim);  // same bytes, still a write
+  std::string t1 = f.store->embeddings_token(f.model);
+  EXPECT_NE(t1, t0);
+  f.store->put_embeddings(other, {f.ids[3]}, v.data(), Fixture::kDim);
+  EXPECT_EQ(f.store->embeddings_token(f.model), t1);  // another model's write
+  std::string t_other = f.store->embeddings_token(other);
+  f.store->remove_cases({f.ids[5]});  // has a vector of f.model only
+  EXPECT_NE(f.store->embeddings_token(f.model), t1);
+  EXPECT_EQ(f.store->embeddings_token(other), t_other);
+  Dataset none;
+  f.store->add_cases(none, 1);
+  EXPECT_EQ(f.store->embeddings_token(other), t_other);
+}
+
+TEST(StoreIndex, IndexFileOfTheFormerFormatIsRebuilt) {
+  Fixture f(20);
+  write_framed_file(f.path(), "FNDINDX1", 1, std::string(64, '\0'));
+  IndexLoadReport report;
+  f.open("exact", report);
+  EXPECT_TRUE(report.rebuilt);
+  EXPECT_NE(report.reason.find("older build"), std::string::npos) << report.reason;
+  f.open("exact", report);
+  EXPECT_FALSE(report.rebuilt) << report.reason;
+}

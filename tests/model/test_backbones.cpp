@@ -194,8 +194,9 @@ torch.save({"x": x, "features": f}, sys.argv[2])
 
 TEST(Backbones, NamesShapesAndErrors) {
   const std::pair<const char*, int64_t> expected[] = {
-      {"mobilenet_v2", 1280}, {"resnet18", 512}, {"resnet34", 512}, {"resnet50", 2048}, {"densenet121", 1024}};
-  ASSERT_EQ(backbone_names().size(), 5u);
+      {"mobilenet_v2", 1280}, {"resnet18", 512}, {"resnet34", 512}, {"resnet50", 2048}, {"densenet121", 1024},
+      {"convnet4", 256}};
+  ASSERT_EQ(backbone_names().size(), 6u);
   for (const auto& [name, channels] : expected) {
     Backbone b = make_backbone(name);
     EXPECT_EQ(b->name(), name);

@@ -225,6 +225,72 @@ TEST_F(StateDictFiles, ReportsMissingDataRecords) {
   EXPECT_NE(e.find("missing data record 'od/data/3'"), std::string::npos) << e;
 }
 
+// Hand-written pickles for hostile files (no Python needed): a torch.save-style archive holding
+// {"w": _rebuild_tensor_v2(storage(FloatStorage, "0", numel), offset, sizes, strides, False, OrderedDict())}.
+std::string pickle_int(int64_t v) {  // LONG1 with 8 bytes: any int64
+  std::string s = "\x8a\x08";
+  for (int k = 0; k < 8; ++k) s += char((uint64_t(v) >> (8 * k)) & 0xff);
+  return s;
+}
+std::string pickle_str(const std::string& v) {
+  std::string s = "X";
+  for (int k = 0; k < 4; ++k) s += char((v.size() >> (8 * k)) & 0xff);
+  return s + v;
+}
+std::string pickle_ints(const std::vector<int64_t>& v) {
+  std::string s = "(";
+  for (int64_t x : v) s += pickle_int(x);
+  return s + "t";
+}
+std::string tensor_pickle(int64_t numel, int64_t offset, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides) {
+  return "\x80\x02}(" + pickle_str("w") + "ctorch._utils\n_rebuild_tensor_v2\n((" + pickle_str("storage") +
+         "ctorch\nFloatStorage\n" + pickle_str("0") + pickle_str("cpu") + pickle_int(numel) + "tQ" + pickle_int(offset) +
+         pickle_ints(sizes) + pickle_ints(strides) + "\x89" "ccollections\nOrderedDict\n)RtRu.";
+}
+std::string archive(const std::string& pickle, const std::string& data = std::string(16, '\0')) {
+  ZipWriter w;
+  w.add("a/data.pkl", pickle);
+  w.add("a/data/0", data);
+  w.add("a/version", "3\n");
+  return w.finish();
+}
+
+// Issue 10 item 11: absurd sizes are refused from what the file holds, before LibTorch allocates,
+// with a message naming the file and no LibTorch stack trace.
+TEST(StateDictHostile, AbsurdSizesAreRefusedBeforeAllocating) {
+  ASSERT_EQ(parse_state_dict(archive(tensor_pickle(4, 0, {2, 2}, {2, 1})), "ok.pth").size(), 1u);  // the well-formed base
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {tensor_pickle(int64_t(1) << 40, 0, {4}, {1}), "storage '0' declares 1099511627776 elements of 4 bytes, but its data record 'a/data/0' holds 16 bytes"},
+      {tensor_pickle(-5, 0, {4}, {1}), "storage '0' declares -5 elements"},
+      {tensor_pickle(4, 0, {int64_t(1) << 32, int64_t(1) << 32}, {0, 0}), "outside its storage of 4 elements"},
+      {tensor_pickle(4, 0, {int64_t(1) << 62, 4}, {1, 1}), "outside its storage of 4 elements"},
+      {tensor_pickle(4, 0, {-3}, {1}), "negative tensor size or stride"},
+      {tensor_pickle(4, 9, {1}, {1}), "tensor offset 9 outside its storage of 4 elements"},
+      {tensor_pickle(4, 0, std::vector<int64_t>(100, 1), std::vector<int64_t>(100, 1)), "tensor with 100 dimensions (at most 32)"},
+  };
+  for (const auto& [pickle, expected] : cases) {
+    std::string e = error_of([&] { parse_state_dict(archive(pickle), "hostile.pth"); });
+    EXPECT_NE(e.find(expected), std::string::npos) << e;
+    EXPECT_EQ(e.rfind("hostile.pth: ", 0), 0u) << e;
+    EXPECT_EQ(e.find("Exception raised from"), std::string::npos) << e;
+    EXPECT_EQ(e.find("frame #"), std::string::npos) << e;
+  }
+}
+
+// A dict that contains itself (the memo allows it) and dicts nested 200000 deep: an error, no
+// unbounded recursion while flattening or destroying.
+TEST(StateDictHostile, CyclesAndDeepNestingAreErrors) {
+  const std::string cycle = std::string("\x80\x02}q\x00", 5) + pickle_str("x") + std::string("h\x00s.", 4);
+  std::string e = error_of([&] { parse_state_dict(archive(cycle), "cycle.pth"); });
+  EXPECT_NE(e.find("cycle.pth: dicts nested deeper than 64 levels"), std::string::npos) << e;
+  std::string deep = "\x80\x02";
+  const int n = 200000;
+  for (int i = 0; i < n; ++i) deep += "}" + pickle_str("k");
+  deep += "}" + std::string(size_t(n), 's') + ".";
+  e = error_of([&] { parse_state_dict(archive(deep), "deep.pth"); });
+  EXPECT_NE(e.find("deep.pth: dicts nested deeper than 64 levels"), std::string::npos) << e;
+}
+
 TEST_F(StateDictFiles, WrittenFilesLoadInPython) {
   StateDict s;
   s.insert("f32", torch::arange(6, torch::kFloat).reshape({2, 3}) / 4);

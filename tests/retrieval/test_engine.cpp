@@ -1,13 +1,18 @@
 // The search engine and store embedding on real SQLite files, real synthetic JPEGs and real
 // (randomly initialised) checkpoints.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <fstream>
 #include <thread>
 
 #include "fundus/core/error.h"
 #include "fundus/core/hash.h"
 #include "fundus/core/io.h"
+#include "fundus/index/simd.h"
 #include "fundus/index/store_index.h"
+#include "fundus/index/synthetic.h"
 #include "fundus/retrieval/embed_store.h"
 #include "fundus/retrieval/model_runner.h"
 #include "fundus/retrieval/query_report.h"
@@ -156,6 +161,96 @@ TEST(SearchEngine, PatientExclusionAndGradeFilter) {
   q.k = 20;
   r = engine.query_file(rec.image_path, q);
   EXPECT_EQ(r.hits.size(), grade4);
+}
+
+TEST(SearchEngine, FilteredQueriesAreAnsweredFromTheIndexWithoutReadingTheStore) {
+  // 2000 cases, 1% of them grade 4, with synthetic vectors of the model's dimension: a filter that
+  // keeps 1% must still give k hits, computed inside the index from the attributes kept beside it.
+  const auto& data = test::retrieval_data();
+  test::TempDir dir;
+  const std::string db = dir.file("big.db");
+  ModelRunner model(data.ckpt_mirror);
+  const int dim = model.descriptor_dim();
+  const int64_t n = 2000;
+  std::vector<int64_t> ids;
+  int64_t model_id = 0;
+  std::vector<float> vectors = clustered_vectors(n, dim, 40, 0.8f, 3);
+  {
+    CaseStore store(db);
+    Dataset ds;
+    for (int64_t i = 0; i < n; ++i) {
+      CaseRecord r;
+      r.id = "c" + std::to_string(i);
+      r.image_path = dir.file(r.id + ".jpg");
+      std::ofstream(r.image_path) << r.id;  // only hashed: these cases are never decoded
+      r.grade = i % 100 == 17 ? 4 : int(i % 4);
+      r.patient = "p" + std::to_string(i / 2);
+      ds.records.push_back(r);
+    }
+    ids = store.add_cases(ds, 1).ids;
+    model_id = register_model(store, model);
+  }
+  const CaseRecord& query = record(4);
+  std::vector<float> q = model.embed(preprocess_fundus_file(query.image_path, model.preprocess()).image);
+  // The exact answer over the vectors as they were when the engine started.
+  auto expected = [&](int grade, const std::string& exclude_patient, int k) {
+    std::vector<std::pair<float, int64_t>> scored;
+    for (int64_t i = 0; i < n; ++i)
+      if ((i % 100 == 17 ? 4 : int(i % 4)) == grade && "p" + std::to_string(i / 2) != exclude_patient)
+        scored.push_back({-dot_f32(q.data(), vectors.data() + i * dim, dim), ids[size_t(i)]});
+    std::sort(scored.begin(), scored.end());
+    scored.resize(std::min(scored.size(), size_t(k)));
+    return scored;
+  };
+  for (std::string spec : {"exact", "hnsw:M=8,efc=40,ef=16"}) {
+    SCOPED_TRACE(spec);
+    CaseStore(db).put_embeddings(model_id, ids, vectors.data(), dim);
+    EngineOptions eo = engine_options(db, data.ckpt_mirror);
+    eo.index_spec = spec;
+    SearchEngine engine(eo);
+    // Behind the engine's back, every stored vector changes. Filtering must not read them: an engine
+    // that did (for the candidates it could not use) would rank by the new vectors.
+    {
+      CaseStore other(db);
+      std::vector<float> negated(vectors);
+      for (float& x : negated) x = -x;
+      other.put_embeddings(model_id, ids, negated.data(), dim);
+    }
+    for (auto [k, patient] : {std::pair<int, std::string>{10, ""}, {5, "p1217"}, {30, "p8"}}) {
+      QueryOptions o;
+      o.k = k;
+      o.grades = {4};
+      o.exclude_patient = patient;
+      QueryResult r = engine.query_file(query.image_path, o);
+      auto want = expected(4, patient, k);
+      ASSERT_EQ(r.hits.size(), std::min<size_t>(size_t(k), want.size()));  // 20 grade-4 cases (19 without p1217)
+      for (size_t i = 0; i < r.hits.size(); ++i) {
+        EXPECT_EQ(r.hits[i].info.id, want[i].second) << "rank " << i;
+        EXPECT_NEAR(r.hits[i].similarity, -want[i].first, 1e-5);
+        EXPECT_EQ(r.hits[i].info.grade, 4);
+        EXPECT_NE(r.hits[i].info.patient, patient);
+      }
+    }
+    // Cases added and removed through the engine are filtered too (their attributes follow).
+    CaseRecord added;
+    added.grade = 4;
+    added.patient = "new-patient";
+    CaseInfo info = engine.add_case(read_file(query.image_path), query.image_path, added);
+    QueryOptions o;
+    o.k = 3;
+    o.grades = {4};
+    EXPECT_EQ(engine.query_file(query.image_path, o).hits.at(0).info.id, info.id);
+    o.exclude_patient = "new-patient";
+    EXPECT_NE(engine.query_file(query.image_path, o).hits.at(0).info.id, info.id);
+    o.exclude_patient = "";
+    o.grades = {0};
+    EXPECT_NE(engine.query_file(query.image_path, o).hits.at(0).info.id, info.id);
+    ASSERT_TRUE(engine.remove_case(info.id));
+    o.grades = {4};
+    QueryResult after = engine.query_file(query.image_path, o);
+    ASSERT_EQ(after.hits.size(), 3u);
+    EXPECT_NE(after.hits[0].info.id, info.id);
+  }
 }
 
 TEST(SearchEngine, AddThenQueryRemoveThenQueryAndRestart) {

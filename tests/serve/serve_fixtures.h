@@ -19,6 +19,7 @@
 #include "fundus/core/io.h"
 #include "fundus/data/image_io.h"
 #include "fundus/serve/backend.h"
+#include "fundus/store/case_store.h"
 
 namespace fundus::test {
 
@@ -42,16 +43,19 @@ class FakeBackend : public SearchBackend {
 
   std::atomic<int> query_delay_ms{0};  // makes queries slow (graceful-shutdown test)
   std::atomic<bool> fail_stats{false}; // stats() throws std::runtime_error (500 test)
+  std::atomic<int64_t> corrupt_case{0};  // reading this case throws StoreCorruptError, as a damaged store does
+  std::string private_dir = "/srv/fundus-private";  // what server-side errors name, as the engine's do
 
   QueryResult query(std::string_view bytes, const std::string& source, const QueryOptions& o) override {
     if (query_delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(int(query_delay_ms)));
-    cv::Mat rgb = decode_image_rgb_bytes(bytes, source);
+    cv::Mat rgb = decode(bytes, source);
     std::vector<float> q = descriptor(rgb);
     QueryResult r;
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [id, c] : cases_) {
       if (!o.grades.empty() && std::find(o.grades.begin(), o.grades.end(), c.info.grade) == o.grades.end()) continue;
       if (!o.exclude_patient.empty() && c.info.patient == o.exclude_patient) continue;
+      check_not_corrupt(id);
       SearchHit hit;
       hit.info = c.info;
       hit.similarity = q[0] * c.vec[0] + q[1] * c.vec[1] + q[2] * c.vec[2];
@@ -83,19 +87,20 @@ class FakeBackend : public SearchBackend {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = cases_.find(id);
     if (it == cases_.end()) return std::nullopt;
+    check_not_corrupt(id);
     return it->second.info;
   }
 
   CaseInfo add_case(std::string_view bytes, const std::string& source, const CaseRecord& record,
                     const Json& meta) override {
-    cv::Mat rgb = decode_image_rgb_bytes(bytes, source);
+    cv::Mat rgb = decode(bytes, source);
     std::lock_guard<std::mutex> lock(mu_);
     int64_t id = next_id_++;
     CaseInfo info;
     info.id = id;
     info.external_id = record.id.empty() ? "case" + std::to_string(id) : record.id;
     for (const auto& [other, c] : cases_)
-      FUNDUS_CHECK(c.info.external_id != info.external_id, "duplicate external id '" << info.external_id << "'");
+      FUNDUS_CHECK_INPUT(c.info.external_id != info.external_id, "duplicate external id '" << info.external_id << "'");
     info.grade = record.grade;
     info.patient = record.patient;
     info.eye = record.eye;
@@ -115,11 +120,13 @@ class FakeBackend : public SearchBackend {
   cv::Mat case_attention_overlay(int64_t id) override {
     std::optional<CaseInfo> c = get_case(id);
     FUNDUS_CHECK(c, "no case " << id);
+    // The image went missing: the engine's error names the server's file, as this one does.
+    FUNDUS_CHECK(file_exists(c->image_path), c->image_path << ": image file not found");
     return cv::Mat(32, 32, CV_8UC3, cv::Scalar(255, 0, 0));
   }
 
   Json stats() override {
-    if (fail_stats) throw std::runtime_error("stats exploded");
+    if (fail_stats) FUNDUS_THROW(private_dir << "/cases.db: database is locked by another writer");
     return {{"cases", size()}};
   }
   Json health() override { return {{"status", "ok"}, {"indexed", size()}}; }
@@ -130,6 +137,21 @@ class FakeBackend : public SearchBackend {
   }
 
  private:
+  // Undecodable uploads are the caller's problem, as in the engine.
+  static cv::Mat decode(std::string_view bytes, const std::string& source) {
+    try {
+      return decode_image_rgb_bytes(bytes, source);
+    } catch (const Error& e) {
+      FUNDUS_THROW_INPUT(e.message());
+    }
+  }
+
+  void check_not_corrupt(int64_t id) const {
+    if (id == corrupt_case)
+      throw StoreCorruptError(private_dir + "/cases.db", id, "meta: JSON nested deeper than 64 levels", __FILE__,
+                              __LINE__);
+  }
+
   static std::vector<float> descriptor(const cv::Mat& rgb) {
     cv::Scalar m = cv::mean(rgb);
     double n = std::sqrt(m[0] * m[0] + m[1] * m[1] + m[2] * m[2]) + 1e-9;

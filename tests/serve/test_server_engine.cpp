@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <thread>
+#include <tuple>
 
 #include "fundus/core/strings.h"
 #include "fundus/retrieval/search_engine.h"
@@ -160,6 +161,107 @@ TEST_F(EngineServerTest, QueryAddDeleteWithTheRealEngine) {
   EXPECT_EQ(s["index"]["size"], 30);
   EXPECT_FALSE(s["index"].contains("path"));
   EXPECT_FALSE(s["model"].contains("checkpoint"));
+}
+
+// Issue 10 items 2, 5 and 12 with the real engine and store: a case whose meta is nested 60,000
+// levels (written before the bound existed) killed the server on GET and on every query returning
+// it; a missing image file gave a 500 naming the server's path.
+TEST_F(EngineServerTest, PoisonedRowsAndMissingImagesNeverCrashTheServerOrRevealPaths) {
+  std::string dir = copy_store();
+  const std::string deep = nested_json(60000);
+  run_sql(dir + "/cases.db", "UPDATE cases SET meta = '" + deep + "' WHERE id = 5");
+  SearchEngine engine(engine_options(dir));
+  auto backend = engine_backend(engine);
+  ServerOptions so;
+  so.port = 0;
+  so.access_log_enabled = false;
+  Server server(*backend, so);
+  server.start();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+
+  std::vector<httplib::Result> damaged;
+  damaged.push_back(c.Get("/api/cases/5"));
+  damaged.push_back(c.Post("/api/query", form(read_file(image("data", 4)), {{"k", "30"}})));  // every case
+  for (const httplib::Result& r : damaged) {
+    ASSERT_TRUE(r) << "the server died";
+    EXPECT_EQ(r->status, 500) << r->body;
+    EXPECT_EQ(error_code(r), "corrupt_case");
+    EXPECT_EQ(body_json(r)["error"]["case_id"], 5);
+    EXPECT_EQ(r->body.find(dir), std::string::npos) << r->body;
+  }
+  auto bad_meta = c.Post("/api/cases", form(read_file(image("extra", 0)), {{"grade", "1"}, {"meta", deep}}));
+  ASSERT_TRUE(bad_meta);
+  EXPECT_EQ(bad_meta->status, 400);
+  EXPECT_EQ(error_code(bad_meta), "bad_meta");
+  EXPECT_EQ(engine.size(), 30);
+
+  auto add = c.Post("/api/cases", form(read_file(image("extra", 1)), {{"grade", "2"}}));
+  ASSERT_TRUE(add);
+  ASSERT_EQ(add->status, 201) << add->body;
+  const int64_t id = body_json(add)["id"];
+  ASSERT_EQ(std::remove(engine.get_case(id)->image_path.c_str()), 0);  // the kept copy went missing
+  const std::string base = "/api/cases/" + std::to_string(id);
+  for (const std::string& path : {base + "/image", base + "/image?size=thumb", base + "/attention.png"}) {
+    auto r = c.Get(path.c_str());
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 500) << path;
+    EXPECT_EQ(error_code(r), "image_unavailable") << path;
+    EXPECT_EQ(r->body.find(fixture->path()), std::string::npos) << r->body;
+    EXPECT_EQ(r->body.find(work.path()), std::string::npos) << r->body;
+  }
+  auto h = c.Get("/api/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+}
+
+// Issue 9 item 3: no grade estimate for an upload that is not a fundus photograph; a stable code, a
+// reason naming the upload, and nothing stored.
+TEST_F(EngineServerTest, NonFundusUploadsAreRefusedWithNoFieldOfView) {
+  std::string dir = copy_store();
+  SearchEngine engine(engine_options(dir));
+  auto backend = engine_backend(engine);
+  ServerOptions so;
+  so.port = 0;
+  so.access_log_enabled = false;
+  Server server(*backend, so);
+  server.start();
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  auto encoded = [](const cv::Mat& bgr, const char* ext) {
+    std::vector<uchar> buf;
+    cv::imencode(ext, bgr, buf);
+    return std::string(buf.begin(), buf.end());
+  };
+  cv::Mat page(600, 450, CV_8UC3, cv::Scalar::all(240));
+  for (int y = 40; y < 560; y += 26) cv::putText(page, "The quick brown fox jumps", {12, y}, cv::FONT_HERSHEY_SIMPLEX, 0.6, cv::Scalar::all(20));
+  const std::vector<std::tuple<std::string, std::string, std::string>> uploads = {
+      {"black.jpg", encoded(cv::Mat::zeros(480, 640, CV_8UC3), ".jpg"), "practically uniform"},
+      {"white.png", encoded(cv::Mat(480, 640, CV_8UC3, cv::Scalar::all(255)), ".png"), "practically uniform"},
+      {"dot.png", encoded(cv::Mat(1, 1, CV_8UC3, cv::Scalar(40, 90, 200)), ".png"), "too small"},
+      {"strip.png", encoded(cv::Mat(10000, 2, CV_8UC3, cv::Scalar(40, 90, 200)), ".png"), "too small"},
+      {"letter.jpg", encoded(page, ".jpg"), "not a retina's"},
+  };
+  for (const auto& [name, bytes, reason] : uploads) {
+    auto r = c.Post("/api/query", form(bytes, {}, name));
+    ASSERT_TRUE(r) << name;
+    EXPECT_EQ(r->status, 422) << name << ": " << r->body;
+    EXPECT_EQ(error_code(r), "no_field_of_view") << name;
+    const std::string message = body_json(r)["error"]["message"];
+    EXPECT_EQ(message.rfind("upload '" + name + "': no field of view found (", 0), 0u) << message;
+    EXPECT_NE(message.find(reason), std::string::npos) << message;
+    EXPECT_NE(message.find("not a fundus photograph"), std::string::npos) << message;
+    EXPECT_EQ(body_json(r).count("estimate"), 0u);
+  }
+  auto add = c.Post("/api/cases", form(std::get<1>(uploads[0]), {{"grade", "2"}}, "black.jpg"));
+  ASSERT_TRUE(add);
+  EXPECT_EQ(add->status, 422) << add->body;
+  EXPECT_EQ(error_code(add), "no_field_of_view");
+  EXPECT_EQ(engine.size(), 30);
+  // A real photograph still gets its answer.
+  auto ok = c.Post("/api/query", form(read_file(image("extra", 0)), {{"k", "3"}}));
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
 }
 
 TEST_F(EngineServerTest, ConcurrentClientsKeepStoreAndIndexConsistent) {

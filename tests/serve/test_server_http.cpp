@@ -1,7 +1,14 @@
 // The HTTP layer against an in-memory backend: every endpoint, every error status, the token, the
 // access log, limits, concurrency and graceful stop. Real sockets on a loopback port.
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <future>
 #include <thread>
 
@@ -499,6 +506,203 @@ TEST_F(ServerTest, AccessLogHasOneJsonLinePerRequestWithoutPrivateData) {
   EXPECT_EQ(by_path["GET /api/cases/77"]["status"], 404);
   EXPECT_EQ(log.find("thumb"), std::string::npos);  // query values are not logged
   EXPECT_EQ(log.find("PATIENT-SECRET"), std::string::npos);
+}
+
+// ---- issue 10: hostile input and damaged stores --------------------------------------------------
+
+// Items 2 and 10: a 60,000-deep `meta` killed the server (and was stored first); Latin-1 and escape
+// sequences were stored; "0x10" was a k and "0x2" a grade.
+TEST_F(ServerTest, HostileFieldsAreRefusedBeforeAnythingIsStored) {
+  start();
+  auto c = client();
+  std::string jpeg = make_image(100, 100, 100);
+  auto expect = [&](const httplib::Result& r, const std::string& code, const std::string& message, const char* what) {
+    ASSERT_TRUE(r) << what;
+    EXPECT_EQ(r->status, 400) << what << ": " << r->body;
+    EXPECT_EQ(error_code(r), code) << what;
+    if (!message.empty()) {
+      EXPECT_EQ(body_json(r)["error"]["message"], message) << what;
+    }
+  };
+  expect(c.Post("/api/cases", form(jpeg, {{"grade", "1"}, {"meta", nested_json(60000)}})), "bad_meta",
+         "field 'meta': longer than 65536 bytes", "meta 60,000 deep (360 kB)");
+  expect(c.Post("/api/cases", form(jpeg, {{"grade", "1"}, {"meta", "{\"a\":" + std::string(30000, '[') + std::string(30000, ']') + "}"}})),
+         "bad_meta", "field 'meta': JSON nested deeper than 64 levels", "meta 30,000 deep (60 kB)");
+  expect(c.Post("/api/cases", form(jpeg, {{"grade", "1"}, {"meta", nested_json(65)}})), "bad_meta",
+         "field 'meta': JSON nested deeper than 64 levels", "meta 65 deep");
+  expect(c.Post("/api/cases", form(jpeg, {{"grade", "1"}, {"meta", "{\"a\":\"" + std::string(70000, 'x') + "\"}"}})),
+         "bad_meta", "field 'meta': longer than 65536 bytes", "meta 70 kB");
+  expect(c.Post("/api/cases", form(jpeg, {{"grade", "1"}, {"patient", "Jos\xE9"}})), "bad_field",
+         "field 'patient': not valid UTF-8", "Latin-1 patient");
+  expect(c.Post("/api/cases", form(jpeg, {{"grade", "1"}, {"id", "x\x1b[2J"}})), "bad_field",
+         "field 'id': contains control characters", "escape sequence in id");
+  for (const char* k : {"0x10", "1e1", "0x2", "+0x1", "1_0"}) expect(c.Post("/api/query", form(jpeg, {{"k", k}})), "bad_k", "", k);
+  for (const char* g : {"0x2", "1e0", "2e0"}) {
+    expect(c.Post("/api/cases", form(jpeg, {{"grade", g}})), "bad_grade", "", g);
+    expect(c.Post("/api/query", form(jpeg, {{"grades", g}})), "bad_grade", "", g);
+  }
+  EXPECT_EQ(backend->size(), 3);
+  auto ok = c.Post("/api/cases", form(jpeg, {{"grade", "1"}, {"meta", nested_json(64)}, {"patient", "Jos\xC3\xA9"}}));
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 201) << ok->body;
+  EXPECT_EQ(body_json(ok)["patient"], "Jos\xC3\xA9");
+  auto h = c.Get("/api/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+}
+
+// Item 5: a stored case with corrupt metadata made queries answer "422 bad_image".
+TEST_F(ServerTest, DamagedStoreRowsAreTheServersFaultAndNameTheCase) {
+  start();
+  backend->corrupt_case = 2;
+  auto c = client();
+  const std::string expected =
+      "case 2 in the case store is damaged (meta: JSON nested deeper than 64 levels); the server's operator can find "
+      "it with `fundus store check`";
+  std::vector<httplib::Result> answers;
+  answers.push_back(c.Post("/api/query", form(make_image(40, 200, 40), {{"k", "3"}})));
+  answers.push_back(c.Get("/api/cases/2"));
+  for (const httplib::Result& r : answers) {
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 500) << r->body;
+    EXPECT_EQ(error_code(r), "corrupt_case");
+    EXPECT_EQ(body_json(r)["error"]["case_id"], 2);
+    EXPECT_EQ(body_json(r)["error"]["message"], expected);
+    EXPECT_EQ(r->body.find(backend->private_dir), std::string::npos) << r->body;
+  }
+  // Answers that do not touch the damaged case still work.
+  auto other = c.Post("/api/query", form(make_image(40, 200, 40), {{"k", "3"}, {"grades", "0,4"}}));
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 200) << other->body;
+  auto one = c.Get("/api/cases/1");
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->status, 200);
+}
+
+// Item 12: a 500 for a case whose image file was missing returned the server's absolute path.
+TEST_F(ServerTest, ResponsesNeverNameServerFiles) {
+  start();
+  auto c = client();
+  ASSERT_EQ(std::remove(dir.file("3.img").c_str()), 0);  // case 3's image went missing on the server
+  write_file_atomic(dir.file("2.img"), std::string("\xFF\xD8\xFF\xE0 damaged", 12));
+  for (const char* path : {"/api/cases/3/image", "/api/cases/3/image?size=thumb", "/api/cases/3/attention.png",
+                           "/api/cases/2/image?size=thumb"}) {
+    auto r = c.Get(path);
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 500) << path;
+    EXPECT_EQ(error_code(r), "image_unavailable") << path;
+    EXPECT_EQ(r->body.find(dir.path()), std::string::npos) << path << ": " << r->body;
+  }
+  backend->fail_stats = true;  // a server-side error whose message names the store's path
+  auto s = c.Get("/api/stats");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->status, 500);
+  EXPECT_EQ(body_json(s)["error"]["message"], "internal error; the details are in the server's log");
+  EXPECT_EQ(s->body.find(backend->private_dir), std::string::npos) << s->body;
+}
+
+// A raw TCP client: connects without blocking on a full accept backlog, sends what it is told.
+int raw_connect(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  pollfd p{fd, POLLOUT, 0};
+  ::poll(&p, 1, 5000);
+  return fd;
+}
+
+// Everything the server sends until it closes the connection (or 30 s pass).
+std::string read_until_closed(int fd) {
+  std::string got;
+  char buf[4096];
+  for (int i = 0; i < 300; ++i) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, size_t(n));
+  }
+  return got;
+}
+
+// Item 13: 47 idle connections sending partial headers blocked every request until read timeouts
+// freed the workers.
+TEST_F(ServerTest, SlowClientsNeverStarveHealthOrQueries) {
+  ServerOptions o;
+  o.workers = 4;
+  o.header_timeout_s = 120;  // the slow clients stay for the whole test: nothing here waits for a timeout
+  start(o);
+  std::vector<int> slow;
+  for (int i = 0; i < 50; ++i) {
+    slow.push_back(raw_connect(server->port()));
+    (void)::send(slow.back(), "GET /api/health HTTP/1.1\r\nHost: x\r\n", 35, MSG_NOSIGNAL);
+  }
+  // One more header byte every 200 ms: no read ever times out.
+  std::atomic<bool> trickle{true};
+  std::thread t([&] {
+    while (trickle) {
+      for (int fd : slow) (void)::send(fd, "X", 1, MSG_NOSIGNAL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  });
+  httplib::Client c("127.0.0.1", server->port());
+  c.set_connection_timeout(30, 0);
+  c.set_read_timeout(30, 0);
+  auto h = c.Get("/api/health");
+  auto q = c.Post("/api/query", form(make_image(200, 40, 40), {{"k", "2"}}));
+  trickle = false;
+  t.join();
+  for (int fd : slow) ::close(fd);
+  ASSERT_TRUE(h) << "no answer to /api/health while 50 slow clients were connected";
+  EXPECT_EQ(h->status, 200);
+  ASSERT_TRUE(q) << "no answer to a query while 50 slow clients were connected";
+  EXPECT_EQ(q->status, 200) << q->body;
+}
+
+TEST_F(ServerTest, IncompleteHeadersTimeOutWith408) {
+  ServerOptions o;
+  o.header_timeout_s = 1;
+  start(o);
+  int fd = raw_connect(server->port());
+  ASSERT_EQ(::send(fd, "GET /api/health HTTP/1.1\r\nHo", 28, MSG_NOSIGNAL), 28);
+  std::string got = read_until_closed(fd);  // the server answers and closes; the test only waits for it
+  ::close(fd);
+  EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 408") << got;
+  EXPECT_NE(got.find("request_timeout"), std::string::npos) << got;
+  EXPECT_EQ(server->counters()["header_timeouts"], 1);
+  auto h = client().Get("/api/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+}
+
+TEST_F(ServerTest, ConnectionsAreCappedPerClient) {
+  ServerOptions o;
+  o.max_connections_per_client = 3;
+  o.header_timeout_s = 120;
+  start(o);
+  std::vector<int> idle;
+  for (int i = 0; i < 3; ++i) idle.push_back(raw_connect(server->port()));
+  int extra = raw_connect(server->port());
+  std::string got = read_until_closed(extra);
+  ::close(extra);
+  EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 503") << got;
+  EXPECT_NE(got.find("too_many_connections"), std::string::npos) << got;
+  EXPECT_GE(server->counters()["refused_connections"], 1);
+  // Once a connection closes, the client is served again (the gate notices the close on its own).
+  ::close(idle.back());
+  idle.pop_back();
+  int status = 0;
+  for (int i = 0; i < 100 && status != 200; ++i) {
+    auto h = client().Get("/api/health");
+    status = h ? h->status : 0;
+    if (status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(status, 200);
+  for (int fd : idle) ::close(fd);
 }
 
 TEST(AccessLogFormat, FieldsAndTimestamp) {

@@ -11,6 +11,7 @@
 #include "fundus/core/error.h"
 #include "fundus/core/hash.h"
 #include "fundus/core/io.h"
+#include "fundus/core/json.h"
 #include "fundus/core/npy.h"
 #include "fundus/core/strings.h"
 #include "fundus/store/case_store.h"
@@ -40,16 +41,7 @@ Dataset make_dataset(const test::TempDir& dir, int n, const std::string& prefix 
 }
 
 // Runs raw SQL on a database file (to build old schemas or damage a store on purpose).
-void raw_sql(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  char* err = nullptr;
-  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-  std::string message = err ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(db);
-  ASSERT_EQ(rc, SQLITE_OK) << message;
-}
+void raw_sql(const std::string& path, const std::string& sql) { test::run_sql(path, sql); }
 
 std::string error_of(const std::function<void()>& fn) {
   try {
@@ -435,4 +427,187 @@ TEST(CaseStore, ExportsReadableByNumpy) {
   double sum = 0;
   for (float x : v) sum += x;
   EXPECT_NE(r.output.find("float32 (2, 3) " + strprintf("%g", sum)), std::string::npos) << r.output;
+}
+
+// ---- issue 10: damaged and hostile stores ---------------------------------------------------------
+
+namespace {
+
+// A healthy store with 3 cases, a model of dimension 4 and a vector for every case.
+void make_healthy_store(const test::TempDir& dir, const std::string& path) {
+  CaseStore store(path);
+  auto ids = store.add_cases(make_dataset(dir, 3)).ids;
+  int64_t model = store.register_model("m", "{}", "h", "{}", 4);
+  auto v = vectors_for(ids, 4);
+  store.put_embeddings(model, ids, v.data(), 4);
+  ASSERT_TRUE(store.check().ok());
+}
+
+}  // namespace
+
+// Item 1: user_version -100000 crashed every command (the migration table was indexed with it),
+// -1..-1000 ran memory before the table as SQL, 1 on a current schema failed in CREATE TABLE.
+TEST(CaseStore, SchemaVersionsOutsideTheRangeOrNotMatchingTheTablesAreRefused) {
+  test::TempDir dir;
+  std::string path = dir.file("s.db");
+  make_healthy_store(dir, path);
+  for (int64_t version : {-100000LL, -1LL, -2LL, -1000LL, -2147483648LL}) {
+    raw_sql(path, "PRAGMA user_version = " + std::to_string(version));
+    for (bool read_only : {false, true}) {
+      StoreOptions o;
+      o.read_only = read_only;
+      EXPECT_EQ(error_of([&] { CaseStore s(path, o); }),
+                path + ": case store schema version " + std::to_string(version) +
+                    " is invalid (versions are 0-2); the file is damaged or its user_version was edited");
+    }
+  }
+  raw_sql(path, "PRAGMA user_version = 1");
+  EXPECT_EQ(error_of([&] { CaseStore s(path); }),
+            path + ": case store schema version 1 does not match the tables in the file (column "
+                   "models.embeddings_version (of schema version 2) is present; table store_info (of schema version 2) "
+                   "is present); they are "
+                   "the tables of schema version 2: if only the version number was changed, restore it with sqlite3 " +
+                path + " 'PRAGMA user_version = 2'");
+  raw_sql(path, "PRAGMA user_version = 0");
+  EXPECT_NE(error_of([&] { CaseStore s(path); }).find("they are the tables of schema version 2"), std::string::npos);
+  raw_sql(path, "PRAGMA user_version = 2");
+  CaseStore ok(path);
+  EXPECT_EQ(ok.stats().cases, 3);  // nothing was changed by the refused opens
+}
+
+// Item 4: states that passed `store check` and then failed: a dropped store_info table, a 0-byte
+// file (into which stats/check wrote a schema).
+TEST(CaseStore, MissingTablesAndEmptyFilesAreRefusedWithoutWriting) {
+  test::TempDir dir;
+  std::string path = dir.file("s.db");
+  make_healthy_store(dir, path);
+  raw_sql(path, "DROP TABLE store_info");
+  EXPECT_EQ(error_of([&] { CaseStore s(path); }),
+            path + ": case store schema version 2 does not match the tables in the file (table store_info is "
+                   "missing); the file is damaged: restore it from a copy");
+
+  write_file_atomic(dir.file("zero.db"), "");
+  StoreOptions read_only, existing;
+  read_only.read_only = true;
+  existing.create = false;
+  for (const StoreOptions& o : {read_only, existing})
+    EXPECT_EQ(error_of([&] { CaseStore s(dir.file("zero.db"), o); }), dir.file("zero.db") + ": empty file (0 bytes), not a case store");
+  EXPECT_EQ(read_file(dir.file("zero.db")), "");
+  // An empty SQLite database (tables never created) is not a store either, unless creating one.
+  raw_sql(dir.file("empty.db"), "PRAGMA user_version = 0");
+  std::string before = read_file(dir.file("empty.db"));
+  EXPECT_NE(error_of([&] { CaseStore s(dir.file("empty.db"), read_only); }).find("not a case store"), std::string::npos);
+  EXPECT_EQ(read_file(dir.file("empty.db")), before);
+  EXPECT_EQ(CaseStore(dir.file("zero.db")).schema_version(), kStoreSchemaVersion);  // create=true initialises it
+}
+
+// Item 4: read commands must work on a write-protected store, which means never writing.
+TEST(CaseStore, ReadOnlyOpenReadsEverythingAndWritesNothing) {
+  test::TempDir dir;
+  std::string path = dir.file("s.db");
+  make_healthy_store(dir, path);
+  const std::string bytes = read_file(path);
+  StoreOptions ro;
+  ro.read_only = true;
+  ro.check = true;
+  {
+    CaseStore store(path, ro);
+    EXPECT_EQ(store.stats().cases, 3);
+    EXPECT_EQ(store.get_embeddings(1).rows(), 3);
+    EXPECT_EQ(store.find_model("h", "{ }"), std::optional<int64_t>(1));
+    EXPECT_EQ(store.find_model("other", "{}"), std::nullopt);
+    EXPECT_NE(error_of([&] { store.register_model("n", "{}", "h2", "{}", 4); }).find("it was opened read-only"),
+              std::string::npos);
+    EXPECT_NE(error_of([&] { store.add_case(make_dataset(dir, 5, "x").records[4]); }).find("read-only"),
+              std::string::npos);
+  }
+  EXPECT_EQ(read_file(path), bytes);
+  // An old schema is not migrated by a reader: it says how to upgrade.
+  raw_sql(dir.file("v1.db"),
+          "CREATE TABLE cases (id INTEGER PRIMARY KEY AUTOINCREMENT, external_id TEXT NOT NULL UNIQUE, image_path TEXT, "
+          "content_hash TEXT, grade INTEGER, patient TEXT, eye TEXT, split TEXT, meta TEXT, added_at TEXT);"
+          "CREATE TABLE models (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, config TEXT, checkpoint_hash TEXT, "
+          "preprocessing TEXT, descriptor_dim INTEGER, created_at TEXT);"
+          "CREATE TABLE embeddings (case_id INTEGER, model_id INTEGER, vector BLOB, PRIMARY KEY (case_id, model_id));"
+          "PRAGMA user_version = 1;");
+  ro.check = false;
+  EXPECT_EQ(error_of([&] { CaseStore s(dir.file("v1.db"), ro); }),
+            dir.file("v1.db") + ": case store schema version 1 predates this build's 2; upgrade it once with `fundus "
+                                "store migrate --store " + dir.file("v1.db") + "` (read-only commands never write)");
+  EXPECT_EQ(CaseStore(dir.file("v1.db")).schema_version(), 2);
+}
+
+// Items 2 and 4: rows that broke readers while `store check` said the store was fine.
+TEST(CaseStore, CheckFindsEveryRowThatBreaksAReader) {
+  test::TempDir dir;
+  std::string path = dir.file("s.db");
+  make_healthy_store(dir, path);
+  raw_sql(path,
+          "PRAGMA ignore_check_constraints = 1;"
+          "UPDATE cases SET grade = 7 WHERE id = 1;"
+          "UPDATE cases SET meta = '" + test::nested_json(1000) + "' WHERE id = 2;"   // valid JSON, too deep
+          "UPDATE cases SET patient = CAST(X'4A6F73E9' AS TEXT), external_id = 'c' || char(27) || '[2J' WHERE id = 3;"
+          "UPDATE embeddings SET vector = X'0000803F0000C07F0000803F0000803F' WHERE case_id = 2;"  // NaN
+          "INSERT INTO models(name, checkpoint_hash, descriptor_dim) VALUES ('huge', 'h2', 1099511627776);");
+  StoreCheck c = CaseStore(path).check();
+  std::string all = join(c.problems, "\n");
+  EXPECT_EQ(c.problems.size(), 7u) << all;
+  for (const char* expected :
+       {"integrity: CHECK constraint failed in cases", "case id 1: grade 7 outside 0-4", "case id 2: meta: JSON nested deeper than 64 levels",
+        "case id 3: external_id contains the control character 0x1B (ESC)",
+        "case id 3: patient is not valid UTF-8 (byte 0xE9)",
+        "model 2: descriptor_dim '1099511627776' outside 1-65536",
+        "embedding of case id 2 for model 1 has a non-finite value (nan) at dimension 1"})
+    EXPECT_NE(all.find(expected), std::string::npos) << expected << "\n" << all;
+  // Problems never print raw control bytes.
+  EXPECT_EQ(all.find('\x1b'), std::string::npos);
+
+  // The readers name the case and the store instead of failing later without either.
+  CaseStore store(path);
+  try {
+    store.get_embeddings(1);
+    ADD_FAILURE() << "no error for a NaN vector";
+  } catch (const StoreCorruptError& e) {
+    EXPECT_EQ(e.case_id(), 2);
+    EXPECT_EQ(e.message(), path + ": case id 2: its embedding for model 1 has a non-finite value (nan) at dimension 1; "
+                                  "the store is damaged or was edited outside fundus (run `fundus store check`)");
+  }
+  EXPECT_THROW(store.get_embedding(1, 2), StoreCorruptError);
+  EXPECT_EQ(store.get_embedding(1, 1)->size(), 4u);
+  EXPECT_NE(error_of([&] { store.get_embeddings(2); }).find("model 2 declares descriptor_dim '1099511627776'"),
+            std::string::npos);
+  EXPECT_EQ(store.get_case(1)->grade, 7);  // raw rows: the engine validates what it shows
+  raw_sql(path, "PRAGMA ignore_check_constraints = 1; UPDATE cases SET grade = 4294967297 WHERE id = 1;");
+  EXPECT_EQ(store.get_case(1)->grade, -1);  // would have wrapped to 1 as an int
+
+  // Meta nested 60,000 levels (360 kB) is reported, not a stack overflow.
+  {
+    CaseStore deep(dir.file("deep2.db"));
+    deep.add_cases(make_dataset(dir, 1, "d"));
+  }
+  raw_sql(dir.file("deep2.db"), "UPDATE cases SET meta = '" + test::nested_json(60000) + "'");
+  StoreCheck d = CaseStore(dir.file("deep2.db")).check();
+  ASSERT_EQ(d.problems.size(), 1u) << join(d.problems, "\n");
+  EXPECT_EQ(d.problems[0], "case id 1: meta: JSON nested deeper than 64 levels");
+}
+
+// Items 2 and 10: what breaks readers never gets in through the writers.
+TEST(CaseStore, WritersRefuseTextAndMetaThatWouldBreakReaders) {
+  test::TempDir dir;
+  CaseStore store(dir.file("s.db"));
+  Dataset ds = make_dataset(dir, 4);
+  ds.records[1].patient = "Jos\xE9";      // Latin-1
+  EXPECT_EQ(error_of([&] { store.add_cases(ds); }),
+            dir.file("case.csv") + ":3: case 'case1': patient is not valid UTF-8 (byte 0xE9)");
+  ds.records[1].patient = "P\x1b[31m";
+  EXPECT_EQ(error_of([&] { store.add_cases(ds); }),
+            dir.file("case.csv") + ":3: case 'case1': patient contains the control character 0x1B (ESC)");
+  EXPECT_EQ(store.stats().cases, 0);
+  EXPECT_EQ(error_of([&] { store.add_case(ds.records[0], test::nested_json(60000)); }),
+            "meta of case 'case0': JSON nested deeper than 64 levels");
+  EXPECT_NE(error_of([&] { store.add_case(ds.records[0], "{\"a\": \"caf\xE9\"}"); }).find("invalid JSON"),
+            std::string::npos);
+  EXPECT_EQ(store.stats().cases, 0);
+  EXPECT_GT(store.add_case(ds.records[0], test::nested_json(kMaxJsonDepth)), 0);
+  EXPECT_TRUE(store.check().ok());
 }

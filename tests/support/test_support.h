@@ -55,5 +55,10 @@ std::string shell_quote(const std::string& s);
 
 /// A TCP port on 127.0.0.1 where nothing listens (bound, then closed): connections are refused.
 int closed_local_port();
+/// `depth` nested JSON objects, {"a":{"a":...1...}} (hostile-input tests).
+std::string nested_json(int depth);
+/// Runs SQL on a SQLite file directly (to build old schemas or damage a store on purpose); a failure
+/// fails the current test.
+void run_sql(const std::string& db_path, const std::string& sql);
 
 }  // namespace fundus::test

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <set>
 #include <fstream>
+#include <functional>
 
 #include <torch/torch.h>
 
@@ -120,6 +121,41 @@ TEST(Checkpoint, RoundTripAndRejections) {
   }
 }
 
+// Issue 10 item 11: a checkpoint whose config holds absurd or out-of-range values is refused before
+// any model is built, with the file named and the value as written (no LibTorch stack trace).
+TEST(Checkpoint, AbsurdConfigValuesNameTheFileAndTheValue) {
+  test::TempDir dir;
+  auto message = [&](const std::function<void(Json&)>& edit) {
+    Checkpoint c;
+    c.meta = {{"config", run_preset("tiny")}};
+    edit(c.meta["config"]);
+    const std::string p = dir.file("bad.ckpt");
+    save_checkpoint(p, c);
+    try {
+      load_trained_model(p);
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  const std::string p = dir.file("bad.ckpt");
+  std::string e = message([](Json& c) { c["model"]["head_classes"] = 1e9; });
+  EXPECT_NE(e.find(p + ": config.model.head_classes: 1000000000 outside 0-1000"), std::string::npos) << e;
+  e = message([](Json& c) { c["model"]["input_size"] = Json::parse("1e30"); });
+  EXPECT_NE(e.find(p + ": config.model.input_size: 1e+30 is out of range"), std::string::npos) << e;
+  e = message([](Json& c) { c["model"]["head_classes"] = -4; });
+  EXPECT_NE(e.find("config.model.head_classes: -4 outside 0-1000"), std::string::npos) << e;
+  e = message([](Json& c) { c["preprocess"]["mask_radius"] = 7; });
+  EXPECT_NE(e.find(p + ": config.preprocess.mask_radius: must be in (0, 2], got 7"), std::string::npos) << e;
+  e = message([](Json& c) { c["preprocess"]["fov_work_size"] = Json::parse("1e30"); });
+  EXPECT_NE(e.find(p + ": config.preprocess.fov_work_size: 1e+30 is out of range"), std::string::npos) << e;
+  e = message([](Json& c) { c["sampler"]["batch_size"] = 1000000000; });
+  EXPECT_NE(e.find(p + ": config.sampler.batch_size: must be in 1..65536"), std::string::npos) << e;
+  e = message([](Json& c) { c["train"]["workers"] = 1000000; });
+  EXPECT_NE(e.find(p + ": config.train.workers: 1000000 outside 0-256"), std::string::npos) << e;
+  for (const char* trace : {"Exception raised from", "frame #"}) EXPECT_EQ(e.find(trace), std::string::npos);
+}
+
 TEST(Trainer, ResumeReproducesUninterruptedRun) {
   test::TempDir dir;
   TrainSummary full = train_model(tiny_request(dir.file("full")));
@@ -229,6 +265,14 @@ TEST(Trainer, FeatureCacheTrainsTheUnfrozenStagesAndResumesExactly) {
   std::vector<double> got = step_losses(dir.file("resumed"));
   ASSERT_EQ(got.size(), expected.size());
   for (size_t i = 0; i < got.size(); ++i) EXPECT_DOUBLE_EQ(got[i], expected[i]) << "step " << i + 1;
+  // With a cache folder the second run computes nothing and trains identically.
+  std::vector<std::string> on_disk = o;
+  on_disk.push_back("train.feature_cache_dir=\"" + dir.file("features") + "\"");
+  train_model(tiny_request(dir.file("disk1"), on_disk));
+  train_model(tiny_request(dir.file("disk2"), on_disk));
+  EXPECT_EQ(step_losses(dir.file("disk1")), step_losses(dir.file("disk2")));
+  EXPECT_EQ(step_losses(dir.file("disk1")), expected) << "the folder changes nothing but the cost";
+  EXPECT_FALSE(std::filesystem::is_empty(dir.file("features")));
   // A cache without frozen stages is a configuration error.
   EXPECT_THROW(resolve_run_config("tiny", "", {"train.feature_cache=2"}), Error);
 }

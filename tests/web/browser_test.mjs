@@ -1,13 +1,15 @@
 // Browser test of the web page against a running `fundus serve` (started by run_browser_test.sh).
 // Usage: node browser_test.mjs BASE_URL OUT_DIR QUERY_IMAGE ADD_IMAGE
 // Drives Debian's chromium headless through playwright-core (no browser download), as a clinician
-// would: upload, read the results, toggle the attention map, open a case with the keyboard, and see a
-// case added through the API come back in the next query. Screenshots go to OUT_DIR.
+// would: upload, read the results, toggle the attention map, open a case with the keyboard, see an image
+// that is not a fundus photograph refused with its reason, and see a case added through the API come
+// back in the next query. Screenshots go to OUT_DIR.
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import zlib from 'node:zlib';
 
 const [baseUrl, outDir, queryImage, addImage] = process.argv.slice(2);
 if (!addImage) {
@@ -24,14 +26,36 @@ const context = await chromium.launchPersistentContext(userDataDir, {
   viewport: { width: 1366, height: 768 },
 });
 
+// An all-black RGB PNG: no field of view, so the server refuses it (422 no_field_of_view).
+function blackPng(w, h) {
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(zlib.crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr[8] = 8;  // bit depth
+  ihdr[9] = 2;  // RGB
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr),
+                        chunk('IDAT', zlib.deflateSync(Buffer.alloc(h * (1 + 3 * w)))), chunk('IEND', Buffer.alloc(0))]);
+}
+
 const problems = [];
+let expectRefusal = false;  // the browser logs the expected 422 of a refused upload as a console error
 let step = 'start';
 const log = (s) => { step = s; console.log(`- ${s}`); };
 
 try {
   const page = context.pages()[0] || await context.newPage();
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()}`); });
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !(expectRefusal && /status of 422/.test(m.text()))) problems.push(`console error: ${m.text()}`);
+  });
   page.on('request', (r) => {
     if (!r.url().startsWith(baseUrl) && !r.url().startsWith('data:') && !r.url().startsWith('blob:'))
       problems.push(`request to another origin: ${r.url()}`);
@@ -117,6 +141,20 @@ try {
 
   log('the page fits a 1366x768 screen without horizontal scrolling');
   assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth));
+
+  log('an image with no field of view is refused with the reason, and the earlier results disappear');
+  expectRefusal = true;
+  await page.setInputFiles('#file-input', { name: 'black.png', mimeType: 'image/png', buffer: blackPng(320, 240) });
+  await page.waitForFunction(() => document.querySelector('#status').classList.contains('error'), null, { timeout: 60000 });
+  const refusal = await page.locator('#status').textContent();
+  assert.match(refusal, /^Not searched: /);
+  assert.match(refusal, /not a fundus photograph/);
+  assert.match(refusal, /upload 'black\.png': no field of view found \(the image is practically uniform/);
+  assert.equal(await page.locator('#results .card').count(), 0);
+  assert.ok(await page.locator('#estimate').isHidden(), 'no grade suggestion');
+  assert.ok(await page.locator('#query-view').isHidden(), 'no query image');
+  await shot('no-field-of-view', page.locator('.results-panel'));
+  expectRefusal = false;
 
   log('a case added through the API is returned by the next query');
   const form = new FormData();

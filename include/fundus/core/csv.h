@@ -1,4 +1,4 @@
-// RFC 4180 CSV: quoted fields, doubled quotes, CRLF or LF, UTF-8 BOM, embedded newlines in quotes.
+// RFC 4180 CSV in UTF-8: quoted fields, doubled quotes, CRLF or LF, UTF-8 BOM, embedded newlines in quotes.
 // Every row remembers the line it started on so that errors can name "file:line".
 #pragma once
 
@@ -29,7 +29,11 @@ struct CsvTable {
   const std::string& field(const CsvRow& row, size_t col) const;
 };
 
-/// Parses CSV text. Throws fundus::Error naming source:line on an unterminated quote.
+/// Parses CSV text. The text must be UTF-8 (an optional UTF-8 byte order mark is skipped). Throws
+/// fundus::Error naming source:line for an unterminated quote, a NUL byte, bytes that are not UTF-8
+/// (Latin-1 / Windows-1252 files: the message says how to convert), and naming the source for a
+/// UTF-16 or UTF-32 file (byte order mark, or NULs between ASCII characters) and for two header
+/// columns of the same name.
 CsvTable parse_csv(const std::string& text, const std::string& source, bool has_header = true);
 /// Reads and parses a file.
 CsvTable read_csv(const std::string& path, bool has_header = true);

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace fundus {
@@ -14,13 +15,27 @@ bool starts_with(const std::string& s, const std::string& prefix);
 bool ends_with(const std::string& s, const std::string& suffix);
 std::string join(const std::vector<std::string>& parts, const std::string& sep);
 
-/// Strict parsing: the whole string (after trimming) must be a number. `what` names the field in the
-/// error, e.g. "labels.csv:12: column 'grade'".
+/// Strict parsing: the whole string (after trimming) must be a decimal number. `what` names the field
+/// in the error, e.g. "labels.csv:12: column 'grade'". Integers: [+-]digits, or an integral decimal
+/// such as "2.0"; never hex ("0x2"), exponents ("1e2"), octal readings or out-of-range values.
+/// Doubles: [+-]digits[.digits][e[+-]digits] and finite (no "inf", "nan", hex floats).
 int64_t parse_int(const std::string& text, const std::string& what);
 double parse_double(const std::string& text, const std::string& what);
 /// Non-throwing variants.
 bool try_parse_int(const std::string& text, int64_t& out);
 bool try_parse_double(const std::string& text, double& out);
+
+/// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points above U+10FFFF).
+/// On failure `bad_offset` (when given) receives the offset of the first offending byte.
+bool is_valid_utf8(std::string_view s, size_t* bad_offset = nullptr);
+/// Offset of the first control character (C0 including tab and newline, DEL, or a C1 control
+/// U+0080-U+009F), or npos. For identifiers and single-line fields.
+size_t find_control_char(std::string_view s);
+/// `s` made safe for a terminal or a log line: control characters except newline and tab, and bytes
+/// that are not valid UTF-8, become visible escapes ("\x1b"); valid UTF-8 text is kept as it is.
+std::string escape_control(std::string_view s);
+/// "0x1B (ESC)" for messages about one byte.
+std::string describe_byte(unsigned char byte);
 
 /// printf-style formatting into a std::string.
 std::string strprintf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -8,9 +8,21 @@
 //      connected component, holes filled (dark lesions, the fovea).
 //   4. circle: least-squares (Kasa) fit to the component's outline, ignoring outline points on the image
 //      border (fields clipped at top/bottom) and, in two rounds, outliers (camera notches, tabs).
-// When no component covers min_area_fraction of the image (a black or non-fundus image) or the component
-// fills practically the whole image (no dark surround), the result falls back to the whole image with
-// found = false and a note saying why.
+// When the image shows no field of view at all, the result is the whole image with found = false,
+// no_field_of_view = true and a note saying why; preprocessing refuses such images (ImageError
+// no_field_of_view), so a query never gets a grade estimate for them:
+//   - too small (shorter side < FovOptions::min_side) or too elongated (sides beyond max_aspect : 1):
+//     a 1x1 pixel, a 2x10000 strip;
+//   - practically uniform (the 1st and 99th percentile levels closer than min_contrast): all black,
+//     all white, uniform grey;
+//   - no bright component covering min_area_fraction of the image;
+//   - no disc-shaped field (the median distance of the bright region's outline to its fitted circle
+//     exceeds max_outline_error x radius, or there is no dark surround at all) and colours that are not a
+//     retina's (colour dominance below min_colour_dominance: a retina is red-orange, red well above green,
+//     even when over- or under-exposed): a document, a page on a table, a grey or white photograph.
+// A disc-shaped field is accepted whatever its colour (red-free photographs are grey). A retina-coloured
+// image without a disc-shaped field (a photograph cropped inside the field) keeps the whole-image
+// fallback: found = false, no_field_of_view = false.
 //
 // Torch-free, thread-safe (no shared state). Throws fundus::Error only for an empty or non-8-bit image.
 #pragma once
@@ -26,10 +38,16 @@ struct FovOptions {
   double threshold_fraction = 0.1;  // ... and this fraction of the background-to-bright range
   double min_area_fraction = 0.05;  // smaller components are not a field of view
   int work_size = 512;              // detection runs on a copy with longer side <= this
+  // Not a fundus photograph (see above); rejections never change the pixels of accepted images.
+  int min_side = 16;                // px of the image given to detect_fov
+  double max_aspect = 4.0;          // longer / shorter side
+  double max_outline_error = 0.04;  // median |outline distance - radius| / radius (real fields: < 0.012)
+  double min_colour_dominance = 0.15;  // (largest - second) / largest mean channel (real retinas: > 0.26)
 };
 
 struct FovResult {
   bool found = false;        // false: whole-image fallback, `note` says why
+  bool no_field_of_view = false;  // true: not a fundus photograph at all (implies !found), `note` says why
   std::string note;          // "" when found
   cv::Mat mask;              // CV_8UC1, 255 inside the FOV (all 255 on fallback); input size, or input
                              //   size / mask_step when detect_fov was asked for the coarse mask
@@ -38,6 +56,7 @@ struct FovResult {
   cv::Point2d center;        // fitted circle, continuous pixel coordinates (pixel i covers [i, i+1))
   double radius = 0;         //   may extend beyond the image when the field is clipped
   double area_fraction = 0;  // mask pixels / image pixels
+  double outline_error = 0;  // median |outline distance to the circle| / radius (0 when no circle was fitted)
 };
 
 /// Detects the FOV of an RGB (or BGR: the channel max is order-free) CV_8UC3 or grey CV_8UC1 image.

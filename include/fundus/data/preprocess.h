@@ -10,7 +10,10 @@
 //   1. decode JPEGs DCT-reduced by the largest factor in {1,2,4,8} that keeps the shorter side >=
 //      decode_oversample * size (2 = choose_reduce_factor(w, h, size); 1.25 halves the cost of 1024-px
 //      photographs at 256 px for a mean difference of ~0.4 grey levels, docs/bench-preprocess.md).
-//   2. FOV (fov.h) unless crop_fov is off; crop to its bounding box.
+//   2. FOV (fov.h) unless crop_fov and mask are both off; crop to its bounding box. An image with no field
+//      of view at all (fov.h: blank, uniform, too small or elongated, not disc-shaped, colourless without
+//      a dark surround) is refused: ImageError no_field_of_view, "x.jpg: no field of view found (the
+//      image is practically uniform: brightness 0 to 0): not a fundus photograph".
 //   3. resize the crop with INTER_AREA so that its longer side is `size`, centre it on a black square.
 //   4. Ben Graham (optional): out = 4 I - 4 A + 128, A the local average GaussianBlur(I, sigma =
 //      ben_graham_sigma * size) taken over retina pixels only (normalised convolution G*(I M) / G*M with
@@ -30,6 +33,7 @@
 
 #include "fundus/core/json.h"
 #include "fundus/data/fov.h"
+#include "fundus/data/image_io.h"
 
 namespace fundus {
 
@@ -64,15 +68,19 @@ struct PreprocessResult {
   double out_radius = 0;
 };
 
-/// From an RGB CV_8UC3 image already in memory (reduce = 1).
+/// From an RGB CV_8UC3 image already in memory (reduce = 1); errors name it "image".
 PreprocessResult preprocess_fundus(const cv::Mat& rgb, const PreprocessOptions& options);
-/// From encoded bytes (JPEG, PNG, TIFF, BMP); `source` names the image in errors.
-PreprocessResult preprocess_fundus_bytes(std::string_view bytes, const std::string& source, const PreprocessOptions& options);
-/// From a file.
-PreprocessResult preprocess_fundus_file(const std::string& path, const PreprocessOptions& options);
+/// From encoded bytes (JPEG, PNG, TIFF, BMP); `source` names the image in errors. The image policy of
+/// image_io.h applies (structure, pixel cap from the header before decoding, corrupt data): failures
+/// throw ImageError.
+PreprocessResult preprocess_fundus_bytes(std::string_view bytes, const std::string& source, const PreprocessOptions& options,
+                                         const ImageLimits& limits = {});
+/// From a file (read_image_file: a directory or a missing file is an ImageError naming it).
+PreprocessResult preprocess_fundus_file(const std::string& path, const PreprocessOptions& options,
+                                        const ImageLimits& limits = {});
 
 /// The FOV in original-image coordinates as JSON: {found, note, width, height, reduce, bbox:[x,y,w,h],
-/// center:[x,y], radius, area_fraction}.
+/// center:[x,y], radius, area_fraction, outline_error}.
 Json fov_to_json(const PreprocessResult& result);
 
 /// Side-by-side inspection image: the decoded input scaled to the output height with the FOV circle

@@ -1,9 +1,12 @@
 // Dataset validation: every problem of a dataset in one pass, with file and line.
 //
 // validate_dataset = load_dataset (row problems: grades, fields, missing files, duplicate ids) + an
-// image check of every remaining record (structure: empty, truncated, not an image; then an actual
-// DCT-reduced decode, in parallel) + an empty-dataset check. Corrupt images never crash the process:
-// each becomes a `corrupt_image` problem.
+// image check of every remaining record, in parallel: the image policy of image_io.h (structure, pixel
+// cap from the header, a DCT-reduced decode that finds corrupt data), the same as every command that
+// decodes, then field-of-view detection with the default FovOptions (fov.h) + an empty-dataset check.
+// Bad images never crash the process: each becomes a `corrupt_image` problem (a directory or a
+// missing file: `missing_image`), and an image with no field of view at all (blank, uniform, a
+// document) a `no_field_of_view` problem.
 //
 // Thread safety: reentrant; check_images uses its own worker threads.
 #pragma once

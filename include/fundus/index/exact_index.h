@@ -4,6 +4,9 @@
 // threads (each row block is reused by every query while it is in cache); larger batches use BLAS
 // sgemm (query block x row block) and a per-query top-k heap. Memory: size() * dim * 4 bytes.
 // Removal swaps the last row into the hole (O(dim)).
+// Filtered search: one pass that skips the dot product of every row the filter drops, or, when the
+// filter keeps at most a quarter of the rows and can list them, a visit of the listed rows only;
+// batches of kGemmMinQueries or more use sgemm and drop filtered rows from the top-k.
 #pragma once
 
 #include <unordered_map>
@@ -23,7 +26,9 @@ class ExactIndex : public VectorIndex {
  protected:
   void add_impl(int64_t n, const int64_t* ids, const float* vectors) override;
   void remove_impl(const std::vector<int64_t>& ids) override;
-  void search_impl(int64_t nq, const float* queries, int k, int64_t* out_ids, float* out_scores) const override;
+  void reserve_impl(int64_t n) override;
+  void search_impl(int64_t nq, const float* queries, int k, const IdFilter* filter, int64_t* out_ids,
+                   float* out_scores) const override;
   void set_search_params_impl(const IndexSpec&) override {}
   void write_native(std::ostream& out) const override;
   void read_native(std::istream& in, uint64_t size, const std::string& source) override;
@@ -31,7 +36,10 @@ class ExactIndex : public VectorIndex {
 
  private:
   void scan_search(int64_t nq, const float* queries, int k, int64_t* out_ids, float* out_scores) const;
-  void gemm_search(int64_t nq, const float* queries, int k, int64_t* out_ids, float* out_scores) const;
+  void filtered_search(int64_t nq, const float* queries, int k, const IdFilter& filter, int64_t* out_ids,
+                       float* out_scores) const;
+  void gemm_search(int64_t nq, const float* queries, int k, const IdFilter* filter, int64_t* out_ids,
+                   float* out_scores) const;
 
   std::vector<float> data_;         // [rows x dim]
   std::vector<int64_t> row_ids_;    // id of each row

@@ -2,11 +2,14 @@
 // {"type": "hnsw", "M": 32, ...}. Unknown types or keys are errors; missing keys take defaults.
 //   exact
 //   hnsw:M=16,efc=200,ef=64              M links per node, efc = ef_construction, ef = search beam
-//   ivfpq:nlist=1024,m=64,nbits=8,nprobe=16,train=65536,seed=1
+//   ivfpq:nlist=1024,m=64,nbits=8,nprobe=16,train=65536,seed=1,vectors=1,rerank=100
 //                                        nlist lists, m sub-quantizers (dim % m == 0), nbits per
-//                                        code, nprobe lists searched, train = max training sample
-// Search-time keys (ef, nprobe) can change on a built index (VectorIndex::set_search_params); the
-// others are build-time: changing them requires a rebuild.
+//                                        code, nprobe lists searched, train = max training sample,
+//                                        vectors = keep the exact vectors in a file beside the index
+//                                        (0/1), rerank = candidates re-scored exactly with them
+//                                        (default 100, or 0 with vectors=0)
+// Search-time keys (ef, nprobe, rerank) can change on a built index (VectorIndex::set_search_params);
+// the others are build-time: changing them requires a rebuild.
 #pragma once
 
 #include <map>

@@ -4,7 +4,8 @@
 // Framed file (core/io.h: magic "FNDINDX1", version, crc32, atomic write) whose payload is
 //   u64 header_size | header | native bytes of the implementation
 // header (BinaryWriter): type, spec, dim, count, ids_sha256, store_id, model_id,
-//   embeddings_version, ids (ascending).
+//   embeddings_version, embeddings_token, ids (ascending).
+// Version 1 files (no embeddings_token) are refused: they cannot tell copies of a store apart.
 #pragma once
 
 #include <cstdint>
@@ -18,11 +19,14 @@
 namespace fundus {
 
 /// Where the vectors came from: the store (CaseStore::store_id), the model, and the model's
-/// embeddings_version at build time. Defaults mean "not built from a store".
+/// embeddings_version and embeddings_token at build time. The token identifies the vectors
+/// themselves: copies of one store share the store id and may reach the same version and ids with
+/// different vectors, but never the same token. Defaults mean "not built from a store".
 struct IndexProvenance {
   std::string store_id;
   int64_t model_id = -1;
   int64_t embeddings_version = -1;
+  std::string embeddings_token;
 };
 
 struct IndexFileInfo {

@@ -18,6 +18,10 @@
 
 namespace fundus {
 
+/// Upper bound of head_classes (a DR grade head has 5): configs and checkpoints beyond it are refused
+/// before anything is allocated.
+constexpr int kMaxHeadClasses = 1000;
+
 struct ModelConfig {
   std::string backbone = "densenet121";  // mobilenet_v2 | resnet18 | resnet34 | resnet50 | densenet121 | convnet4
   std::string pretrained;                // backbone weights: a .pth, "imagenet" or a weights name (weights_hub.h), or ""
@@ -29,7 +33,7 @@ struct ModelConfig {
   std::string pooling = "gem";           // gem | avg | max | rmac
   double gem_p = 3.0;                    // initial GeM exponent (learnable)
   std::string combine = "concat";        // concat | sum of the two mirror branches
-  int head_classes = 0;                  // grade classifier on the descriptor; 0 = none
+  int head_classes = 0;                  // grade classifier on the descriptor; 0 = none, at most kMaxHeadClasses
   bool imagenet_normalize = true;
   // The first N backbone stages (backbone.h) are frozen: no gradients, BatchNorm in eval mode with
   // the pretrained statistics. Training is then cheaper (no backward through them; with

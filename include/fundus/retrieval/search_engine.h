@@ -5,17 +5,27 @@
 //   QueryResult r = engine.query_file("new.jpg", {.k = 10});
 //   for (auto& hit : r.hits) ... hit.info.grade, hit.similarity ...
 //
-// Construction registers the model in the store (idempotent), embeds cases that have no vector
-// for it yet, and loads the index file (or rebuilds it from the store when it is missing, stale or
-// corrupt).
+// Construction (embed_missing, the default) registers the model in the store (idempotent), embeds
+// cases that have no vector for it yet, and loads the index file (or rebuilds it from the store when
+// it is missing, stale or corrupt). With embed_missing=false nothing is written to the store: the
+// model must already have vectors there (else an error says how to embed them), and cases without
+// one are left out of the search with a warning. read_only opens the store file read-only (queries
+// on a write-protected store; add_case/remove_case then throw).
 //
-// Query: decode (structure check, pixel cap from the header) -> preprocess (FOV crop at the model's
-// input size) -> embed -> index search (with extra candidates when filters apply; an exact search over
-// the store's vectors when filtering leaves fewer than k) -> hits with case info -> similarity-weighted
-// k-NN grade vote (eval/metrics.h knn_vote) -> trust warnings (retrieval/query_trust.h: a collapsed
-// model or tied similarities withhold the estimate; a distant best match is noted). The gallery's
-// descriptor health (eval/descriptor_health.h) is measured once at construction and logged. add_case with an empty record id derives the id from the
-// content hash ("img-<16 hex>"); adding the same image and grade again then returns the existing case.
+// Errors: input problems (an image that does not decode, a bad grade or meta, a duplicate id) are
+// fundus::InputError naming the input; a stored row that breaks an invariant (a grade outside 0-4,
+// meta that is not JSON or nested too deep, a non-finite vector) is StoreCorruptError naming the case
+// (fundus/store/case_store.h); anything else is a plain fundus::Error.
+//
+// Query: decode (the image policy of data/image_io.h; a refused image throws ImageError, whose
+// problem() callers map) -> preprocess (FOV crop at the model's input size) -> embed -> index search
+// (grade filters and patient exclusion applied inside the index, from the grade and patient of every
+// case kept in memory beside it: k hits whenever k cases pass, and the store is read only for the
+// hits) -> hits with case info -> similarity-weighted k-NN grade vote (eval/metrics.h knn_vote) ->
+// trust warnings (retrieval/query_trust.h: a collapsed model or tied similarities withhold the
+// estimate; a distant best match is noted). The gallery's descriptor health
+// (eval/descriptor_health.h) is measured once at construction and logged. add_case with an empty
+// record id derives the id from the content hash ("img-<16 hex>"); adding the same image and grade again then returns the existing case.
 //
 // Thread safety: every public method may be called concurrently. Queries run in parallel (up to
 // `inference_replicas` model copies; further queries wait), adds and removes are serialised and
@@ -52,8 +62,9 @@ struct EngineOptions {
   int threads = 0;                     // compute threads, 0 = all cores
   std::string device = "cpu";          // where the model runs: cpu | cuda | auto
   int inference_replicas = 1;          // model copies for concurrent queries
-  int64_t max_image_pixels = 40000000; // larger decoded images are rejected (fundus::Error)
-  bool embed_missing = true;           // embed cases without a vector at start-up
+  int64_t max_image_pixels = kDefaultMaxImagePixels;  // larger images are refused from the header (ImageError)
+  bool embed_missing = true;           // embed cases without a vector at start-up (writes the store)
+  bool read_only = false;              // open the store read-only (implies embed_missing = false)
   bool progress = true;
   bool create_store = true;            // false: a missing store file is an error
 };
@@ -105,14 +116,15 @@ class SearchEngine {
   SearchEngine(const SearchEngine&) = delete;
   SearchEngine& operator=(const SearchEngine&) = delete;
 
-  /// Throws fundus::Error naming `source` for undecodable, truncated or oversized images.
+  /// Throws fundus::InputError naming `source` for undecodable, truncated or oversized images.
   QueryResult query_image_bytes(std::string_view bytes, const std::string& source, const QueryOptions& options);
   QueryResult query_file(const std::string& path, const QueryOptions& options);
 
   std::optional<CaseInfo> get_case(int64_t id) const;
   /// Adds a graded case: keeps a copy of the image in image_dir, stores, embeds and indexes it.
   /// `record.image_path` is ignored; record.id is the external id ("" = derived from the content hash).
-  /// Throws for a bad image, a grade outside 0-4, a duplicate external id or malformed meta.
+  /// Throws InputError for a bad image, a grade outside 0-4, a duplicate external id, malformed meta
+  /// or text fields that are not UTF-8 or hold control characters.
   CaseInfo add_case(std::string_view image_bytes, const std::string& source, const CaseRecord& record,
                     const Json& meta = Json::object());
   /// Removes from the store and the index; false for an unknown id. The image copy in image_dir is

@@ -1,13 +1,17 @@
 // The outputs of a model's frozen backbone stages (model_config.h frozen_stages), computed once for
-// `copies` augmented copies of every training image and kept in memory (train.feature_cache): each
+// `copies` augmented copies of every training image (train.feature_cache) and kept in memory: each
 // training step then runs only the trainable rest of the network (RetrievalNet::forward_from_frozen),
 // with no image decoding, augmentation or frozen-stage compute on the critical path.
 //
-// Copy m of image i is the image exactly as an augmenting loader with a sequential sampler delivers
-// it in epoch m (data/loader.h: Rng per (seed, m, i)); epoch e of training uses copy e % copies. So
-// the cache is a pure function of (model weights, data, preprocessing, augmentation, seed): a resumed
-// run rebuilds the same one. Memory: copies x images x views x C x h x w floats (MobileNetV2 at 224
-// px frozen through stage 14: 3 x 160 x 7 x 7 x 4 B = 94 kB per image and copy).
+// Copy m of an image is its preprocessed pixels augmented (train.augment / the "augment" section)
+// with Rng(derive(derive(seed, m), content hash of the file)): a pure function of the image, so the
+// same image gets the same copies in every fold of a cross-validation and in every run with the same
+// seed. Epoch e of training uses copy e % copies. With a cache folder (train.feature_cache_dir) every
+// (image, copy) entry is also stored on disk, keyed by the frozen stages' weights, the preprocessing,
+// the augmentation, the seed and the image bytes (framed files: magic, version, checksum; a damaged
+// entry is recomputed), so recipes that share the frozen part, and the folds of `fundus cv`, compute
+// it once. Memory: copies x images x views x C x h x w floats (MobileNetV2 at 224 px frozen through
+// stage 14: 3 x 160 x 7 x 7 x 4 B = 94 kB per image and copy).
 // Distributed training: every rank builds the cache of the whole training set (each epoch's global
 // batches touch every row, and a rank's slices of them differ from epoch to epoch).
 // The cache lives in CPU memory whatever the model's device; batch() is copied to it per step.
@@ -15,33 +19,34 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <torch/torch.h>
 
 #include "fundus/data/dataset.h"
-#include "fundus/data/loader.h"
 #include "fundus/model/retrieval_net.h"
+#include "fundus/train/run_config.h"
 
 namespace fundus {
 
 class FeatureCache {
  public:
-  /// `loading`: preprocessing, augmentation, normalisation, workers, cache dir and seed of the
-  /// training loader (its sampler is replaced by a sequential one). Throws for copies < 1 or a model
-  /// without frozen stages.
-  FeatureCache(RetrievalNetImpl& net, const Dataset& dataset, const LoaderOptions& loading, int copies,
-               bool progress = true);
+  /// Builds (or loads) config.train.feature_cache copies of every image of `dataset`, with the
+  /// preprocessing, augmentation, seed, image cache and workers of `config`. Throws naming the image
+  /// for an unreadable file, and for a model without frozen stages.
+  FeatureCache(RetrievalNetImpl& net, const Dataset& dataset, const RunConfig& config, bool progress = true);
 
   /// Features of dataset rows `indices` from copy `copy`, views-major like frozen_features():
   /// [views * B, C, h, w] float32 (channels-last when `channels_last`).
   torch::Tensor batch(const std::vector<int64_t>& indices, int copy, bool channels_last) const;
   int copies() const { return int(copies_.size()); }
   int64_t bytes() const;
+  int64_t loaded_from_disk() const { return loaded_; }  // entries found in the cache folder
 
  private:
   std::vector<torch::Tensor> copies_;  // each [N, views, C, h, w]
-  int64_t views_ = 1;
+  int64_t loaded_ = 0;
 };
 
 }  // namespace fundus

@@ -66,6 +66,7 @@ struct TrainSettings {
   // training image is computed once and kept in memory (train/feature_cache.h); epoch e uses copy
   // e % copies. 0 = off (every step runs the whole network on freshly augmented images).
   int feature_cache = 0;
+  std::string feature_cache_dir;    // "" = memory only; else entries are stored and reused (feature_cache.h)
 
   static TrainSettings from_json(const Json& section, const std::string& context = "train");
   Json to_json() const;

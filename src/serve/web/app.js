@@ -28,12 +28,21 @@ function eyeName(eye) {
   return eye === 'L' ? 'left eye' : eye === 'R' ? 'right eye' : 'eye unknown';
 }
 
-async function errorMessage(response) {
+// The API's error ({code, message}, docs/api.md), or the HTTP status when the body is not one.
+async function errorOf(response) {
   try {
     const body = await response.json();
-    if (body && body.error) return body.error.message;
+    if (body && body.error) return body.error;
   } catch (e) { /* not JSON */ }
-  return `HTTP ${response.status}`;
+  return { code: '', message: `HTTP ${response.status}` };
+}
+
+// A refused query leaves nothing of an earlier answer on screen.
+function clearResults() {
+  state.result = null;
+  $('query-view').hidden = true;
+  $('estimate').hidden = true;
+  $('results').replaceChildren();
 }
 
 function selectedGrades() {
@@ -66,7 +75,12 @@ async function runQuery() {
   try {
     const response = await fetch('/api/query', { method: 'POST', body: form });
     if (!response.ok) {
-      setStatus(`Search failed: ${await errorMessage(response)}`, true);
+      const error = await errorOf(response);
+      clearResults();
+      setStatus(error.code === 'no_field_of_view'
+        ? `Not searched: ${error.message}. No similar cases or grade suggestion are shown for an image ` +
+          'without a field of view.'
+        : `Search failed: ${error.message}`, true);
       return;
     }
     state.result = await response.json();
