@@ -1,29 +1,36 @@
 #include "fundus/model/batchnorm.h"
 
+#include <functional>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "fundus/core/error.h"
+#include "fundus/model/sync_batchnorm.h"
 
 namespace fundus {
 
 namespace {
 
-// The running-statistics interface shared by BatchNorm1d and BatchNorm2d.
+// The running-statistics interface shared by BatchNorm1d, BatchNorm2d and SyncBatchNorm2d.
 struct BnLayer {
-  torch::nn::BatchNormImplBase<1, torch::nn::BatchNorm1dImpl>* bn1 = nullptr;
-  torch::nn::BatchNormImplBase<2, torch::nn::BatchNorm2dImpl>* bn2 = nullptr;
+  torch::nn::Module* module = nullptr;
+  torch::nn::BatchNormOptions* options_ = nullptr;
+  std::function<void()> reset;
 
-  torch::nn::BatchNormOptions& options() { return bn1 ? bn1->options : bn2->options; }
-  void reset_running_stats() { bn1 ? bn1->reset_running_stats() : bn2->reset_running_stats(); }
+  torch::nn::BatchNormOptions& options() { return *options_; }
+  void reset_running_stats() { reset(); }
 };
 
 std::vector<BnLayer> batchnorm_layers(torch::nn::Module& module) {
   std::vector<BnLayer> layers;
   for (const auto& m : module.modules(/*include_self=*/true)) {
-    if (auto* b = dynamic_cast<torch::nn::BatchNorm1dImpl*>(m.get())) layers.push_back({b, nullptr});
-    if (auto* b = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) layers.push_back({nullptr, b});
+    if (auto* b = dynamic_cast<torch::nn::BatchNorm1dImpl*>(m.get()))
+      layers.push_back({b, &b->options, [b] { b->reset_running_stats(); }});
+    if (auto* b = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get()))
+      layers.push_back({b, &b->options, [b] { b->reset_running_stats(); }});
+    if (auto* b = dynamic_cast<SyncBatchNorm2dImpl*>(m.get()))
+      layers.push_back({b, &b->options, [b] { b->reset_running_stats(); }});
   }
   return layers;
 }
@@ -38,7 +45,7 @@ BatchNormRecalibration recalibrate_batchnorm(RetrievalNetImpl& net, const std::f
   net.train();  // frozen backbone stages stay in eval mode: their (pretrained) statistics are kept
   std::vector<BnLayer> layers;
   for (auto& l : batchnorm_layers(net))
-    if ((l.bn1 ? l.bn1->is_training() : l.bn2->is_training())) layers.push_back(l);
+    if (l.module->is_training()) layers.push_back(l);
   r.layers = int64_t(layers.size());
   if (!x.defined()) net.eval();
   FUNDUS_CHECK(x.defined() || r.layers == 0, "BatchNorm recalibration: no images to recompute the statistics from");

@@ -50,9 +50,60 @@ struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> 
 
 }  // namespace
 
+SyncBatchNorm2dImpl::SyncBatchNorm2dImpl(const torch::nn::BatchNormOptions& o) : options(o) { reset(); }
+
+void SyncBatchNorm2dImpl::reset() {
+  const int64_t c = options.num_features();
+  if (options.affine()) {
+    weight = register_parameter("weight", torch::empty({c}));
+    bias = register_parameter("bias", torch::empty({c}));
+  } else {
+    weight = register_parameter("weight", torch::Tensor(), /*requires_grad=*/false);
+    bias = register_parameter("bias", torch::Tensor(), /*requires_grad=*/false);
+  }
+  if (options.track_running_stats()) {
+    running_mean = register_buffer("running_mean", torch::zeros({c}));
+    running_var = register_buffer("running_var", torch::ones({c}));
+    num_batches_tracked = register_buffer("num_batches_tracked", torch::tensor(0, torch::kLong));
+  } else {
+    running_mean = register_buffer("running_mean", torch::Tensor());
+    running_var = register_buffer("running_var", torch::Tensor());
+    num_batches_tracked = register_buffer("num_batches_tracked", torch::Tensor());
+  }
+  reset_parameters();
+}
+
+void SyncBatchNorm2dImpl::reset_running_stats() {
+  if (!options.track_running_stats()) return;
+  torch::NoGradGuard no_grad;
+  running_mean.zero_();
+  running_var.fill_(1);
+  num_batches_tracked.zero_();
+}
+
+void SyncBatchNorm2dImpl::reset_parameters() {
+  reset_running_stats();
+  if (!options.affine()) return;
+  torch::NoGradGuard no_grad;
+  weight.fill_(1);
+  bias.zero_();
+}
+
 torch::Tensor SyncBatchNorm2dImpl::forward(const torch::Tensor& input) {
-  if (!sync_ || !is_training()) return torch::nn::BatchNorm2dImpl::forward(input);
   FUNDUS_CHECK(input.dim() == 4, "SyncBatchNorm2d: expected [N,C,H,W], got " << input.sizes());
+  if (!sync_ || !is_training()) {
+    // torch::nn::BatchNorm2dImpl::forward, step for step (momentum unset: cumulative average).
+    double factor = options.momentum().has_value() ? options.momentum().value() : 0.0;
+    if (is_training() && options.track_running_stats()) {
+      num_batches_tracked += 1;
+      if (!options.momentum().has_value()) factor = 1.0 / num_batches_tracked.item<double>();
+    }
+    const bool batch_stats = is_training() || !options.track_running_stats();
+    FUNDUS_CHECK(!batch_stats || input.numel() / std::max<int64_t>(1, input.size(1)) > 1,
+                 "SyncBatchNorm2d: expected more than 1 value per channel when training, got input " << input.sizes());
+    return torch::batch_norm(input, weight, bias, running_mean, running_var, batch_stats, factor, options.eps(),
+                             at::globalContext().userEnabledCuDNN());
+  }
   const int64_t c = input.size(1);
   FUNDUS_CHECK(c == options.num_features(),
                "SyncBatchNorm2d: " << c << " channels, layer has " << options.num_features());

@@ -176,7 +176,10 @@ EmbedStoreResult embed_store_distributed(const std::string& store_path, ModelRun
   const torch::Device device = module_device(model.net());
   const Precision precision = parse_precision(o.precision);
   check_precision(precision, device, /*training=*/false);
-  Communicator comm(world, device);
+  // What shapes the result must agree on every rank (the store path is rank 0's alone).
+  const std::string agreement = "model_sha256=" + model.checkpoint_sha256() + "\nbatch_size=" +
+                                std::to_string(o.batch_size) + "\nprecision=" + o.precision + "\n";
+  Communicator comm(world, device, agreement);
   QuietUnlessMain quiet(comm.is_main());
   EmbedStoreResult r;
   std::unique_ptr<CaseStore> store;

@@ -11,7 +11,9 @@
 #endif
 
 #include "fundus/core/error.h"
+#include "fundus/core/hash.h"
 #include "fundus/core/log.h"
+#include "fundus/core/strings.h"
 
 namespace fundus {
 
@@ -59,6 +61,49 @@ const char* kRestartHint =
     "another worker has stopped or cannot be reached (its own error says why); restart the run "
     "from its last checkpoint with --resume (docs/scaling.md)";
 
+std::string text_of(const std::vector<uint8_t>& bytes) { return std::string(bytes.begin(), bytes.end()); }
+
+// The first line where the texts of ranks `ra` and `rb` differ: "rank 1: '<line>', rank 0: '<line>'".
+std::string first_difference(int ra, const std::string& a, int rb, const std::string& b) {
+  const std::vector<std::string> la = split(a, '\n'), lb = split(b, '\n');
+  for (size_t i = 0; i < std::max(la.size(), lb.size()); ++i) {
+    const std::string x = i < la.size() ? la[i] : "(nothing)", y = i < lb.size() ? lb[i] : "(nothing)";
+    if (x != y) return "rank " + std::to_string(ra) + ": '" + x + "', rank " + std::to_string(rb) + ": '" + y + "'";
+  }
+  return "same lines";
+}
+
+// Every rank publishes its agreement text under join/<rank>; rank 0 reads every other rank's, the
+// others read rank 0's. Disagreement fails both sides before any process group waits on a peer
+// that will never come (a rank with another WORLD_SIZE would otherwise hang the Gloo rendezvous).
+void check_join(c10d::Store& store, const DistributedOptions& world, const std::string& mine) {
+  store.set("join/" + std::to_string(world.rank), std::vector<uint8_t>(mine.begin(), mine.end()));
+  auto read = [&](int r) {
+    try {
+      return text_of(store.get("join/" + std::to_string(r)));
+    } catch (const std::exception& e) {
+      FUNDUS_THROW(world.describe() << ": rank " << r << " did not join within " << world.timeout_seconds
+                                    << " s, or has stopped (not started, or started with another "
+                                       "WORLD_SIZE/--nproc/--nnodes? its own error says more): "
+                                    << first_line(e));
+    }
+  };
+  const auto differs = [&](int r, const std::string& theirs) {
+    FUNDUS_THROW(world.describe() << ": rank " << r << " was started with other options than rank " << world.rank
+                                  << " (" << first_difference(r, theirs, world.rank, mine)
+                                  << "); start every rank with the same command line and WORLD_SIZE");
+  };
+  if (world.rank != 0) {
+    const std::string root = read(0);
+    if (root != mine) differs(0, root);
+    return;
+  }
+  for (int r = 1; r < world.world_size; ++r) {
+    const std::string theirs = read(r);
+    if (theirs != mine) differs(r, theirs);
+  }
+}
+
 }  // namespace
 
 struct Communicator::Impl {
@@ -67,7 +112,7 @@ struct Communicator::Impl {
   torch::Device device{torch::kCPU};
 };
 
-Communicator::Communicator(const DistributedOptions& world, torch::Device device)
+Communicator::Communicator(const DistributedOptions& world, torch::Device device, const std::string& agreement)
     : world_(world), impl_(std::make_unique<Impl>()) {
   FUNDUS_CHECK(world.world_size >= 1 && world.rank >= 0 && world.rank < world.world_size,
                "distributed: rank " << world.rank << " outside 0.." << world.world_size - 1);
@@ -78,7 +123,7 @@ Communicator::Communicator(const DistributedOptions& world, torch::Device device
     so.port = uint16_t(world.master_port);
     so.isServer = world.rank == 0 && !world.agent_store;
     so.numWorkers = size_t(world.world_size);
-    so.waitWorkers = !world.agent_store;
+    so.waitWorkers = false;  // check_join waits for each rank by name, and says which is missing
     so.timeout = timeout;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(world.master_addr, so);
     impl_->store = c10::make_intrusive<c10d::PrefixStore>(world.store_prefix, tcp);
@@ -87,6 +132,7 @@ Communicator::Communicator(const DistributedOptions& world, torch::Device device
                                   << world.master_port << " within " << world.timeout_seconds
                                   << " s (is rank 0 running, and the address reachable from here?): " << first_line(e));
   }
+  check_join(*impl_->store, world, "world_size=" + std::to_string(world.world_size) + "\n" + agreement);
   try {
     if (device.is_cuda()) {
 #ifdef USE_C10D_NCCL
@@ -202,6 +248,20 @@ std::string Communicator::broadcast_bytes(const std::string& bytes, int root) {
   if (n > 0) broadcast(data, root);
   data = data.cpu();
   return std::string(reinterpret_cast<const char*>(data.data_ptr<uint8_t>()), size_t(n));
+}
+
+void Communicator::check_same_everywhere(const std::string& what, const std::string& value) {
+  if (world_size() == 1) return;
+  const torch::Tensor all =
+      all_gather(torch::tensor({int64_t(fnv1a64(value))}, torch::TensorOptions(torch::kInt64).device(impl_->device)))
+          .cpu();
+  const int64_t* h = all.data_ptr<int64_t>();
+  std::vector<std::string> differ;
+  for (int r = 1; r < world_size(); ++r)
+    if (h[r] != h[0]) differ.push_back(std::to_string(r));
+  FUNDUS_CHECK(differ.empty(), world_.describe() << ": " << what << " differs between rank 0 and rank(s) "
+                                                 << join(differ, ", ")
+                                                 << " (every machine must see the same files at the same paths)");
 }
 
 void Communicator::barrier() {

@@ -234,6 +234,30 @@ Json validate(RetrievalNetImpl& net, const RunConfig& cfg, const Splits& splits,
   return result;
 }
 
+// What must be the same on every rank of a distributed run (Communicator's join check): the
+// configuration except the per-machine resources and folders, and the request's options. out_dir
+// and data are paths, which may differ between machines; the data itself is checked after loading.
+std::string rank_agreement(const TrainRequest& req) {
+  Json config = req.config.to_json();
+  for (const char* k : {"threads", "workers", "prefetch_batches", "cache_dir", "feature_cache_dir"})
+    config["train"].erase(k);
+  std::string text = "resume=" + std::to_string(req.resume) + "\ndevice=" + req.device + "\nprecision=" +
+                     req.precision + "\ntrain_split=" + req.train_split + "\nval_split=" + req.val_split + "\n";
+  const Json flat = config.flatten();  // a named object: items() of a temporary would dangle
+  for (const auto& [key, value] : flat.items()) text += "config" + key + "=" + value.dump() + "\n";
+  return text;
+}
+
+// The identity of the loaded splits (ids, grades, order), compared across ranks.
+std::string data_identity(const Splits& s) {
+  std::string text;
+  for (const Dataset* d : {&s.train, &s.val}) {
+    for (const auto& r : d->records) text += r.id + "\t" + std::to_string(r.grade) + "\n";
+    text += "--\n";
+  }
+  return text;
+}
+
 // The config fields that must match for an exact resume (epochs, threads, workers may change).
 Json resume_identity(Json config) {
   for (const char* k : {"epochs", "threads", "workers", "prefetch_batches", "stop_after_steps", "cache_dir", "feature_cache_dir",
@@ -366,12 +390,13 @@ TrainSummary train_model(const TrainRequest& req) {
   check_precision(precision, device, /*training=*/true);
   // Distributed: join the other ranks first, so that a rank failing a check below ends their waits.
   std::unique_ptr<Communicator> comm;
-  if (req.distributed.distributed()) comm = std::make_unique<Communicator>(req.distributed, device);
+  if (req.distributed.distributed()) comm = std::make_unique<Communicator>(req.distributed, device, rank_agreement(req));
   const bool main_rank = !comm || comm->is_main();
   QuietUnlessMain quiet(main_rank);
   // Missing pretrained weights ("imagenet" not fetched) fail now, not after the data preparation.
   if (!req.resume && main_rank) resolve_pretrained(cfg.model.pretrained, cfg.model.backbone);
   Splits splits = prepare_data(req);
+  if (comm) comm->check_same_everywhere("the training data (" + req.data + ": ids, grades, splits)", data_identity(splits));
   const std::string ckpt_dir = join_path(req.out_dir, "checkpoints");
   const std::string last_path = join_path(ckpt_dir, "last.ckpt"), best_path = join_path(ckpt_dir, "best.ckpt");
   if (main_rank) {  // the run folder is rank 0's alone (it need not exist on the other machines)

@@ -9,6 +9,8 @@
 #include "fundus/core/hash.h"
 #include "fundus/core/io.h"
 #include "fundus/core/json.h"
+#include "fundus/core/npy.h"
+#include "fundus/core/strings.h"
 #include "test_support.h"
 
 namespace fundus {
@@ -73,6 +75,42 @@ TEST(CliSearch, EmbedIsResumable) {
   r = cli("embed --model " + shell_quote(s.ckpt) + " --store " + shell_quote(s.dir.file("missing.db")));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("error:"), std::string::npos) << r.output;
+}
+
+// `fundus embed --nproc 2`: two worker processes (c10d over loopback) split the cases, rank 0 writes
+// every vector into the one store; the vectors equal those of one process (same model, same
+// images, same batches: eval mode, so only float rounding between thread counts may differ).
+TEST(CliSearch, EmbedWithTwoProcessesWritesTheVectorsOfOne) {
+  const CliSetup& s = setup();
+  ASSERT_TRUE(file_exists(s.ckpt));
+  auto embed_into = [&](const std::string& name, const std::string& extra) {
+    const std::string db = s.dir.file(name + ".db");
+    auto r = cli("store add --store " + shell_quote(db) + " --data " + shell_quote(s.manifest));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    r = cli("embed --model " + shell_quote(s.ckpt) + " --store " + shell_quote(db) + " --batch 4 --threads 1 --json" +
+            extra);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    Json j = parse_json(r.output, "embed --json" + extra);
+    EXPECT_EQ(j["embedded"], 24) << r.output;
+    EXPECT_EQ(j["index_size"], 24) << r.output;
+    r = cli("store export --store " + shell_quote(db) + " --out " + shell_quote(s.dir.file(name + "_export")));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::string npy;
+    for (const std::string& line : split(r.output, '\n'))
+      if (ends_with(line, ".npy")) npy = line.substr(std::string("wrote ").size());
+    EXPECT_FALSE(npy.empty()) << r.output;
+    return std::make_pair(read_npy(npy), read_file(npy.substr(0, npy.size() - 4) + "_ids.csv"));
+  };
+  auto [one, one_ids] = embed_into("one", "");
+  auto [two, two_ids] = embed_into("two", " --nproc 2");
+  ASSERT_EQ(one.shape, two.shape);
+  ASSERT_EQ(one.shape[0], 24);
+  EXPECT_EQ(one_ids, two_ids);  // the same cases in the same rows
+  const std::vector<float> a = one.as_float(), b = two.as_float();
+  float worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
+  std::cout << "[embed --nproc 2] largest difference to 1 process: " << worst << "\n";
+  EXPECT_LT(worst, 1e-4f);
 }
 
 TEST(CliSearch, QueryTableJsonSheetAndErrors) {

@@ -1,7 +1,8 @@
 // BatchNorm2d that, in training mode and when a BatchNormSync is attached, normalises with the
 // statistics of the whole global batch across processes (PyTorch's SyncBatchNorm, which LibTorch's
 // C++ API lacks). Every BatchNorm2d of our networks is this type; without a sync (the default, and
-// always in eval mode) it IS torch::nn::BatchNorm2d: same parameters, buffers, names, results.
+// always in eval mode) it computes what torch::nn::BatchNorm2d computes, with the same parameters,
+// buffers and names (checkpoints and torchvision weights load unchanged).
 //
 // Why: in data-parallel training each process sees only its share of the global batch. With local
 // statistics a 2-process run with 2 x b images would not be the single-process run with 2b images
@@ -32,16 +33,24 @@ class BatchNormSync {
   virtual void all_reduce_sum(torch::Tensor& t) = 0;
 };
 
-class SyncBatchNorm2dImpl : public torch::nn::BatchNorm2dImpl {
+// Its own module rather than a subclass of torch::nn::BatchNorm2dImpl: a subclass needs
+// BatchNormImplBase<2>::pretty_print, which LibTorch 1.13 does not export (link error).
+class SyncBatchNorm2dImpl : public torch::nn::Cloneable<SyncBatchNorm2dImpl> {
  public:
-  explicit SyncBatchNorm2dImpl(int64_t num_features) : torch::nn::BatchNorm2dImpl(num_features) {}
-  explicit SyncBatchNorm2dImpl(const torch::nn::BatchNormOptions& options) : torch::nn::BatchNorm2dImpl(options) {}
+  explicit SyncBatchNorm2dImpl(int64_t num_features) : SyncBatchNorm2dImpl(torch::nn::BatchNormOptions(num_features)) {}
+  explicit SyncBatchNorm2dImpl(const torch::nn::BatchNormOptions& options);
+  /// Registers weight, bias, running_mean, running_var, num_batches_tracked (BatchNorm2d's names).
+  void reset() override;
+  void reset_running_stats();
+  void reset_parameters();
   torch::Tensor forward(const torch::Tensor& input);
-  // Defined here: LibTorch does not export BatchNormImplBase<2>::pretty_print for derived classes.
   void pretty_print(std::ostream& stream) const override;
   /// nullptr = plain BatchNorm2d.
   void set_sync(std::shared_ptr<BatchNormSync> sync) { sync_ = std::move(sync); }
   bool synced() const { return sync_ != nullptr; }
+
+  torch::nn::BatchNormOptions options;
+  torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 
  private:
   std::shared_ptr<BatchNormSync> sync_;

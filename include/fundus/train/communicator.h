@@ -29,9 +29,12 @@ namespace fundus {
 class Communicator {
  public:
   /// Rendezvous and process group creation. `device`: kCPU -> Gloo; kCUDA -> NCCL (throws in builds
-  /// without NCCL). Throws fundus::Error when the store cannot be reached or the ranks do not all
-  /// arrive within the timeout.
-  Communicator(const DistributedOptions& world, torch::Device device);
+  /// without NCCL). `agreement`: text that must be identical on every rank (the options that shape
+  /// the computation, one "name=value" per line; the world size is added here). Every rank
+  /// publishes it in the store before any process group exists; a rank that differs from rank 0
+  /// makes both fail at once, naming the first differing line. Throws fundus::Error when the store
+  /// cannot be reached, the ranks disagree, or a rank does not arrive within the timeout.
+  Communicator(const DistributedOptions& world, torch::Device device, const std::string& agreement = "");
   ~Communicator();
   Communicator(const Communicator&) = delete;
   Communicator& operator=(const Communicator&) = delete;
@@ -58,6 +61,9 @@ class Communicator {
   /// Root's bytes on every rank (the argument is ignored elsewhere).
   std::string broadcast_bytes(const std::string& bytes, int root = 0);
   void barrier();
+  /// Throws fundus::Error on every rank (naming `what` and the ranks that differ from rank 0) unless
+  /// `value` is the same on all of them. One all_gather of a 64-bit hash.
+  void check_same_everywhere(const std::string& what, const std::string& value);
 
   /// Wall time spent inside collectives so far (for the reported communication cost).
   double collective_seconds() const { return seconds_; }
