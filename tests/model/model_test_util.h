@@ -9,6 +9,7 @@
 
 #include "fundus/core/rng.h"
 #include "fundus/model/state_dict.h"
+#include "fundus/model/sync_batchnorm.h"  // the BatchNorm2d of our networks
 
 namespace fundus::test {
 
@@ -29,7 +30,7 @@ inline torch::Tensor get(const StateDict& state, const std::string& name) {
 inline void randomize_batchnorm(torch::nn::Module& root) {
   torch::NoGradGuard no_grad;
   for (auto& m : root.modules(false))
-    if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) {
+    if (auto* bn = dynamic_cast<fundus::SyncBatchNorm2dImpl*>(m.get())) {
       bn->running_mean.uniform_(-0.5, 0.5);
       bn->running_var.uniform_(0.5, 2.0);
       bn->weight.uniform_(0.5, 1.5);

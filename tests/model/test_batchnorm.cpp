@@ -3,6 +3,7 @@
 #include "fundus/core/error.h"
 #include "fundus/model/batchnorm.h"
 #include "fundus/model/runtime.h"
+#include "fundus/model/sync_batchnorm.h"
 #include "model_test_util.h"
 
 namespace fundus {
@@ -19,7 +20,7 @@ ModelConfig tiny_mirror() {
 
 torch::Tensor running_var_of_first_bn(RetrievalNetImpl& net) {
   for (const auto& m : net.modules(false))
-    if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) return bn->running_var.clone();
+    if (auto* bn = dynamic_cast<fundus::SyncBatchNorm2dImpl*>(m.get())) return bn->running_var.clone();
   return {};
 }
 
@@ -69,7 +70,7 @@ TEST(BatchNorm, StatisticsAreTheAverageOverBatchesAndMomentumIsRestored) {
   torch::Tensor va = var_after({a}), vb = var_after({b}), vab = var_after({a, b});
   EXPECT_LT(max_abs_diff(vab, (va + vb) / 2), 1e-5) << "cumulative average, not an exponential one";
   for (const auto& m : net->modules(false))
-    if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) {
+    if (auto* bn = dynamic_cast<fundus::SyncBatchNorm2dImpl*>(m.get())) {
       ASSERT_TRUE(bn->options.momentum().has_value());
       EXPECT_DOUBLE_EQ(*bn->options.momentum(), 0.1);
     }
@@ -81,9 +82,9 @@ TEST(BatchNorm, NoDataIsAnErrorAndChangesNothing) {
   torch::Tensor before = running_var_of_first_bn(*net);
   {
     torch::NoGradGuard no_grad;
-    torch::nn::BatchNorm2dImpl* first = nullptr;
+    fundus::SyncBatchNorm2dImpl* first = nullptr;
     for (const auto& m : net->modules(false))
-      if ((first = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get()))) break;
+      if ((first = dynamic_cast<fundus::SyncBatchNorm2dImpl*>(m.get()))) break;
     first->running_var.fill_(3.0);
   }
   EXPECT_THROW(recalibrate_batchnorm(*net, [] { return torch::Tensor(); }), Error);

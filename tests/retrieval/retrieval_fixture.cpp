@@ -9,6 +9,7 @@
 #include "fundus/data/synth.h"
 #include "fundus/model/retrieval_net.h"
 #include "fundus/model/runtime.h"
+#include "fundus/model/sync_batchnorm.h"
 #include "fundus/train/checkpoint.h"
 #include "fundus/train/run_config.h"
 
@@ -36,9 +37,9 @@ torch::Tensor calibration_images(const PreprocessOptions& pre) {
 // train-mode pass with momentum 1 sets each BatchNorm's running statistics to those of real images
 // (layer by layer, as eval mode will see them), which makes the random features informative.
 void calibrate_batchnorm(RetrievalNetImpl& net, const torch::Tensor& images) {
-  std::vector<torch::nn::BatchNorm2dImpl*> bns;
+  std::vector<fundus::SyncBatchNorm2dImpl*> bns;
   for (const auto& m : net.modules())
-    if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) bns.push_back(bn);
+    if (auto* bn = dynamic_cast<fundus::SyncBatchNorm2dImpl*>(m.get())) bns.push_back(bn);
   for (auto* bn : bns) bn->options.momentum(1.0);
   {
     torch::NoGradGuard no_grad;
