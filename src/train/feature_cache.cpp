@@ -83,7 +83,7 @@ FeatureCache::FeatureCache(RetrievalNetImpl& net, const Dataset& dataset, const 
   const int threads = c.train.workers > 0 ? c.train.workers : available_cores();
   const torch::Device device = module_device(net);  // the cache itself stays in CPU memory
 
-  std::vector<std::string> hashes(static_cast<size_t>(n));  // not hashes(size_t(n)): a function declaration
+  std::vector<std::string> hashes(static_cast<size_t>(n));
   parallel_for(n, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) hashes[size_t(i)] = sha256_file(dataset.records[size_t(i)].image_path);
   });
