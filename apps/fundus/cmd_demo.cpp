@@ -14,7 +14,7 @@ void add_demo_command(CLI::App& app) {
   cmd->add_option("--out", opt->out, "Output folder")->capture_default_str();
   cmd->add_option("--count", opt->count, "Synthetic images")->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Random seed")->capture_default_str();
-  cmd->add_option("--epochs", opt->epochs, "Training epochs (default: 4 with ImageNet weights, 8 from scratch)");
+  cmd->add_option("--epochs", opt->epochs, "Training epochs (default: 4 with ImageNet weights, 12 from scratch)");
   cmd->add_option("--size", opt->input_size, "Network input size in pixels")->capture_default_str();
   cmd->add_option("--pretrained", opt->pretrained,
                   "ImageNet MobileNetV2 weights: a .pth, imagenet or mobilenet_v2:VERSION; default: torch.hub's cache "

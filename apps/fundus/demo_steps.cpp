@@ -102,7 +102,7 @@ void run_demo(const DemoOptions& o) {
     std::cout << "recipe: cpu (MobileNetV2 with ImageNet weights from " << pretrained << ")\n";
   } else {
     preset = "scratch";
-    overrides.push_back("train.epochs=" + std::to_string(o.epochs > 0 ? o.epochs : 8));
+    overrides.push_back("train.epochs=" + std::to_string(o.epochs > 0 ? o.epochs : 12));
     std::cout << "recipe: scratch: no ImageNet weights were found (looked in " << hub_checkpoint_dir()
               << " and ../shared/models), so a small CNN (convnet4) learns from random initialisation.\n"
               << "For the cpu recipe (MobileNetV2, ImageNet weights, much better on real photographs) run\n"

@@ -206,7 +206,7 @@ Json run_preset(const std::string& name) {
          {"loss", {{"ftl", {{"weight", 1.0}, {"degree", "minmax"}}}, {"ce", {{"weight", 1.0}}}}},
          {"optim", {{"name", "adam"}, {"lr", 2e-3}, {"weight_decay", 1e-4}, {"schedule", "cosine"},
                     {"warmup_epochs", 0.5}}},
-         {"train", {{"epochs", 10}, {"select", "val_mAP@10"}}},
+         {"train", {{"epochs", 12}, {"select", "val_mAP@10"}}},
          {"sampler", {{"kind", "balanced"}, {"batch_size", 20}, {"grades_per_batch", 5}}},
          {"preprocess", {{"ben_graham", true}}},
          {"augment", {{"rotation_deg", 15}}}};
