@@ -35,12 +35,13 @@ status=0
 printf '%-16s %8s %12s %8s %8s\n' fuzzer seconds executions corpus crashes
 for f in "${fuzzers[@]}"; do
   log="$fz/logs/$f.log"
+  dict=(); [ -f "$here/fuzz/$f.dict" ] && dict=(-dict="$here/fuzz/$f.dict")
   before=$(ls "$fz/artifacts" | grep -c "^$f-" || true)
   start=$(date +%s)
   # -rss_limit_mb: a reader that allocates gigabytes for a small file is a finding (decompression
   # bombs, absurd sizes). -timeout: one input taking 30 s is a finding too.
   nice -n "$nice_level" "$fz/$f" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2560 \
-    -print_final_stats=1 -artifact_prefix="$fz/artifacts/$f-" "$fz/corpus/$f" >"$log" 2>&1 || status=1
+    -print_final_stats=1 -artifact_prefix="$fz/artifacts/$f-" "${dict[@]}" "$fz/corpus/$f" >"$log" 2>&1 || status=1
   took=$(( $(date +%s) - start ))
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
   corpus=$(ls "$fz/corpus/$f" | wc -l)
