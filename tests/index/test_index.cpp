@@ -278,7 +278,10 @@ TEST(IvfPqIndex, RecallOnClusteredData) {
   // Too few vectors to train is a clear error, and the index stays empty.
   p.nbits = 8;
   IvfPqIndex small(dim, p);
-  EXPECT_NE(error_of([&] { small.add(100, ids.data(), data.data()); }).find("training needs at least 256 vectors"),
+  // Pointers, not the structured bindings: C++17 lambdas cannot capture those (clang enforces it).
+  const int64_t* few_ids = ids.data();
+  const float* few = data.data();
+  EXPECT_NE(error_of([&] { small.add(100, few_ids, few); }).find("training needs at least 256 vectors"),
             std::string::npos);
   EXPECT_EQ(small.size(), 0);
 }
