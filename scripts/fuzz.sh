@@ -29,6 +29,17 @@ nice -n "$nice_level" cmake --build "$build" -j "$jobs" --target fuzzers
 fz="$build/fuzz"
 mkdir -p "$fz/artifacts" "$fz/tmp" "$fz/logs"
 "$fz/make_seeds" "$fz/corpus" >/dev/null
+# Weight files of PyTorch's legacy format and pickle protocol 4 come from Python when it has torch.
+py="${FUNDUS_PYTHON:-/usr/bin/python3}"
+"$py" - "$fz/corpus/fuzz_checkpoint" <<'PY' 2>/dev/null || echo "fuzz.sh: no Python torch: zip seeds only"
+import collections, sys, torch
+d = sys.argv[1]
+t = collections.OrderedDict([("w", torch.arange(6.).reshape(2, 3)), ("v", torch.arange(6.).reshape(2, 3)[:, 1]),
+                             ("n", torch.tensor(3)), ("h", torch.ones(2, dtype=torch.float16))])
+torch.save(t, d + "/legacy.pth", _use_new_zipfile_serialization=False)
+torch.save(t, d + "/p4.pth", pickle_protocol=4)
+torch.save({"model": t, "epoch": 3}, d + "/nested_legacy.pth", _use_new_zipfile_serialization=False)
+PY
 export TMPDIR="$fz/tmp"
 export LSAN_OPTIONS="suppressions=$here/fuzz/lsan_suppressions.txt" UBSAN_OPTIONS=print_stacktrace=1
 status=0

@@ -165,6 +165,12 @@ IvfPqIndex::IvfPqIndex(int dim, const IvfPqParams& params) : VectorIndex(dim), p
   FUNDUS_CHECK(params.m >= 1 && dim % params.m == 0,
                "ivfpq: m (" << params.m << ") must divide the dimension (" << dim << ")");
   FUNDUS_CHECK(params.nbits >= 1 && params.nbits <= 16, "ivfpq: nbits must be in 1..16, got " << params.nbits);
+  // Both are allocated here, before any vector: bounded so that a spec (also one read from an
+  // index file's header) cannot ask for gigabytes. Real indexes are far below (2048 x 2^8, 65536).
+  FUNDUS_CHECK(params.nlist <= kMaxIvfLists, "ivfpq: nlist must be <= " << kMaxIvfLists << ", got " << params.nlist);
+  FUNDUS_CHECK((int64_t(dim) << params.nbits) <= kMaxPqCodebookFloats,
+               "ivfpq: a codebook of dim x 2^nbits = " << dim << " x " << (1 << params.nbits) << " floats exceeds "
+                                                       << kMaxPqCodebookFloats << " (1 GiB); lower nbits");
   FUNDUS_CHECK(params.nprobe >= 1, "ivfpq: nprobe must be >= 1");
   FUNDUS_CHECK(params.train >= 1, "ivfpq: train must be >= 1");
   FUNDUS_CHECK(params.rerank >= 0 && params.rerank <= kMaxK, "ivfpq: rerank must be in 0.." << kMaxK);

@@ -502,6 +502,39 @@ TEST(IndexFile, IvfPqSizesAreCheckedBeforeFaissAllocates) {
   EXPECT_NE(patched(ntotal, uint64_t(1) << 50).find("corrupt ivfpq data (inverted list contents)"), std::string::npos);
 }
 
+// Found by fuzz/fuzz_index: an index file's header names the spec and dimension the index is built
+// with before its data is read; "ivfpq:nbits=16" at dimension 500000 asked FAISS for a 131 GB
+// codebook (std::bad_alloc). Dimensions, list counts and codebooks are now bounded.
+TEST(IndexFile, HeaderCannotAskForHugeAllocations) {
+  test::TempDir dir;
+  auto header_only = [&](const std::string& spec, int32_t dim) {
+    BinaryWriter w;
+    w.put_string("ivfpq");
+    w.put_string(spec);
+    w.put<int32_t>(dim);
+    w.put<int64_t>(0);
+    w.put_string(ids_checksum({}));
+    w.put_string("");
+    w.put<int64_t>(-1);
+    w.put<int64_t>(-1);
+    w.put_string("");
+    w.put_array<int64_t>(nullptr, 0);
+    BinaryWriter payload;
+    payload.put<uint64_t>(w.bytes().size());
+    std::string bytes = payload.take() + w.bytes();
+    write_framed_file(dir.file("h.idx"), "FNDINDX1", 2, bytes);
+    return error_of([&] { load_index(dir.file("h.idx")); });
+  };
+  EXPECT_NE(header_only("ivfpq:m=1,nbits=16,nlist=1,vectors=0", 500000).find("inconsistent index header (dim 500000"),
+            std::string::npos);
+  EXPECT_NE(header_only("ivfpq:m=1,nbits=16,nlist=1,vectors=0", 65536).find("exceeds 268435456 (1 GiB)"),
+            std::string::npos);
+  const std::string lists = header_only("ivfpq:m=1,nbits=4,nlist=100000000,vectors=0", 8);
+  EXPECT_NE(lists.find("nlist must be <= 1048576"), std::string::npos) << lists;
+  EXPECT_NE(error_of([] { make_index("ivfpq:m=8,nbits=16", 8192); }).find("8192 x 65536 floats"), std::string::npos);
+  EXPECT_EQ(error_of([] { make_index("ivfpq:m=8,nbits=8", 2048); }), "");  // a real configuration
+}
+
 TEST(VectorIndex, ConcurrentSearchesWithAddsAndRemoves) {
   const int dim = 32;
   for (std::string spec : {"exact", "hnsw:M=12,efc=40,ef=32"}) {
