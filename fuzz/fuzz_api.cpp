@@ -21,13 +21,9 @@
 #include "request_fields.h"
 
 using namespace fundus;
+using fuzz::finding;
 
 namespace {
-
-[[noreturn]] void finding(const std::string& what) {
-  std::fprintf(stderr, "FINDING: %s\n", what.c_str());
-  std::abort();
-}
 
 // The request bytes, then end of stream; responses are discarded.
 class MemoryStream : public httplib::Stream {

@@ -53,10 +53,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       LoadResult r = load_dataset(path, options);
       // Accepted rows must satisfy what every later step relies on.
       for (const CaseRecord& c : r.dataset.records)
-        if (c.grade < 0 || c.grade >= kNumGrades || c.id.empty()) {
-          std::fprintf(stderr, "FINDING: accepted row with grade %d id '%s'\n", c.grade, c.id.c_str());
-          std::abort();
-        }
+        if (c.grade < 0 || c.grade >= kNumGrades || c.id.empty())
+          fuzz::finding("accepted row with grade " + std::to_string(c.grade) + " id '" + c.id + "'");
     });
   }
   return 0;

@@ -13,13 +13,7 @@
 #include "fuzz_support.h"
 
 using namespace fundus;
-
-namespace {
-[[noreturn]] void finding(const char* what) {
-  std::fprintf(stderr, "FINDING: %s\n", what);
-  std::abort();
-}
-}  // namespace
+using fuzz::finding;
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   fuzz::quiet_logs();

@@ -24,6 +24,12 @@
 
 namespace fundus::fuzz {
 
+/// Reports a broken contract and aborts, so that libFuzzer saves the input.
+[[noreturn]] inline void finding(const std::string& what) {
+  std::fprintf(stderr, "FINDING: %s\n", what.c_str());
+  std::abort();
+}
+
 template <typename F>
 void expect_only_fundus_errors(F&& run) {
   try {
@@ -31,8 +37,7 @@ void expect_only_fundus_errors(F&& run) {
   } catch (const fundus::Error&) {
     // the documented outcome for bad input
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "FINDING: exception %s escaped a reader: %s\n", typeid(e).name(), e.what());
-    std::abort();
+    finding(std::string("exception ") + typeid(e).name() + " escaped a reader: " + e.what());
   }
 }
 

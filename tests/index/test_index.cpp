@@ -443,6 +443,36 @@ TEST(IndexFile, TruncatedCorruptAndForeignFilesAreErrors) {
   EXPECT_NE(error_of([&] { load_index(dir.file("none.idx")); }).find("index file not found"), std::string::npos);
 }
 
+namespace {
+// An index saved at `path` whose native bytes (hnswlib's or FAISS's file) can be patched behind a
+// valid frame: patch(offset into the native bytes, value, width) rewrites the file and returns the
+// error of loading it and searching it once ("" when both succeed).
+class PatchableIndexFile {
+ public:
+  PatchableIndexFile(const VectorIndex& index, std::string path) : path_(std::move(path)) {
+    index.save(path_, {});
+    payload_ = read_framed_file(path_, "FNDINDX1", 2, "index");
+    uint64_t header_size = 0;
+    std::memcpy(&header_size, payload_.data(), sizeof header_size);
+    native_ = sizeof header_size + header_size;
+  }
+  std::string patch(size_t offset, uint64_t value, size_t width = 8) const {
+    std::string p = payload_;
+    std::memcpy(p.data() + native_ + offset, &value, width);
+    write_framed_file(path_, "FNDINDX1", 2, p);
+    return error_of([&] {
+      LoadedIndex loaded = load_index(path_);
+      std::vector<float> q(size_t(loaded.index->dim()), 0.25f);
+      loaded.index->search(q, 5);
+    });
+  }
+
+ private:
+  std::string path_, payload_;
+  size_t native_ = 0;
+};
+}  // namespace
+
 // Found by fuzz/fuzz_index: behind a valid checksum (a file made to pass it), hnswlib 0.6.2 used the
 // graph's sizes and neighbour ids as read; a neighbour id past the end made the next search read
 // far outside the graph (SIGSEGV). Every field is now checked before hnswlib loads the bytes.
@@ -450,28 +480,14 @@ TEST(IndexFile, HnswGraphFieldsAreCheckedBehindAValidChecksum) {
   test::TempDir dir;
   auto index = make_index("hnsw:M=8,efc=40", 16);
   index->add(iota_ids(200), clustered_vectors(200, 16, 10, 0.5f, 1));
-  const std::string path = dir.file("i.idx");
-  index->save(path, {});
-  const std::string payload = read_framed_file(path, "FNDINDX1", 2, "index");
-  uint64_t header_size = 0;
-  std::memcpy(&header_size, payload.data(), sizeof header_size);
-  const size_t graph = sizeof header_size + header_size;  // hnswlib's file: 96 bytes of fields, then nodes
-  auto patched = [&](size_t offset, uint64_t value, size_t width) {
-    std::string p = payload;
-    std::memcpy(p.data() + graph + offset, &value, width);
-    write_framed_file(path, "FNDINDX1", 2, p);
-    return error_of([&] {
-      LoadedIndex loaded = load_index(path);
-      std::vector<float> q(16, 0.25f);
-      loaded.index->search(q, 5);
-    });
-  };
-  EXPECT_NE(patched(96 + 4, 0xFFFFFF00u, 4).find("corrupt hnsw graph (neighbour id)"), std::string::npos);
-  EXPECT_NE(patched(16, uint64_t(1) << 40, 8).find("corrupt hnsw graph (more elements than bytes)"), std::string::npos);
-  EXPECT_EQ(patched(8, uint64_t(1) << 60, 8), "");  // capacity: the file's count, not its max_elements
-  EXPECT_NE(patched(32, 1u << 30, 8).find("corrupt hnsw graph (element layout"), std::string::npos);
-  EXPECT_NE(patched(52, 200, 4).find("corrupt hnsw graph (entry point"), std::string::npos);
-  EXPECT_EQ(patched(96 + 4, 1, 4), "");  // another valid neighbour: loads and searches
+  const PatchableIndexFile file(*index, dir.file("i.idx"));
+  // hnswlib's file: 96 bytes of fields (count at 16, label offset at 32, entry point at 52), then nodes.
+  EXPECT_NE(file.patch(96 + 4, 0xFFFFFF00u, 4).find("corrupt hnsw graph (neighbour id)"), std::string::npos);
+  EXPECT_NE(file.patch(16, uint64_t(1) << 40).find("corrupt hnsw graph (more elements than bytes)"), std::string::npos);
+  EXPECT_EQ(file.patch(8, uint64_t(1) << 60), "");  // capacity: the file's count, not its max_elements
+  EXPECT_NE(file.patch(32, 1u << 30).find("corrupt hnsw graph (element layout"), std::string::npos);
+  EXPECT_NE(file.patch(52, 200, 4).find("corrupt hnsw graph (entry point"), std::string::npos);
+  EXPECT_EQ(file.patch(96 + 4, 1, 4), "");  // another valid neighbour: loads and searches
 }
 
 // Found by fuzz/fuzz_index: FAISS allocates a vector length read from the file before reading the
@@ -481,25 +497,15 @@ TEST(IndexFile, IvfPqSizesAreCheckedBeforeFaissAllocates) {
   test::TempDir dir;
   auto index = make_index("ivfpq:nlist=4,m=4,nbits=4,vectors=0", 8);
   index->add(iota_ids(100), clustered_vectors(100, 8, 4, 0.5f, 1));
-  const std::string path = dir.file("i.idx");
-  index->save(path, {});
-  const std::string payload = read_framed_file(path, "FNDINDX1", 2, "index");
-  uint64_t header_size = 0;
-  std::memcpy(&header_size, payload.data(), sizeof header_size);
-  // faiss's file: "IwPQ", index header (33 bytes), nlist, nprobe, "IxFI", index header, then the
-  // length of the coarse centroids.
-  const size_t centroids_length = sizeof header_size + header_size + 4 + 33 + 8 + 8 + 4 + 33;
-  auto patched = [&](size_t offset, uint64_t value) {
-    std::string p = payload;
-    std::memcpy(p.data() + offset, &value, sizeof value);
-    write_framed_file(path, "FNDINDX1", 2, p);
-    return error_of([&] { load_index(path); });
-  };
-  EXPECT_EQ(patched(centroids_length, 4 * 8), "");  // the true length: loads
-  EXPECT_NE(patched(centroids_length, uint64_t(1) << 39).find("corrupt ivfpq data (coarse centroids)"),
+  const PatchableIndexFile file(*index, dir.file("i.idx"));
+  // faiss's file: "IwPQ", d, ntotal, ... (index header, 33 bytes), nlist, nprobe, "IxFI", index
+  // header, then the length of the coarse centroids.
+  const size_t centroids_length = 4 + 33 + 8 + 8 + 4 + 33;
+  EXPECT_EQ(file.patch(centroids_length, 4 * 8), "");  // the true length: loads
+  EXPECT_NE(file.patch(centroids_length, uint64_t(1) << 39).find("corrupt ivfpq data (coarse centroids)"),
             std::string::npos);
-  const size_t ntotal = sizeof header_size + header_size + 4 + 4;  // "IwPQ", d, then ntotal
-  EXPECT_NE(patched(ntotal, uint64_t(1) << 50).find("corrupt ivfpq data (inverted list contents)"), std::string::npos);
+  EXPECT_NE(file.patch(4 + 4, uint64_t(1) << 50).find("corrupt ivfpq data (inverted list contents)"),
+            std::string::npos);
 }
 
 // Found by fuzz/fuzz_index: an index file's header names the spec and dimension the index is built
