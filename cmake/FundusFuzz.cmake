@@ -14,7 +14,8 @@ add_link_options(-fsanitize=address,undefined)
 # LibTorch is not instrumented; UBSan's vptr check on its classes reports false positives.
 add_compile_options(-fno-sanitize=vptr)
 # Third-party code with a known, harmless report (reasons in the file).
-add_compile_options(-fsanitize-ignorelist=${PROJECT_SOURCE_DIR}/fuzz/sanitizer_ignorelist.txt)
+# The old spelling of -fsanitize-ignorelist: ccache (4.7) hashes the list's content only under it.
+add_compile_options(-fsanitize-blacklist=${PROJECT_SOURCE_DIR}/fuzz/sanitizer_ignorelist.txt)
 # Runtime options of every sanitized run (ctest entries here; scripts/fuzz.sh sets the same).
 set(FUNDUS_SANITIZER_ENV "LSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/fuzz/lsan_suppressions.txt"
     "UBSAN_OPTIONS=print_stacktrace=1")

@@ -553,7 +553,7 @@ TEST(VectorIndex, ConcurrentSearchesWithAddsAndRemoves) {
     std::atomic<int> bad{0};
     std::vector<std::thread> readers;
     for (int t = 0; t < 3; ++t)
-      readers.emplace_back([&] {
+      readers.emplace_back([&, t] {  // t by value: the loop ends while the readers run (ASan)
         while (!stop) {
           SearchResult r = index->search(t % 2 ? 16 : 1, queries.data(), 5);
           for (int64_t id : r.ids)
