@@ -14,8 +14,7 @@ shift || true
 jobs="${JOBS:-2}"
 nice_level="${NICE:-10}"
 all=(fuzz_csv fuzz_image fuzz_checkpoint fuzz_index fuzz_store fuzz_api)
-fuzzers=("${@:-${all[@]}}")
-[ "$#" -gt 0 ] || fuzzers=("${all[@]}")
+if [ "$#" -gt 0 ]; then fuzzers=("$@"); else fuzzers=("${all[@]}"); fi
 
 command -v clang++ >/dev/null || { echo "fuzz.sh: clang++ not found (apt-get install clang)" >&2; exit 2; }
 generator=()

@@ -68,6 +68,7 @@ void copy_stream(std::istream& in, std::ostream& out, uint64_t bytes) {
     bytes -= take;
   }
 }
+
 // hnswlib 0.6.2 trusts its file: sizes, offsets, link counts and neighbour ids are used as read
 // (fuzz/fuzz_index found reads outside its buffers while loading). The index file's checksum
 // catches damage, not a file made to pass it, so every field that the loader and the searches use is

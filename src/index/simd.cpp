@@ -65,3 +65,5 @@ const char* simd_level() {
 }
 
 }  // namespace fundus
+
+#undef load16
