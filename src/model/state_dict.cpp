@@ -368,7 +368,6 @@ class Unpickler {
     const std::string& type_name = expect(t[1], PyValue::Kind::Global, at)->s;
     const std::string& key = expect(t[2], PyValue::Kind::Str, at)->s;
     int64_t numel = as_int(t[4], at);
-    FUNDUS_CHECK(numel >= 0, where(at) << "negative storage size");
     const StorageType* type = storage_type_by_name(type_name);
     FUNDUS_CHECK(type, source_ << ": unsupported tensor storage type '" << type_name
                                << "' (supported: float32/64, float16, bfloat16, int64/32/16, int8, uint8, bool)");
@@ -553,11 +552,15 @@ StateDict parse_legacy(const std::string& bytes, const std::string& source) {
   StorageLoader no_storage = [&](const std::string&, const StorageType&, int64_t) -> torch::Tensor {
     FUNDUS_THROW(source << ": a tensor outside the saved object (damaged legacy file)");
   };
+  // An Unpickler owns the values it made (its destructor unlinks them): keep every one alive until
+  // the state_dict is flattened.
+  std::vector<std::unique_ptr<Unpickler>> unpicklers;
   auto next = [&](const StorageLoader& load, const char* what) {
-    Unpickler u(rest, load, std::string("legacy ") + what + " pickle at byte " +
-                                std::to_string(bytes.size() - rest.size()) + ",", source);
-    Py v = u.run();
-    rest.remove_prefix(u.position());
+    unpicklers.push_back(std::make_unique<Unpickler>(
+        rest, load, std::string("legacy ") + what + " pickle at byte " + std::to_string(bytes.size() - rest.size()) + ",",
+        source));
+    Py v = unpicklers.back()->run();
+    rest.remove_prefix(unpicklers.back()->position());
     return v;
   };
   static const std::string kMagic("long:\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", 15);

@@ -8,6 +8,7 @@
 #include "fundus/core/strings.h"
 #include "fundus/data/loader.h"
 #include "fundus/index/store_index.h"
+#include "fundus/retrieval/gallery_health.h"
 #include "fundus/retrieval/model_runner.h"
 #include "fundus/train/embed.h"
 
@@ -27,7 +28,8 @@ Json EmbedStoreResult::to_json() const {
               {"already", already},         {"remaining", remaining},
               {"seconds", seconds},         {"images_per_second", images_per_second},
               {"index_path", index_path},   {"index", index_spec},
-              {"index_size", index_size},   {"index_rebuilt", index_rebuilt}};
+              {"index_size", index_size},   {"index_rebuilt", index_rebuilt},
+              {"health", health.to_json()}};
 }
 
 std::string EmbedStoreResult::summary() const {
@@ -38,6 +40,8 @@ std::string EmbedStoreResult::summary() const {
   if (!index_path.empty())
     s += strprintf("; index %s with %lld vectors %s %s", index_spec.c_str(), static_cast<long long>(index_size),
                    index_rebuilt ? "rebuilt ->" : "up to date:", index_path.c_str());
+  s += "; descriptors " + health.summary();
+  if (health.flagged()) s += ". WARNING: " + health.advice();
   return s;
 }
 
@@ -101,6 +105,9 @@ EmbedStoreResult embed_store(CaseStore& store, ModelRunner& model, const EmbedSt
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   r.images_per_second = r.seconds > 0 ? double(r.embedded) / r.seconds : 0;
   r.remaining = selected - r.already - r.embedded;
+  GalleryHealthOptions gho;
+  gho.threads = o.threads;
+  r.health = gallery_health(store, r.model_id, gho);  // recorded in the store for the engine
 
   if (o.build_index) {
     r.index_path = o.index_path.empty() ? default_index_path(store.path(), r.model_id) : o.index_path;

@@ -13,6 +13,7 @@
 #include "fundus/data/image_io.h"
 #include "fundus/data/preprocess.h"
 #include "fundus/eval/descriptor_health.h"
+#include "fundus/retrieval/gallery_health.h"
 #include "fundus/eval/metrics.h"
 #include "fundus/index/case_filter.h"
 #include "fundus/index/rw_lock.h"
@@ -64,23 +65,6 @@ const char* extension_for(ImageFormat f) {
     case ImageFormat::bmp: return ".bmp";
     default: return ".img";
   }
-}
-
-// The gallery's descriptor health; large stores are measured on an evenly spaced sample of rows.
-DescriptorHealth measure_gallery_health(const CaseStore& store, int64_t model_id, int threads) {
-  constexpr int64_t kMaxRows = 20000;
-  EmbeddingMatrix m = store.get_embeddings(model_id);
-  const int64_t n = m.rows();
-  HealthOptions ho;
-  ho.threads = threads;
-  if (n <= kMaxRows) return assess_descriptors(m.vectors.data(), n, m.dim, ho);
-  std::vector<float> sample;
-  sample.reserve(size_t(kMaxRows * m.dim));
-  for (int64_t i = 0; i < kMaxRows; ++i) {
-    const float* r = m.row(i * n / kMaxRows);
-    sample.insert(sample.end(), r, r + m.dim);
-  }
-  return assess_descriptors(sample.data(), kMaxRows, m.dim, ho);
 }
 
 }  // namespace
@@ -219,7 +203,10 @@ SearchEngine::SearchEngine(const EngineOptions& options) : impl_(std::make_uniqu
   e.load_attributes();
   std::string dir = parent_dir(options.store_path);
   e.image_dir = options.image_dir.empty() ? join_path(dir.empty() ? "." : dir, "images") : options.image_dir;
-  e.gallery_health = measure_gallery_health(*e.store, e.model_id, options.threads);
+  GalleryHealthOptions gho;
+  gho.threads = options.threads;
+  gho.record = !options.read_only;
+  e.gallery_health = gallery_health(*e.store, e.model_id, gho);
   if (e.gallery_health.flagged())
     FUNDUS_WARN("model " << e.model_id << ": gallery " << e.gallery_health.summary() << "; " << e.gallery_health.advice());
 }

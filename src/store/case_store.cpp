@@ -217,6 +217,7 @@ constexpr const char* kRenewTokenSql =
     "lower(hex(randomblob(16))) FROM (%s)";
 
 std::string token_key(int64_t model_id) { return "embeddings_token." + std::to_string(model_id); }
+std::string health_key(int64_t model_id) { return "health." + std::to_string(model_id); }
 
 }  // namespace
 
@@ -471,6 +472,10 @@ StoreStats CaseStore::stats() const {
                            "SELECT m.id, (SELECT COUNT(*) FROM embeddings e WHERE e.model_id = m.id) FROM models m");
   while (models.step()) s.embeddings_per_model[models.column_int(0)] = models.column_int(1);
   s.models = int64_t(s.embeddings_per_model.size());
+  for (const auto& [id, n] : s.embeddings_per_model) {
+    std::string health = model_health_locked(id);
+    if (!health.empty()) s.health_per_model[id] = std::move(health);
+  }
   return s;
 }
 
@@ -671,6 +676,29 @@ std::string CaseStore::embeddings_token(int64_t model_id) const {
   sqlite::Statement st(*db_, "SELECT value FROM store_info WHERE key = ?");
   st.bind(1, token_key(model_id));
   return st.step() ? st.column_text(0) : "";
+}
+
+std::string CaseStore::model_health(int64_t model_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return model_health_locked(model_id);
+}
+
+std::string CaseStore::model_health_locked(int64_t model_id) const {
+  sqlite::Statement st(*db_, "SELECT h.value, t.value FROM store_info h JOIN store_info t ON t.key = ? "
+                             "WHERE h.key = ?");
+  st.bind(1, token_key(model_id)).bind(2, health_key(model_id));
+  if (!st.step()) return "";
+  const std::string record = st.column_text(0), token = st.column_text(1);
+  const size_t newline = record.find('\n');  // "<token>\n<json>"
+  if (newline == std::string::npos || token.empty() || record.compare(0, newline, token) != 0) return "";
+  return record.substr(newline + 1);
+}
+
+void CaseStore::put_model_health(int64_t model_id, const std::string& token, const std::string& json) {
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite::Statement st(*db_, "INSERT OR REPLACE INTO store_info(key, value) VALUES (?, ?)");
+  st.bind(1, health_key(model_id)).bind(2, token + "\n" + json);
+  st.step();
 }
 
 std::vector<StoredCase> CaseStore::cases_without_embedding(int64_t model_id) const {

@@ -12,6 +12,25 @@ namespace {
 std::string percent(int64_t n, int64_t total) {
   return total ? strprintf("%.1f%%", 100.0 * double(n) / double(total)) : "-";
 }
+
+// The model's health record (eval/descriptor_health.h JSON), null when none is current; a damaged
+// record is reported as such rather than failing the whole report.
+Json health_json(const StoreStats& stats, int64_t model_id) {
+  auto it = stats.health_per_model.find(model_id);
+  if (it == stats.health_per_model.end()) return nullptr;
+  std::string problem;
+  std::optional<Json> j = try_parse_json(it->second, problem);
+  return j ? *j : Json{{"status", "unreadable record"}};
+}
+
+// "ok (mean cosine 0.43)", "collapsed (mean cosine 1.00)" or "-" for the text table.
+std::string health_cell(const Json& h) {
+  if (h.is_null()) return "-";
+  std::string status = h.value("status", std::string("?"));
+  if (h.contains("mean_cosine") && h["mean_cosine"].is_number())
+    status += strprintf(" (mean cosine %.2f)", h["mean_cosine"].get<double>());
+  return status;
+}
 }  // namespace
 
 Json store_stats_to_json(const StoreStats& stats, const std::vector<ModelInfo>& models) {
@@ -32,7 +51,8 @@ Json store_stats_to_json(const StoreStats& stats, const std::vector<ModelInfo>& 
                            {"descriptor_dim", m.descriptor_dim},
                            {"checkpoint_hash", m.checkpoint_hash},
                            {"embeddings", it == stats.embeddings_per_model.end() ? 0 : it->second},
-                           {"embeddings_version", m.embeddings_version}});
+                           {"embeddings_version", m.embeddings_version},
+                           {"health", health_json(stats, m.id)}});
   }
   return j;
 }
@@ -49,12 +69,12 @@ std::string format_store_stats(const StoreStats& stats, const std::vector<ModelI
     out << strprintf("%-10s %8lld %7s\n", name.empty() ? "(none)" : name.c_str(), (long long)n,
                      percent(n, stats.cases).c_str());
   if (!models.empty()) {
-    out << "\nmodel  name                  dim  embedded  checkpoint\n";
+    out << "\nmodel  name                  dim  embedded  checkpoint    descriptors\n";
     for (auto& m : models) {
       auto it = stats.embeddings_per_model.find(m.id);
       long long n = it == stats.embeddings_per_model.end() ? 0 : (long long)it->second;
-      out << strprintf("%5lld  %-20s %5d %5lld/%lld  %.12s\n", (long long)m.id, m.name.c_str(), m.descriptor_dim, n,
-                       (long long)stats.cases, m.checkpoint_hash.c_str());
+      out << strprintf("%5lld  %-20s %5d %5lld/%lld  %.12s  %s\n", (long long)m.id, m.name.c_str(), m.descriptor_dim, n,
+                       (long long)stats.cases, m.checkpoint_hash.c_str(), health_cell(health_json(stats, m.id)).c_str());
     }
   }
   return out.str();

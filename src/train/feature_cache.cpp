@@ -81,7 +81,7 @@ FeatureCache::FeatureCache(RetrievalNetImpl& net, const Dataset& dataset, const 
   FUNDUS_CHECK(n > 0, "feature cache: no images");
   const int threads = c.train.workers > 0 ? c.train.workers : available_cores();
 
-  std::vector<std::string> hashes(size_t(n));
+  std::vector<std::string> hashes(static_cast<size_t>(n));
   parallel_for(n, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) hashes[size_t(i)] = sha256_file(dataset.records[size_t(i)].image_path);
   });

@@ -27,7 +27,8 @@ std::string png_image(int w, int h, int seed) {
   std::string raw;
   for (int y = 0; y < h; ++y) {
     raw += '\0';  // filter: none
-    for (int x = 0; x < w; ++x) raw += {char(x * 6 + seed * 40), char(y * 8), char((x ^ y) + seed)};
+    // Red-dominant, as a retina is: the image policy refuses what has no field of view (data/fov.h).
+    for (int x = 0; x < w; ++x) raw += {char(150 + (x * 2 + seed * 7) % 60), char(60 + y), char(20 + ((x ^ y) + seed) % 20)};
   }
   std::string z = "\x78\x01";
   uint32_t a = 1, b = 0;

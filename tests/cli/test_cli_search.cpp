@@ -206,7 +206,7 @@ TEST(CliSearch, QueryAndExplainRefuseImagesWithoutFieldOfView) {
   const std::string black = s.dir.file("black.png"), dir = s.dir.file("folder.jpg");
   write_file_atomic(black, black_png(320, 240));
   make_dirs(dir);
-  for (const std::string& cmd : {"query " + shell_quote(black) + model_store(),
+  for (const std::string& cmd : {"query " + shell_quote(black) + model_store() + " --embed-missing",
                                  "explain " + shell_quote(black) + " --model " + shell_quote(s.ckpt) + " -o " +
                                      shell_quote(s.dir.file("black_panel.png"))}) {
     auto r = cli(cmd);
@@ -216,7 +216,7 @@ TEST(CliSearch, QueryAndExplainRefuseImagesWithoutFieldOfView) {
     EXPECT_EQ(r.output.find("grade estimate"), std::string::npos) << r.output;
   }
   EXPECT_FALSE(file_exists(s.dir.file("black_panel.png")));
-  auto r = cli("query " + shell_quote(dir) + model_store());
+  auto r = cli("query " + shell_quote(dir) + model_store() + " --embed-missing");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find(dir + ": is a directory, not an image file"), std::string::npos) << r.output;
 }

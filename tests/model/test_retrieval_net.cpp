@@ -269,8 +269,9 @@ TEST(ModelCli, PresetsAndInfo) {
   auto presets = test::run_cli("model presets");
   ASSERT_EQ(presets.exit_code, 0) << presets.output;
   Json p = Json::parse(presets.output);
-  EXPECT_EQ(p.size(), 4u);
+  EXPECT_EQ(p.size(), 5u);
   EXPECT_EQ(p["paper"]["backbone"], "densenet121");
+  EXPECT_EQ(p["scratch"]["backbone"], "convnet4");
 
   auto info = test::run_cli("model info --preset baseline-gem --json --set pooling=rmac");
   ASSERT_EQ(info.exit_code, 0) << info.output;

@@ -8,8 +8,9 @@
 //   -> backbone -> X [.,C,H',W']
 //   -> mirror: Y_h, Y_v = MirrorAttention(X_a, X_h, X_v); d_h = pool(Y_h), d_v = pool(Y_v)
 //      self  : d = pool(SelfAttention(X)); none: d = pool(X); d_h = d_v = d
-//   -> descriptor = l2normalize(concat[d_h; d_v] or d_h + d_v)  (mirror); l2normalize(d) otherwise
-//   -> logits = head(descriptor)                                (config.head_classes > 0)
+//   -> d = concat[d_h; d_v] or d_h + d_v (mirror); d otherwise
+//   -> logits = head(d), before normalisation                  (config.head_classes > 0)
+//   -> descriptor = l2normalize(d)
 //
 // The three views go through the backbone as ONE batch of 3B images (about 10-20% faster than three
 // calls on CPU). In training mode this means every BatchNorm layer of the backbone normalises with

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "fundus/core/json.h"
+#include "fundus/eval/descriptor_health.h"
 #include "fundus/store/case_store.h"
 
 namespace fundus {
@@ -54,6 +55,7 @@ struct EmbedStoreResult {
   std::string index_spec;        // describe() of the index
   int64_t index_size = 0;
   bool index_rebuilt = false;
+  DescriptorHealth health;       // of all the model's vectors, recorded in the store (gallery_health.h)
 
   Json to_json() const;
   std::string summary() const;   // one readable line

@@ -127,6 +127,7 @@ struct StoreStats {
   int64_t patients = 0;                       // distinct patient keys (an unknown patient counts per case)
   int64_t models = 0;
   std::map<int64_t, int64_t> embeddings_per_model;  // model id -> vectors (models without any: 0)
+  std::map<int64_t, std::string> health_per_model;  // model id -> current health record (JSON text)
 };
 
 /// Row-major [rows x dim] float32 descriptors with their case ids, ordered by case id.
@@ -239,6 +240,14 @@ class CaseStore {
   /// Cases with no vector for the model yet (resumable embedding), ordered by id.
   std::vector<StoredCase> cases_without_embedding(int64_t model_id) const;
 
+  /// The descriptor-health record of `model_id`'s vectors (JSON text, eval/descriptor_health.h) when
+  /// one was stored for the vectors as they are now; "" when none was, or when they changed since
+  /// (every write of the model's embeddings draws a new embeddings_token, which voids the record).
+  std::string model_health(int64_t model_id) const;
+  /// Stores `json` as the health record of the vectors that embeddings_token() named `token` when
+  /// they were read (a record for vectors changed in between is thus never taken as current).
+  void put_model_health(int64_t model_id, const std::string& token, const std::string& json);
+
   // ---- export / check ------------------------------------------------------------------------
   /// CSV with header id,external_id,image_path,content_hash,grade,patient,eye,split,meta,added_at.
   void export_cases_csv(const std::string& path) const;
@@ -255,6 +264,7 @@ class CaseStore {
   void migrate();
   int64_t model_dim(int64_t model_id) const;  // throws for an unknown model or a corrupt dim; caller holds mu_
   // Copies the BLOB into out[0..dim) when it is `dim` finite floats, else StoreCorruptError naming the case.
+  std::string model_health_locked(int64_t model_id) const;  // caller holds mu_
   void copy_vector(int64_t case_id, int64_t model_id, const void* data, size_t bytes, int64_t dim, float* out) const;
 
   std::string path_;
