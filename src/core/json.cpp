@@ -43,6 +43,9 @@ std::optional<Json> parse_bounded(const std::string& text, int max_depth, std::s
   } catch (const nlohmann::json::parse_error& e) {
     where = position(text, e.byte);
     what = std::string("invalid JSON (") + e.what() + ")";
+  } catch (const nlohmann::json::exception& e) {
+    // Not a syntax error but still bad input: a number beyond double ("1e999", out_of_range.406).
+    what = std::string("invalid JSON (") + e.what() + ")";
   }
   return std::nullopt;
 }

@@ -4,10 +4,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <queue>
+#include <unordered_set>
 #include <hnswlib/hnswlib.h>
 
 #include "fundus/core/concurrency.h"
@@ -65,6 +68,103 @@ void copy_stream(std::istream& in, std::ostream& out, uint64_t bytes) {
     bytes -= take;
   }
 }
+
+// hnswlib 0.6.2 trusts its file: sizes, offsets, link counts and neighbour ids are used as read
+// (fuzz/fuzz_index found reads outside its buffers while loading). The index file's checksum
+// catches damage, not a file made to pass it, so every field that the loader and the searches use is
+// checked here, streaming over the bytes hnswlib is about to load: the layout of this build's
+// graphs (dim, M, ef_construction), element count against the bytes, link counts, neighbour ids
+// and levels (a node reached on level L has that level), the entry point, distinct labels.
+class HnswFileCheck {
+ public:
+  HnswFileCheck(std::istream& in, uint64_t size, const std::string& source) : in_(in), left_(size), source_(source) {}
+
+  // Returns the number of elements.
+  size_t run(size_t dim, size_t M, size_t ef_construction) {
+    const uint64_t offset_level0 = get<uint64_t>(), max_elements = get<uint64_t>(), count = get<uint64_t>();
+    const uint64_t size_per_element = get<uint64_t>(), label_offset = get<uint64_t>(), offset_data = get<uint64_t>();
+    const int32_t max_level = get<int32_t>();
+    const uint32_t entry = get<uint32_t>();
+    const uint64_t max_m = get<uint64_t>(), max_m0 = get<uint64_t>(), m = get<uint64_t>();
+    const double mult = get<double>();
+    const uint64_t efc = get<uint64_t>();
+    const uint64_t links0 = 2 * M * sizeof(uint32_t) + sizeof(uint32_t), links = M * sizeof(uint32_t) + sizeof(uint32_t);
+    const uint64_t data = dim * sizeof(float);
+    check(m == M && max_m == M && max_m0 == 2 * M && efc == ef_construction, "parameters differ from the header");
+    check(offset_level0 == 0 && offset_data == links0 && label_offset == links0 + data &&
+              size_per_element == links0 + data + sizeof(uint64_t),
+          "element layout differs from the header's dimension");
+    check(std::isfinite(mult) && mult > 0, "level multiplier");
+    check(count <= max_elements && count <= left_ / size_per_element && count < uint64_t(UINT32_MAX),
+          "more elements than bytes");
+    check(count == 0 ? max_level == -1 : (max_level >= 0 && max_level <= kMaxLevel && entry < count),
+          "entry point or top level");
+    std::vector<char> block(size_per_element);
+    std::unordered_set<uint64_t> labels;
+    for (uint64_t i = 0; i < count; ++i) {
+      read(block.data(), block.size());
+      list(block.data(), 2 * M, count);
+      uint64_t label;
+      std::memcpy(&label, block.data() + label_offset, sizeof label);
+      check(labels.insert(label).second, "duplicate label");
+    }
+    levels_.assign(count, 0);
+    std::vector<char> upper;
+    for (uint64_t i = 0; i < count; ++i) {
+      const uint32_t bytes = get<uint32_t>();
+      check(bytes % links == 0 && bytes / links <= uint64_t(max_level), "link list size");
+      levels_[i] = int(bytes / links);
+      upper.resize(bytes);
+      read(upper.data(), bytes);
+      for (int level = 1; level <= levels_[i]; ++level) {
+        const char* p = upper.data() + (level - 1) * links;
+        list(p, M, count);
+        for (uint16_t j = 0, n = count_of(p); j < n; ++j) reached_.push_back({link(p, j), level});
+      }
+    }
+    check(left_ == 0, "trailing bytes");
+    check(count == 0 || levels_[entry] == max_level, "entry point is not on the top level");
+    for (const auto& [node, level] : reached_) check(levels_[node] >= level, "link to a node below its level");
+    return size_t(count);
+  }
+
+ private:
+  static constexpr int kMaxLevel = 64;  // levels are ~log_M(n): far below this for any real graph
+
+  void check(bool ok, const char* what) const { FUNDUS_CHECK(ok, source_ << ": corrupt hnsw graph (" << what << ")"); }
+  void read(char* out, uint64_t n) {
+    check(n <= left_, "truncated");
+    in_.read(out, std::streamsize(n));
+    check(in_.gcount() == std::streamsize(n), "truncated");
+    left_ -= n;
+  }
+  template <typename T>
+  T get() {
+    T v;
+    read(reinterpret_cast<char*>(&v), sizeof v);
+    return v;
+  }
+  static uint16_t count_of(const char* list) {  // hnswlib: the count is the low 16 bits of the header
+    uint16_t n;
+    std::memcpy(&n, list, sizeof n);
+    return n;
+  }
+  static uint32_t link(const char* list, size_t j) {
+    uint32_t v;
+    std::memcpy(&v, list + sizeof(uint32_t) * (1 + j), sizeof v);
+    return v;
+  }
+  void list(const char* p, uint64_t max_links, uint64_t count) const {
+    check(count_of(p) <= max_links, "link count");
+    for (uint16_t j = 0, n = count_of(p); j < n; ++j) check(link(p, j) < count, "neighbour id");
+  }
+
+  std::istream& in_;
+  uint64_t left_;
+  const std::string& source_;
+  std::vector<int> levels_;
+  std::vector<std::pair<uint32_t, int>> reached_;  // (node, level) of every upper-level link
+};
 }  // namespace
 
 struct HnswIndex::Impl {
@@ -307,8 +407,15 @@ void HnswIndex::read_native(std::istream& in, uint64_t size, const std::string& 
     copy_stream(in, out, size);
     FUNDUS_CHECK(out.flush(), "cannot write temporary file " << tmp.path());
   }
+  size_t count = 0;
+  {
+    std::ifstream check(tmp.path(), std::ios::binary);
+    count = HnswFileCheck(check, size, source).run(size_t(dim()), size_t(params_.M), size_t(params_.ef_construction));
+  }
   try {
-    impl_->graph = std::make_unique<hnswlib::HierarchicalNSW<float>>(&impl_->space, tmp.path(), false, 0);
+    // Capacity = the element count, not the file's max_elements (which could ask for any amount);
+    // add() grows it.
+    impl_->graph = std::make_unique<hnswlib::HierarchicalNSW<float>>(&impl_->space, tmp.path(), false, count);
   } catch (const std::exception& e) {
     FUNDUS_THROW(source << ": corrupt hnsw graph (" << e.what() << ")");
   }

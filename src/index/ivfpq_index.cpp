@@ -65,6 +65,99 @@ std::unique_ptr<faiss::IndexIVFPQ> make_ivfpq(int dim, const IvfPqParams& p) {
   index->pq.cp.min_points_per_centroid = 1;
   return index;
 }
+
+// FAISS's reader trusts the sizes it reads: a vector length in the file is allocated before the
+// bytes behind it are read (up to 2^40 elements), and a failed read leaks the partly read index.
+// fuzz/fuzz_index made a 5 kB file behind a valid index checksum allocate gigabytes. So the bytes
+// are walked first, in the exact layout this build writes (faiss 1.7 write_index of an IndexIVFPQ
+// over an IndexFlatIP, no direct map, ArrayInvertedLists), every size checked against the header's
+// parameters and the bytes left; anything else is refused before FAISS sees it.
+class IvfPqLayoutCheck {
+ public:
+  IvfPqLayoutCheck(const std::vector<uint8_t>& bytes, const std::string& source) : b_(bytes), source_(source) {}
+
+  void run(int dim, const IvfPqParams& params) {
+    const uint64_t nlist = uint64_t(params.nlist), ksub = uint64_t(1) << params.nbits;
+    const uint64_t code_size = (uint64_t(params.m) * uint64_t(params.nbits) + 7) / 8;
+    fourcc("IwPQ");
+    const int64_t ntotal = index_header(dim);
+    check(ntotal >= 0, "vector count");
+    check(get<uint64_t>() == nlist, "nlist");
+    (void)get<uint64_t>();  // nprobe: set from the spec after loading
+    fourcc("IxFI");
+    const int64_t centroids = index_header(dim);
+    check(centroids == 0 || uint64_t(centroids) == nlist, "coarse centroid count");
+    vector_of(sizeof(float), uint64_t(centroids) * uint64_t(dim), "coarse centroids");
+    check(get<int8_t>() == 0, "direct map type");  // NoMap
+    vector_of(sizeof(int64_t), 0, "direct map");
+    (void)get<uint8_t>();  // by_residual
+    check(get<uint64_t>() == code_size, "code size");
+    check(get<uint64_t>() == uint64_t(dim) && get<uint64_t>() == uint64_t(params.m) &&
+              get<uint64_t>() == uint64_t(params.nbits),
+          "product quantizer shape");
+    vector_of(sizeof(float), uint64_t(dim) * ksub, "product quantizer centroids");
+    fourcc("ilar");
+    check(get<uint64_t>() == nlist && get<uint64_t>() == code_size, "inverted lists shape");
+    const uint32_t type = get<uint32_t>();
+    const uint64_t n = get<uint64_t>();
+    check(n <= left() / sizeof(uint64_t), "inverted list sizes");
+    uint64_t total = 0;
+    if (type == tag("full")) {
+      check(n == nlist, "inverted list count");
+      for (uint64_t i = 0; i < n; ++i) total = add(total, get<uint64_t>());
+    } else {
+      check(type == tag("sprs") && n % 2 == 0 && n / 2 <= nlist, "inverted list type");
+      for (uint64_t i = 0; i < n; i += 2) {
+        check(get<uint64_t>() < nlist, "inverted list number");
+        total = add(total, get<uint64_t>());
+      }
+    }
+    check(total == uint64_t(ntotal) && total <= left() / (code_size + sizeof(int64_t)) &&
+              left() == total * (code_size + sizeof(int64_t)),
+          "inverted list contents");
+  }
+
+ private:
+  void check(bool ok, const char* what) const {
+    FUNDUS_CHECK(ok, source_ << ": corrupt ivfpq data (" << what << ")");
+  }
+  uint64_t left() const { return b_.size() - pos_; }
+  template <typename T>
+  T get() {
+    check(sizeof(T) <= left(), "truncated");
+    T v;
+    std::memcpy(&v, b_.data() + pos_, sizeof v);
+    pos_ += sizeof v;
+    return v;
+  }
+  static uint32_t tag(const char* four) {
+    uint32_t v;
+    std::memcpy(&v, four, 4);
+    return v;
+  }
+  void fourcc(const char* four) { check(get<uint32_t>() == tag(four), "unexpected index type"); }
+  // faiss write_index_header: d, ntotal, two unused fields, is_trained, metric (inner product).
+  int64_t index_header(int dim) {
+    check(get<int32_t>() == dim, "dimension");
+    const int64_t ntotal = get<int64_t>();
+    (void)get<int64_t>(), (void)get<int64_t>(), (void)get<uint8_t>();
+    check(get<int32_t>() == 0, "metric");
+    return ntotal;
+  }
+  void vector_of(size_t item, uint64_t expected, const char* what) {
+    const uint64_t n = get<uint64_t>();
+    check(n == expected && n <= left() / item, what);
+    pos_ += n * item;
+  }
+  uint64_t add(uint64_t total, uint64_t n) const {
+    check(n <= left() && total + n >= total, "inverted list sizes");
+    return total + n;
+  }
+
+  const std::vector<uint8_t>& b_;
+  const std::string& source_;
+  uint64_t pos_ = 0;
+};
 }  // namespace
 
 IvfPqIndex::IvfPqIndex(int dim, const IvfPqParams& params) : VectorIndex(dim), params_(params) {
@@ -72,6 +165,12 @@ IvfPqIndex::IvfPqIndex(int dim, const IvfPqParams& params) : VectorIndex(dim), p
   FUNDUS_CHECK(params.m >= 1 && dim % params.m == 0,
                "ivfpq: m (" << params.m << ") must divide the dimension (" << dim << ")");
   FUNDUS_CHECK(params.nbits >= 1 && params.nbits <= 16, "ivfpq: nbits must be in 1..16, got " << params.nbits);
+  // Both are allocated here, before any vector: bounded so that a spec (also one read from an
+  // index file's header) cannot ask for gigabytes. Real indexes are far below (2048 x 2^8, 65536).
+  FUNDUS_CHECK(params.nlist <= kMaxIvfLists, "ivfpq: nlist must be <= " << kMaxIvfLists << ", got " << params.nlist);
+  FUNDUS_CHECK((int64_t(dim) << params.nbits) <= kMaxPqCodebookFloats,
+               "ivfpq: a codebook of dim x 2^nbits = " << dim << " x " << (1 << params.nbits) << " floats exceeds "
+                                                       << kMaxPqCodebookFloats << " (1 GiB); lower nbits");
   FUNDUS_CHECK(params.nprobe >= 1, "ivfpq: nprobe must be >= 1");
   FUNDUS_CHECK(params.train >= 1, "ivfpq: train must be >= 1");
   FUNDUS_CHECK(params.rerank >= 0 && params.rerank <= kMaxK, "ivfpq: rerank must be in 0.." << kMaxK);
@@ -266,6 +365,7 @@ void IvfPqIndex::read_native(std::istream& in, uint64_t size, const std::string&
   reader.data.resize(size);
   in.read(reinterpret_cast<char*>(reader.data.data()), std::streamsize(size));
   FUNDUS_CHECK(in, source << ": read error in ivfpq data");
+  IvfPqLayoutCheck(reader.data, source).run(dim(), params_);
   std::unique_ptr<faiss::Index> loaded;
   try {
     loaded.reset(faiss::read_index(&reader));

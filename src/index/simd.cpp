@@ -11,13 +11,12 @@ namespace fundus {
 namespace {
 // 16 floats: one AVX-512 register, two AVX2 or four SSE registers, whatever the clone targets.
 typedef float v16f __attribute__((vector_size(64)));
-
-inline v16f load16(const float* p) {
-  v16f v;
-  std::memcpy(&v, p, sizeof v);  // unaligned load
-  return v;
-}
+// The same vector at float alignment: dereferencing it is an unaligned load. (Not a helper function
+// returning v16f: clang rejects such a call in the clones without AVX-512 as an ABI change.)
+typedef float v16f_unaligned __attribute__((vector_size(64), aligned(4), may_alias));
 }  // namespace
+
+#define load16(p) (*reinterpret_cast<const v16f_unaligned*>(p))
 
 // fp-contract=fast lets GCC fuse a*b+s into FMA (off by default in ISO C++ mode). Four accumulators
 // hide the FMA latency when the vectors are in cache (HNSW); long scans are bandwidth-bound anyway.
@@ -52,9 +51,19 @@ void l2_normalize_rows(float* x, int64_t rows, int dim) {
 
 const char* simd_level() {
   __builtin_cpu_init();
+#if defined(__clang__)  // clang (14) knows no "x86-64-vN" feature strings: test their main features
+  const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
+  if (v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    return "avx512";
+  if (v3) return "avx2";
+#else
   if (__builtin_cpu_supports("x86-64-v4")) return "avx512";
   if (__builtin_cpu_supports("x86-64-v3")) return "avx2";
+#endif
   return "baseline";
 }
 
 }  // namespace fundus
+
+#undef load16

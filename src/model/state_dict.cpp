@@ -158,7 +158,7 @@ class Unpickler {
         }
         case 0x85: case 0x86: case 0x87: {                          // TUPLE1..3
           size_t n = op - 0x84;
-          FUNDUS_CHECK(stack_.size() >= n, where(at) << "stack underflow");
+          FUNDUS_CHECK(stack_.size() >= n + (marks_.empty() ? 0 : marks_.back()), where(at) << "stack underflow");
           auto v = make(PyValue::Kind::Tuple);
           v->items.assign(stack_.end() - n, stack_.end());
           stack_.resize(stack_.size() - n);
@@ -280,6 +280,8 @@ class Unpickler {
     FUNDUS_CHECK(!marks_.empty(), where(at) << "no MARK on the stack");
     size_t m = marks_.back();
     marks_.pop_back();
+    // Every pop respects the innermost MARK, so it is never above the stack; kept as a guard.
+    FUNDUS_CHECK(m <= stack_.size(), where(at) << "stack underflow");
     std::vector<Py> items(stack_.begin() + static_cast<std::ptrdiff_t>(m), stack_.end());
     stack_.resize(m);
     return items;

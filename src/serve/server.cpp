@@ -27,6 +27,7 @@
 #include "fundus/serve/web_assets.h"
 #include "fundus/store/case_store.h"
 #include "http_gate.h"
+#include "request_fields.h"
 
 namespace fundus {
 
@@ -35,18 +36,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using httplib::Request;
 using httplib::Response;
+using namespace api;  // request_fields.h: HttpError, fail, parse_*
 
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
-
-// A request the server refuses: HTTP status, a stable machine-readable code, a message for people.
-struct HttpError : std::runtime_error {
-  HttpError(int status, std::string code, const std::string& message)
-      : std::runtime_error(message), status(status), code(std::move(code)) {}
-  int status;
-  std::string code;
-};
-
-[[noreturn]] void fail(int status, const char* code, const std::string& message) { throw HttpError(status, code, message); }
 
 // Network-supplied strings may be invalid UTF-8: replace, never throw while answering.
 std::string json_text(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
@@ -93,15 +85,6 @@ void require_multipart(const Request& req) {
              req.get_header_value("Content-Type") + "'");
 }
 
-// A short, printable rendering of the client's file name for messages ("upload 'q.jpg'").
-std::string upload_source(const httplib::MultipartFormData& part) {
-  std::string name = part.filename.substr(part.filename.find_last_of("/\\") + 1);
-  std::string clean;
-  for (char c : name)
-    if (c >= 0x20 && c < 0x7f && c != '\'' && c != '"' && clean.size() < 80) clean += c;
-  return "upload '" + (clean.empty() ? std::string("image") : clean) + "'";
-}
-
 const httplib::MultipartFormData& require_image(const Request& req) {
   require_multipart(req);
   const auto* part = form_part(req, "image");
@@ -138,64 +121,6 @@ void check_image(std::string_view bytes, const std::string& source, int64_t max_
   }
 }
 
-int parse_k(const std::optional<std::string>& text, int max_k) {
-  if (!text || text->empty()) return std::min(10, max_k);
-  int64_t k = 0;
-  if (!try_parse_int(*text, k) || k < 1 || k > max_k)
-    fail(400, "bad_k", strprintf("field 'k': expected an integer from 1 to %d, got '%s'", max_k, text->substr(0, 20).c_str()));
-  return int(k);
-}
-
-int parse_grade(const std::string& text, const char* field) {
-  int64_t g = -1;
-  if (!try_parse_int(text, g) || g < 0 || g >= kNumGrades)
-    fail(400, "bad_grade", std::string("field '") + field + "': expected a DR grade 0-4, got '" + text.substr(0, 20) + "'");
-  return int(g);
-}
-
-std::vector<int> parse_grades(const std::optional<std::string>& text) {
-  std::vector<int> grades;
-  if (!text || text->empty()) return grades;
-  for (const std::string& part : split(*text, ',')) {
-    int g = parse_grade(trim(part), "grades");
-    if (std::find(grades.begin(), grades.end(), g) == grades.end()) grades.push_back(g);
-  }
-  return grades;
-}
-
-bool parse_flag(const std::optional<std::string>& text, bool fallback, const char* field) {
-  if (!text || text->empty()) return fallback;
-  std::string t = to_lower(*text);
-  if (t == "1" || t == "true" || t == "yes" || t == "on") return true;
-  if (t == "0" || t == "false" || t == "no" || t == "off") return false;
-  fail(400, "bad_field", std::string("field '") + field + "': expected true/false, got '" + text->substr(0, 20) + "'");
-}
-
-// Free-text identifiers (case id, patient): bounded, UTF-8 and printable, so they are safe in JSON,
-// terminals and logs.
-std::string parse_text(const std::optional<std::string>& text, const char* field) {
-  if (!text) return "";
-  if (text->size() > 200) fail(400, "bad_field", std::string("field '") + field + "': longer than 200 characters");
-  if (!is_valid_utf8(*text)) fail(400, "bad_field", std::string("field '") + field + "': not valid UTF-8");
-  if (find_control_char(*text) != std::string::npos)
-    fail(400, "bad_field", std::string("field '") + field + "': contains control characters");
-  return *text;
-}
-
-constexpr size_t kMaxMetaBytes = 64 * 1024;
-
-// The free JSON object stored with a case: bounded in size and depth before anything else sees it.
-Json parse_meta(const std::optional<std::string>& text) {
-  if (!text || text->empty()) return Json::object();
-  if (text->size() > kMaxMetaBytes)
-    fail(400, "bad_meta", "field 'meta': longer than " + std::to_string(kMaxMetaBytes) + " bytes");
-  std::string problem;
-  std::optional<Json> meta = try_parse_json(*text, problem);
-  if (!meta) fail(400, "bad_meta", "field 'meta': " + problem);
-  if (!meta->is_object()) fail(400, "bad_meta", "field 'meta': expected a JSON object");
-  return std::move(*meta);
-}
-
 // A stored row broke an invariant: the store's fault, never the request's. The message names the
 // case (operators look it up with `fundus store check`) and no server path.
 void send_corrupt(Response& res, const StoreCorruptError& e) {
@@ -206,14 +131,6 @@ void send_corrupt(Response& res, const StoreCorruptError& e) {
                                             : "the case store is damaged (" + e.reason() + ")"}};
   if (e.case_id() > 0) error["case_id"] = e.case_id();
   send_json(res, {{"error", error}}, 500);
-}
-
-std::string parse_eye(const std::optional<std::string>& text) {
-  std::string t = text ? to_lower(*text) : "";
-  if (t.empty()) return "";
-  if (t == "l" || t == "left") return "L";
-  if (t == "r" || t == "right") return "R";
-  fail(400, "bad_eye", "field 'eye': expected L or R, got '" + text->substr(0, 20) + "'");
 }
 
 int64_t parse_id(const Request& req) {

@@ -257,6 +257,19 @@ TEST(Json, NestingDepthIsBounded) {
   EXPECT_TRUE(config["name"].is_string());
 }
 
+// Found by fuzz/fuzz_api: a number beyond double's range escaped parse_json as nlohmann's
+// out_of_range (naming no source), and try_parse_json, which reports problems, threw it.
+TEST(Json, NumberOverflowIsAnErrorNamingTheSource) {
+  EXPECT_EQ(message_of([] { parse_json("{\"k\": -3e777}", "meta"); }),
+            "meta: invalid JSON ([json.exception.out_of_range.406] number overflow parsing '-3e777')");
+  std::string problem;
+  EXPECT_FALSE(try_parse_json("[1e999]", problem));
+  EXPECT_NE(problem.find("number overflow parsing '1e999'"), std::string::npos) << problem;
+  Json config = {{"lr", 0.1}};
+  apply_override(config, "lr=1e999");  // not JSON: taken as text, like any other non-JSON value
+  EXPECT_EQ(config["lr"], "1e999");
+}
+
 TEST(Json, MergeOverrideUnknownKeys) {
   Json base = {{"model", {{"backbone", "mobilenet_v2"}, {"size", 224}}}, {"lr", 0.001}};
   Json merged = merge_json(base, {{"model", {{"size", 160}}}});

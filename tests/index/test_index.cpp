@@ -2,6 +2,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <numeric>
 #include <thread>
 
@@ -277,7 +278,10 @@ TEST(IvfPqIndex, RecallOnClusteredData) {
   // Too few vectors to train is a clear error, and the index stays empty.
   p.nbits = 8;
   IvfPqIndex small(dim, p);
-  EXPECT_NE(error_of([&] { small.add(100, ids.data(), data.data()); }).find("training needs at least 256 vectors"),
+  // Pointers, not the structured bindings: C++17 lambdas cannot capture those (clang enforces it).
+  const int64_t* few_ids = ids.data();
+  const float* few = data.data();
+  EXPECT_NE(error_of([&] { small.add(100, few_ids, few); }).find("training needs at least 256 vectors"),
             std::string::npos);
   EXPECT_EQ(small.size(), 0);
 }
@@ -439,6 +443,104 @@ TEST(IndexFile, TruncatedCorruptAndForeignFilesAreErrors) {
   EXPECT_NE(error_of([&] { load_index(dir.file("none.idx")); }).find("index file not found"), std::string::npos);
 }
 
+namespace {
+// An index saved at `path` whose native bytes (hnswlib's or FAISS's file) can be patched behind a
+// valid frame: patch(offset into the native bytes, value, width) rewrites the file and returns the
+// error of loading it and searching it once ("" when both succeed).
+class PatchableIndexFile {
+ public:
+  PatchableIndexFile(const VectorIndex& index, std::string path) : path_(std::move(path)) {
+    index.save(path_, {});
+    payload_ = read_framed_file(path_, "FNDINDX1", 2, "index");
+    uint64_t header_size = 0;
+    std::memcpy(&header_size, payload_.data(), sizeof header_size);
+    native_ = sizeof header_size + header_size;
+  }
+  std::string patch(size_t offset, uint64_t value, size_t width = 8) const {
+    std::string p = payload_;
+    std::memcpy(p.data() + native_ + offset, &value, width);
+    write_framed_file(path_, "FNDINDX1", 2, p);
+    return error_of([&] {
+      LoadedIndex loaded = load_index(path_);
+      std::vector<float> q(size_t(loaded.index->dim()), 0.25f);
+      loaded.index->search(q, 5);
+    });
+  }
+
+ private:
+  std::string path_, payload_;
+  size_t native_ = 0;
+};
+}  // namespace
+
+// Found by fuzz/fuzz_index: behind a valid checksum (a file made to pass it), hnswlib 0.6.2 used the
+// graph's sizes and neighbour ids as read; a neighbour id past the end made the next search read
+// far outside the graph (SIGSEGV). Every field is now checked before hnswlib loads the bytes.
+TEST(IndexFile, HnswGraphFieldsAreCheckedBehindAValidChecksum) {
+  test::TempDir dir;
+  auto index = make_index("hnsw:M=8,efc=40", 16);
+  index->add(iota_ids(200), clustered_vectors(200, 16, 10, 0.5f, 1));
+  const PatchableIndexFile file(*index, dir.file("i.idx"));
+  // hnswlib's file: 96 bytes of fields (count at 16, label offset at 32, entry point at 52), then nodes.
+  EXPECT_NE(file.patch(96 + 4, 0xFFFFFF00u, 4).find("corrupt hnsw graph (neighbour id)"), std::string::npos);
+  EXPECT_NE(file.patch(16, uint64_t(1) << 40).find("corrupt hnsw graph (more elements than bytes)"), std::string::npos);
+  EXPECT_EQ(file.patch(8, uint64_t(1) << 60), "");  // capacity: the file's count, not its max_elements
+  EXPECT_NE(file.patch(32, 1u << 30).find("corrupt hnsw graph (element layout"), std::string::npos);
+  EXPECT_NE(file.patch(52, 200, 4).find("corrupt hnsw graph (entry point"), std::string::npos);
+  EXPECT_EQ(file.patch(96 + 4, 1, 4), "");  // another valid neighbour: loads and searches
+}
+
+// Found by fuzz/fuzz_index: FAISS allocates a vector length read from the file before reading the
+// vector (up to 2^40 elements): a few kB behind a valid checksum asked for gigabytes, and an
+// absurd length ended in std::bad_alloc instead of an error naming the file.
+TEST(IndexFile, IvfPqSizesAreCheckedBeforeFaissAllocates) {
+  test::TempDir dir;
+  auto index = make_index("ivfpq:nlist=4,m=4,nbits=4,vectors=0", 8);
+  index->add(iota_ids(100), clustered_vectors(100, 8, 4, 0.5f, 1));
+  const PatchableIndexFile file(*index, dir.file("i.idx"));
+  // faiss's file: "IwPQ", d, ntotal, ... (index header, 33 bytes), nlist, nprobe, "IxFI", index
+  // header, then the length of the coarse centroids.
+  const size_t centroids_length = 4 + 33 + 8 + 8 + 4 + 33;
+  EXPECT_EQ(file.patch(centroids_length, 4 * 8), "");  // the true length: loads
+  EXPECT_NE(file.patch(centroids_length, uint64_t(1) << 39).find("corrupt ivfpq data (coarse centroids)"),
+            std::string::npos);
+  EXPECT_NE(file.patch(4 + 4, uint64_t(1) << 50).find("corrupt ivfpq data (inverted list contents)"),
+            std::string::npos);
+}
+
+// Found by fuzz/fuzz_index: an index file's header names the spec and dimension the index is built
+// with before its data is read; "ivfpq:nbits=16" at dimension 500000 asked FAISS for a 131 GB
+// codebook (std::bad_alloc). Dimensions, list counts and codebooks are now bounded.
+TEST(IndexFile, HeaderCannotAskForHugeAllocations) {
+  test::TempDir dir;
+  auto header_only = [&](const std::string& spec, int32_t dim) {
+    BinaryWriter w;
+    w.put_string("ivfpq");
+    w.put_string(spec);
+    w.put<int32_t>(dim);
+    w.put<int64_t>(0);
+    w.put_string(ids_checksum({}));
+    w.put_string("");
+    w.put<int64_t>(-1);
+    w.put<int64_t>(-1);
+    w.put_string("");
+    w.put_array<int64_t>(nullptr, 0);
+    BinaryWriter payload;
+    payload.put<uint64_t>(w.bytes().size());
+    std::string bytes = payload.take() + w.bytes();
+    write_framed_file(dir.file("h.idx"), "FNDINDX1", 2, bytes);
+    return error_of([&] { load_index(dir.file("h.idx")); });
+  };
+  EXPECT_NE(header_only("ivfpq:m=1,nbits=16,nlist=1,vectors=0", 500000).find("inconsistent index header (dim 500000"),
+            std::string::npos);
+  EXPECT_NE(header_only("ivfpq:m=1,nbits=16,nlist=1,vectors=0", 65536).find("exceeds 268435456 (1 GiB)"),
+            std::string::npos);
+  const std::string lists = header_only("ivfpq:m=1,nbits=4,nlist=100000000,vectors=0", 8);
+  EXPECT_NE(lists.find("nlist must be <= 1048576"), std::string::npos) << lists;
+  EXPECT_NE(error_of([] { make_index("ivfpq:m=8,nbits=16", 8192); }).find("8192 x 65536 floats"), std::string::npos);
+  EXPECT_EQ(error_of([] { make_index("ivfpq:m=8,nbits=8", 2048); }), "");  // a real configuration
+}
+
 TEST(VectorIndex, ConcurrentSearchesWithAddsAndRemoves) {
   const int dim = 32;
   for (std::string spec : {"exact", "hnsw:M=12,efc=40,ef=32"}) {
@@ -451,7 +553,7 @@ TEST(VectorIndex, ConcurrentSearchesWithAddsAndRemoves) {
     std::atomic<int> bad{0};
     std::vector<std::thread> readers;
     for (int t = 0; t < 3; ++t)
-      readers.emplace_back([&] {
+      readers.emplace_back([&, t] {  // t by value: the loop ends while the readers run (ASan)
         while (!stop) {
           SearchResult r = index->search(t % 2 ? 16 : 1, queries.data(), 5);
           for (int64_t id : r.ids)

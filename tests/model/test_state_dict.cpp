@@ -291,6 +291,17 @@ TEST(StateDictHostile, CyclesAndDeepNestingAreErrors) {
   EXPECT_NE(e.find("deep.pth: dicts nested deeper than 64 levels"), std::string::npos) << e;
 }
 
+// Found by fuzz/fuzz_checkpoint: TUPLE2 popped items from below a MARK, so the next TUPLE built a
+// vector from a MARK above the stack's top (std::length_error in the zip and the legacy format).
+TEST(StateDictHostile, StackOpsRespectTheMark) {
+  const std::string below_mark = "\x80\x02K\x01K\x02(\x86t.";
+  for (const std::string& bytes : {archive(below_mark), below_mark}) {
+    std::string e = error_of([&] { parse_state_dict(bytes, "mark.pth"); });
+    EXPECT_NE(e.find("stack underflow"), std::string::npos) << e;
+    EXPECT_EQ(e.rfind("mark.pth: ", 0), 0u) << e;
+  }
+}
+
 TEST_F(StateDictFiles, WrittenFilesLoadInPython) {
   StateDict s;
   s.insert("f32", torch::arange(6, torch::kFloat).reshape({2, 3}) / 4);

@@ -32,6 +32,11 @@ namespace fundus {
 
 class VectorFile;
 
+/// Bounds on what the constructor allocates: inverted lists, and product-quantizer centroids
+/// (dim x 2^nbits floats).
+constexpr int kMaxIvfLists = 1 << 20;
+constexpr int64_t kMaxPqCodebookFloats = int64_t(1) << 28;
+
 struct IvfPqParams {
   int nlist = 1024;
   int m = 64;
