@@ -1,8 +1,13 @@
 // The similar-case search engine: a trained model, a case store and its vector index, loaded once
 // and shared by the CLI (`fundus query`) and the HTTP server.
 //
-//   SearchEngine engine({.store_path = "cases.db", .checkpoint_path = "run/checkpoints/best.ckpt"});
-//   QueryResult r = engine.query_file("new.jpg", {.k = 10});
+//   EngineOptions o;
+//   o.store_path = "cases.db";
+//   o.checkpoint_path = "run/checkpoints/best.ckpt";
+//   SearchEngine engine(o);
+//   QueryOptions q;
+//   q.k = 10;
+//   QueryResult r = engine.query_file("new.jpg", q);
 //   for (auto& hit : r.hits) ... hit.info.grade, hit.similarity ...
 //
 // Construction (embed_missing, the default) registers the model in the store (idempotent), embeds

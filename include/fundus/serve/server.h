@@ -1,7 +1,9 @@
 // The HTTP service (`fundus serve`): the JSON API of docs/api.md plus the embedded web page at "/".
 //
 //   auto backend = engine_backend(engine);
-//   Server server(*backend, {.port = 8080});
+//   ServerOptions so;
+//   so.port = 8080;
+//   Server server(*backend, so);
 //   server.start();                 // binds (throws if it cannot) and serves on background threads
 //   serve_until_signal(server);     // returns after SIGINT/SIGTERM once in-flight requests finished
 //
