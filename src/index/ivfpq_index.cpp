@@ -90,7 +90,7 @@ class IvfPqLayoutCheck {
     vector_of(sizeof(float), uint64_t(centroids) * uint64_t(dim), "coarse centroids");
     check(get<int8_t>() == 0, "direct map type");  // NoMap
     vector_of(sizeof(int64_t), 0, "direct map");
-    (void)get<uint8_t>();  // by_residual
+    check(get<uint8_t>() <= 1, "by_residual flag");
     check(get<uint64_t>() == code_size, "code size");
     check(get<uint64_t>() == uint64_t(dim) && get<uint64_t>() == uint64_t(params.m) &&
               get<uint64_t>() == uint64_t(params.nbits),
@@ -140,7 +140,8 @@ class IvfPqLayoutCheck {
   int64_t index_header(int dim) {
     check(get<int32_t>() == dim, "dimension");
     const int64_t ntotal = get<int64_t>();
-    (void)get<int64_t>(), (void)get<int64_t>(), (void)get<uint8_t>();
+    (void)get<int64_t>(), (void)get<int64_t>();
+    check(get<uint8_t>() <= 1, "is_trained flag");  // read into a C++ bool: any other byte is UB
     check(get<int32_t>() == 0, "metric");
     return ntotal;
   }

@@ -506,6 +506,10 @@ TEST(IndexFile, IvfPqSizesAreCheckedBeforeFaissAllocates) {
             std::string::npos);
   EXPECT_NE(file.patch(4 + 4, uint64_t(1) << 50).find("corrupt ivfpq data (inverted list contents)"),
             std::string::npos);
+  // Found by fuzz_index (UBSan: "load of value 50, which is not a valid value for type 'bool'"): the
+  // is_trained byte at offset 32 of the index header went into a C++ bool.
+  EXPECT_EQ(file.patch(32, 1, 1), "");  // its true value
+  EXPECT_NE(file.patch(32, 50, 1).find("corrupt ivfpq data (is_trained flag)"), std::string::npos);
 }
 
 // Found by fuzz/fuzz_index: an index file's header names the spec and dimension the index is built
