@@ -16,7 +16,7 @@
 
 #include "fundus/core/json.h"
 #include "fundus/core/strings.h"
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fuzz_support.h"
 #include "request_fields.h"
 

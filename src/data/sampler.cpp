@@ -4,7 +4,7 @@
 
 #include "fundus/core/error.h"
 #include "fundus/core/rng.h"
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 
 namespace fundus {
 

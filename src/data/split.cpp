@@ -214,7 +214,7 @@ Json split_summary_to_json(const SplitSummary& s) {
 
 std::string format_split_summary(const SplitSummary& s) {
   const SplitCounts* counts[3] = {&s.train, &s.val, &s.test};
-  std::array<int64_t, kNumGrades> grade_total{};
+  PerGrade<int64_t> grade_total{};
   int64_t total = 0;
   for (const SplitCounts* c : counts) {
     total += c->images;

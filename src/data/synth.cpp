@@ -16,7 +16,7 @@
 #include "fundus/core/progress.h"
 #include "fundus/core/rng.h"
 #include "fundus/core/strings.h"
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fundus/data/image_io.h"
 #include "fundus/data/synth.h"
 
@@ -40,7 +40,7 @@ std::vector<double> parse_grade_weights(const std::string& text, const std::stri
   return weights;
 }
 
-std::array<int, 5> synth_grade_quota(int count, const std::vector<double>& weights) {
+PerGrade<int> synth_grade_quota(int count, const std::vector<double>& weights) {
   static_assert(kNumGrades == 5, "quota array size");
   FUNDUS_CHECK(count >= 0, "synthetic image count " << count << " is negative");
   FUNDUS_CHECK(weights.empty() || int(weights.size()) == kNumGrades,
@@ -52,8 +52,8 @@ std::array<int, 5> synth_grade_quota(int count, const std::vector<double>& weigh
     sum += v;
   }
   FUNDUS_CHECK(sum > 0, "grade weights sum to zero");
-  std::array<int, 5> quota{};
-  std::array<double, 5> remainder{};
+  PerGrade<int> quota{};
+  PerGrade<double> remainder{};
   int assigned = 0;
   for (int g = 0; g < kNumGrades; ++g) {
     double exact = count * w[g] / sum;
@@ -121,7 +121,7 @@ std::vector<std::vector<int>> pair_eyes(std::vector<int> grades, Rng& rng) {
 
 std::vector<SynthPlanEntry> plan_synthetic_dataset(const SynthOptions& o) {
   validate(o);
-  std::array<int, 5> quota = synth_grade_quota(o.count, o.grade_weights);
+  PerGrade<int> quota = synth_grade_quota(o.count, o.grade_weights);
   std::vector<int> grades;  // ascending
   for (int g = 0; g < kNumGrades; ++g) grades.insert(grades.end(), size_t(quota[g]), g);
 

@@ -9,7 +9,7 @@
 
 #include "fundus/core/error.h"
 #include "fundus/core/rng.h"
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fundus/data/synth.h"
 
 namespace fundus {

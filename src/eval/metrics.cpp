@@ -9,11 +9,6 @@
 
 namespace fundus {
 
-const char* eval_grade_name(int grade) {
-  static const char* names[] = {"No DR", "Mild", "Moderate", "Severe", "PDR"};
-  return grade >= 0 && grade < kEvalGrades ? names[grade] : "invalid";
-}
-
 RelevanceRule parse_relevance_rule(const std::string& name) {
   if (name == "same_grade") return RelevanceRule::same_grade;
   if (name == "referable") return RelevanceRule::referable;
@@ -98,16 +93,16 @@ std::vector<double> ranking_metrics(const std::vector<uint8_t>& relevant, const 
 GradeVote knn_vote(const std::vector<int>& grades, const std::vector<float>& scores) {
   FUNDUS_CHECK(grades.size() == scores.size(), "knn_vote: " << grades.size() << " grades but " << scores.size()
                                                             << " scores");
-  double weight[kEvalGrades] = {0, 0, 0, 0, 0}, total = 0;
+  double weight[kNumGrades] = {0, 0, 0, 0, 0}, total = 0;
   for (size_t i = 0; i < grades.size(); ++i) {
-    FUNDUS_CHECK(grades[i] >= 0 && grades[i] < kEvalGrades, "knn_vote: grade " << grades[i] << " outside 0-4");
+    FUNDUS_CHECK(grades[i] >= 0 && grades[i] < kNumGrades, "knn_vote: grade " << grades[i] << " outside 0-4");
     double w = std::max(0.0, double(scores[i])) + 1e-6;
     weight[grades[i]] += w;
     total += w;
   }
   GradeVote vote;
   if (grades.empty()) return vote;
-  vote.grade = int(std::max_element(weight, weight + kEvalGrades) - weight);  // first maximum = lower grade
+  vote.grade = int(std::max_element(weight, weight + kNumGrades) - weight);  // first maximum = lower grade
   vote.confidence = weight[vote.grade] / total;
   return vote;
 }

@@ -14,9 +14,9 @@ namespace fundus {
 
 std::array<uint8_t, 3> grade_color(int grade) {
   // Colour-blind-friendly ramp from green (healthy) to crimson (proliferative).
-  static const std::array<uint8_t, 3> colors[kEvalGrades] = {
+  static const std::array<uint8_t, 3> colors[kNumGrades] = {
       {26, 152, 80}, {145, 191, 40}, {235, 170, 20}, {240, 95, 40}, {190, 20, 60}};
-  if (grade < 0 || grade >= kEvalGrades) return {128, 128, 128};
+  if (grade < 0 || grade >= kNumGrades) return {128, 128, 128};
   return colors[grade];
 }
 
@@ -193,9 +193,9 @@ std::string svg_confusion_matrix(const ConfusionMatrix& counts) {
     int64_t row = 0;
     for (int p = 0; p < n; ++p) row += counts[size_t(t)][size_t(p)];
     s << strprintf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%s</text>", left - 6,
-                   top + t * cell + cell / 2 + 4, html_escape(eval_grade_name(t)).c_str());
+                   top + t * cell + cell / 2 + 4, html_escape(grade_name(t)).c_str());
     s << strprintf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%s</text>", left + t * cell + cell / 2,
-                   top - 6, html_escape(eval_grade_name(t)).c_str());
+                   top - 6, html_escape(grade_name(t)).c_str());
     for (int p = 0; p < n; ++p) {
       const int64_t c = counts[size_t(t)][size_t(p)];
       const double share = row > 0 ? double(c) / double(row) : 0;

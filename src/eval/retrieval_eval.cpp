@@ -25,7 +25,7 @@ void check_set(const EvalSet& set, const char* what) {
                what << ": " << set.vectors.rows << " vectors, " << set.keys.size() << " keys and "
                     << set.grades.size() << " grades differ in count");
   for (size_t i = 0; i < set.grades.size(); ++i)
-    FUNDUS_CHECK(set.grades[i] >= 0 && set.grades[i] < kEvalGrades,
+    FUNDUS_CHECK(set.grades[i] >= 0 && set.grades[i] < kNumGrades,
                  what << " row " << i << " (" << set.keys[i].id << "): grade " << set.grades[i] << " outside 0-4");
 }
 
@@ -33,7 +33,7 @@ void check_set(const EvalSet& set, const char* what) {
 /// Floyd's sampling of distinct positions.
 int random_vote(const std::vector<int>& pool_grades, int64_t count, Rng& rng, std::vector<int64_t>& chosen) {
   const int64_t n = int64_t(pool_grades.size());
-  int votes[kEvalGrades] = {0, 0, 0, 0, 0};
+  int votes[kNumGrades] = {0, 0, 0, 0, 0};
   if (count >= n) {
     for (int g : pool_grades) ++votes[g];
   } else {
@@ -44,7 +44,7 @@ int random_vote(const std::vector<int>& pool_grades, int64_t count, Rng& rng, st
     }
     for (int64_t i : chosen) ++votes[pool_grades[size_t(i)]];
   }
-  return int(std::max_element(votes, votes + kEvalGrades) - votes);
+  return int(std::max_element(votes, votes + kNumGrades) - votes);
 }
 
 /// Buffers reused across the queries of one worker.
@@ -167,11 +167,11 @@ RetrievalReport evaluate_retrieval(const EvalSet& queries, const EvalSet& galler
 
   // Aggregation: per grade, micro, macro.
   const size_t nm = rep.metrics.size();
-  std::vector<GroupSummary> grades(kEvalGrades);
+  std::vector<GroupSummary> grades(kNumGrades);
   GroupSummary micro{"micro", -1, 0, std::vector<double>(nm, 0.0), std::vector<double>(nm, 0.0)};
-  for (int g = 0; g < kEvalGrades; ++g)
-    grades[size_t(g)] = {eval_grade_name(g), g, 0, std::vector<double>(nm, 0.0), std::vector<double>(nm, 0.0)};
-  rep.confusion = make_confusion(kEvalGrades);
+  for (int g = 0; g < kNumGrades; ++g)
+    grades[size_t(g)] = {grade_name(g), g, 0, std::vector<double>(nm, 0.0), std::vector<double>(nm, 0.0)};
+  rep.confusion = make_confusion(kNumGrades);
   for (const QueryOutcome& out : rep.per_query) {
     if (out.eligible == 0) {
       ++rep.queries_without_candidates;
@@ -219,7 +219,7 @@ RetrievalReport evaluate_retrieval(const EvalSet& queries, const EvalSet& galler
   double qwk_sum = 0;
   int qwk_rounds = 0;
   for (size_t m = 0; m < rounds; ++m) {
-    auto confusion = make_confusion(kEvalGrades);
+    auto confusion = make_confusion(kNumGrades);
     for (size_t q = 0; q < nq; ++q)
       if (chance_votes[q * rounds + m] >= 0)
         ++confusion[size_t(rep.per_query[q].grade)][size_t(chance_votes[q * rounds + m])];
@@ -342,13 +342,13 @@ std::string RetrievalReport::to_markdown() const {
     << cell(knn_accuracy) << " (chance " << cell(chance_knn_accuracy) << "), quadratic weighted kappa "
     << cell(knn_qwk) << " (chance " << cell(chance_knn_qwk) << ").\n\n";
   s << "| truth \\ predicted |";
-  for (int g = 0; g < kEvalGrades; ++g) s << " " << eval_grade_name(g) << " |";
+  for (int g = 0; g < kNumGrades; ++g) s << " " << grade_name(g) << " |";
   s << "\n|---|";
-  for (int g = 0; g < kEvalGrades; ++g) s << "---:|";
+  for (int g = 0; g < kNumGrades; ++g) s << "---:|";
   s << "\n";
-  for (int t = 0; t < kEvalGrades; ++t) {
-    s << "| " << eval_grade_name(t) << " |";
-    for (int p = 0; p < kEvalGrades; ++p) s << " " << confusion[size_t(t)][size_t(p)] << " |";
+  for (int t = 0; t < kNumGrades; ++t) {
+    s << "| " << grade_name(t) << " |";
+    for (int p = 0; p < kNumGrades; ++p) s << " " << confusion[size_t(t)][size_t(p)] << " |";
     s << "\n";
   }
   s << "\nQueries evaluated: " << queries_evaluated << "; with no relevant gallery item (AP, MAP@R, MRR = 0): "

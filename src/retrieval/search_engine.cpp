@@ -34,9 +34,21 @@ double ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
 }
 
+const char* extension_for(ImageFormat f) {
+  switch (f) {
+    case ImageFormat::jpeg: return ".jpg";
+    case ImageFormat::png: return ".png";
+    case ImageFormat::tiff: return ".tif";
+    case ImageFormat::bmp: return ".bmp";
+    default: return ".img";
+  }
+}
+
+}  // namespace
+
 // Every case shown to a caller passes here: a stored row that breaks an invariant the answer relies
 // on (the grade indexes the vote, meta is copied and printed recursively) is the store's fault.
-CaseInfo to_info(const StoredCase& c, const std::string& store_path) {
+CaseInfo case_info(const StoredCase& c, const std::string& store_path) {
   if (c.grade < 0 || c.grade >= kNumGrades) {
     std::string why = c.grade == -1 ? "grade is not an integer" : "grade " + std::to_string(c.grade) + " outside 0-4";
     throw StoreCorruptError(store_path, c.id, why, __FILE__, __LINE__);
@@ -56,18 +68,6 @@ CaseInfo to_info(const StoredCase& c, const std::string& store_path) {
   i.added_at = c.added_at;
   return i;
 }
-
-const char* extension_for(ImageFormat f) {
-  switch (f) {
-    case ImageFormat::jpeg: return ".jpg";
-    case ImageFormat::png: return ".png";
-    case ImageFormat::tiff: return ".tif";
-    case ImageFormat::bmp: return ".bmp";
-    default: return ".img";
-  }
-}
-
-}  // namespace
 
 struct SearchEngine::Impl {
   struct Replica {
@@ -133,7 +133,7 @@ struct SearchEngine::Impl {
       filter = std::make_unique<CaseFilter>(attributes, o.grades, o.exclude_patient);
     SearchResult sr = index->search(1, q.data(), o.k, filter.get());
     for (int j = 0; j < sr.k && sr.ids[size_t(j)] >= 0; ++j)
-      if (auto c = store->get_case(sr.ids[size_t(j)])) hits.push_back({to_info(*c, store->path()), sr.scores[size_t(j)], 0});
+      if (auto c = store->get_case(sr.ids[size_t(j)])) hits.push_back({case_info(*c, store->path()), sr.scores[size_t(j)], 0});
     return hits;
   }
 
@@ -293,7 +293,7 @@ QueryResult SearchEngine::query_file(const std::string& path, const QueryOptions
 std::optional<CaseInfo> SearchEngine::get_case(int64_t id) const {
   auto c = impl_->store->get_case(id);
   if (!c) return std::nullopt;
-  return to_info(*c, impl_->store->path());
+  return case_info(*c, impl_->store->path());
 }
 
 CaseInfo SearchEngine::add_case(std::string_view bytes, const std::string& source, const CaseRecord& record,
@@ -331,7 +331,7 @@ CaseInfo SearchEngine::add_case(std::string_view bytes, const std::string& sourc
     FUNDUS_CHECK_INPUT(existing->grade == rec.grade,
                        source << ": this image is already in the store as case " << existing->id << " with grade "
                               << existing->grade << ", not " << rec.grade);
-    if (e.index->contains(existing->id)) return to_info(*existing, e.store->path());  // the same upload again
+    if (e.index->contains(existing->id)) return case_info(*existing, e.store->path());  // the same upload again
   }
   const int64_t id = e.store->add_case(rec, meta_text, hash);
   try {
@@ -343,7 +343,7 @@ CaseInfo SearchEngine::add_case(std::string_view bytes, const std::string& sourc
   if (!e.index->contains(id)) e.index->add(1, &id, v.data());
   e.attributes.set(id, rec.grade, rec.patient);
   e.index_dirty = true;
-  return to_info(*e.store->get_case(id), e.store->path());
+  return case_info(*e.store->get_case(id), e.store->path());
 }
 
 bool SearchEngine::remove_case(int64_t id) {

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "fundus/core/strings.h"
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 
 namespace fundus::api {
 

@@ -60,10 +60,10 @@ Json store_stats_to_json(const StoreStats& stats, const std::vector<ModelInfo>& 
 std::string format_store_stats(const StoreStats& stats, const std::vector<ModelInfo>& models) {
   std::ostringstream out;
   out << stats.cases << " cases, " << stats.patients << " patients, " << models.size() << " models\n\n";
-  // Grade numbers only: grade_name() lives in the data component, which the store does not link.
   out << strprintf("%-10s %8s %7s\n", "grade", "cases", "%");
   for (int g = 0; g < kNumGrades; ++g)
-    out << strprintf("%-10d %8lld %7s\n", g, (long long)stats.per_grade[g], percent(stats.per_grade[g], stats.cases).c_str());
+    out << strprintf("%-10s %8lld %7s\n", (std::to_string(g) + " " + grade_name(g)).c_str(), (long long)stats.per_grade[g],
+                     percent(stats.per_grade[g], stats.cases).c_str());
   out << strprintf("\n%-10s %8s %7s\n", "split", "cases", "%");
   for (auto& [name, n] : stats.per_split)
     out << strprintf("%-10s %8lld %7s\n", name.empty() ? "(none)" : name.c_str(), (long long)n,

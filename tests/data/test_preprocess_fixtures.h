@@ -12,7 +12,7 @@
 #include "fundus/core/error.h"
 #include "fundus/core/io.h"
 #include "fundus/core/rng.h"
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fundus/data/image_io.h"
 
 namespace fundus::test {

@@ -5,7 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fundus/store/case_store.h"
 #include "test_support.h"
 

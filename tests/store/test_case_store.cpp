@@ -15,6 +15,7 @@
 #include "fundus/core/npy.h"
 #include "fundus/core/strings.h"
 #include "fundus/store/case_store.h"
+#include "fundus/store/store_report.h"
 #include "test_support.h"
 
 using namespace fundus;
@@ -105,6 +106,11 @@ TEST(CaseStore, AddCasesRoundTripAndStats) {
   // Patients: cases 0,1 -> P0; 3 -> P1; 4 -> P2; 6,7 -> P3; 9 -> P4; 2,5,8 have none (own patient each).
   EXPECT_EQ(s.patients, 8);
   EXPECT_EQ(s.models, 0);
+
+  // The text report names the grades (the store reads the grade scale from core/grades.h).
+  std::string text = format_store_stats(s, store.list_models());
+  EXPECT_NE(text.find("2 Moderate        2   20.0%"), std::string::npos) << text;
+  EXPECT_NE(text.find("4 PDR             2   20.0%"), std::string::npos) << text;
 }
 
 TEST(CaseStore, DuplicatesAreSkippedWhenIdenticalAndRejectedWhenConflicting) {

@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fundus/data/dataset_problem.h"
 
 namespace fundus {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "fundus/core/json.h"
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fundus/data/dataset_io.h"
 
 namespace fundus {
@@ -27,7 +27,7 @@ struct SizeStats {
 
 struct DatasetStats {
   int64_t images = 0;
-  std::array<int64_t, kNumGrades> grades{};
+  PerGrade<int64_t> grades{};
   int64_t patients = 0;                // distinct patient keys (an image without patient counts as one)
   int64_t images_without_patient = 0;
   int64_t patients_with_both_eyes = 0;

@@ -31,7 +31,7 @@
 
 #include "fundus/core/concurrency.h"
 #include "fundus/data/augment.h"
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fundus/data/preprocess.h"
 #include "fundus/data/preprocess_cache.h"
 #include "fundus/data/sampler.h"

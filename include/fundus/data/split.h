@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "fundus/core/json.h"
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 
 namespace fundus {
 
@@ -49,7 +49,7 @@ struct SplitLeakage {
 struct SplitCounts {
   int64_t images = 0;
   int64_t patients = 0;
-  std::array<int64_t, kNumGrades> grades{};
+  PerGrade<int64_t> grades{};
 };
 
 struct SplitSummary {

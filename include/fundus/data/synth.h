@@ -28,6 +28,8 @@
 
 #include <opencv2/core.hpp>
 
+#include "fundus/core/grades.h"
+
 namespace fundus {
 
 /// Lesion mask values (CV_8UC1; 0 = background). When lesions overlap the later type in this list wins.
@@ -91,7 +93,7 @@ std::vector<double> parse_grade_weights(const std::string& text, const std::stri
 
 /// Exact number of images per grade for `count` images: largest-remainder rounding of the weights
 /// (ties to the lower grade); balanced when `weights` is empty.
-std::array<int, 5> synth_grade_quota(int count, const std::vector<double>& weights);
+PerGrade<int> synth_grade_quota(int count, const std::vector<double>& weights);
 
 /// One planned image: names, grade and the render spec.
 struct SynthPlanEntry {
@@ -115,7 +117,7 @@ struct SynthDatasetRow {
 struct SynthDatasetResult {
   std::string labels_csv;  // DIR/labels.csv
   std::vector<SynthDatasetRow> rows;
-  std::array<int, 5> grade_counts{};
+  PerGrade<int> grade_counts{};
   double seconds = 0;
 };
 

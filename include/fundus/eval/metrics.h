@@ -19,10 +19,9 @@
 #include <string>
 #include <vector>
 
-namespace fundus {
+#include "fundus/core/grades.h"
 
-constexpr int kEvalGrades = 5;  // DR grades 0..4 (as kNumGrades in data/dataset.h; eval stays torch-free)
-const char* eval_grade_name(int grade);  // "No DR", "Mild", "Moderate", "Severe", "PDR"
+namespace fundus {
 
 enum class RelevanceRule { same_grade, referable };
 RelevanceRule parse_relevance_rule(const std::string& name);  // "same_grade" | "referable"

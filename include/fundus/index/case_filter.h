@@ -14,7 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "fundus/data/dataset.h"
+#include "fundus/core/grades.h"
 #include "fundus/index/vector_index.h"
 
 namespace fundus {

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "fundus/core/json.h"
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fundus/eval/report.h"
 #include "fundus/eval/retrieval_eval.h"
 

@@ -51,11 +51,13 @@
 #include <opencv2/core.hpp>
 
 #include "fundus/core/json.h"
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fundus/data/preprocess.h"
 #include "fundus/retrieval/query_trust.h"
 
 namespace fundus {
+
+struct StoredCase;
 
 struct EngineOptions {
   std::string store_path;
@@ -74,6 +76,8 @@ struct EngineOptions {
   bool create_store = true;            // false: a missing store file is an error
 };
 
+/// A stored case as callers see it (core/case.h explains the three case types): the StoredCase
+/// fields with the invariants an answer relies on checked and meta parsed. Made by case_info() only.
 struct CaseInfo {
   int64_t id = 0;            // store id
   std::string external_id;
@@ -84,6 +88,10 @@ struct CaseInfo {
   std::string added_at;
 };
 
+/// The one StoredCase -> CaseInfo conversion. Throws StoreCorruptError naming `store_path` and the
+/// case when the stored grade is outside 0-4 or meta is not valid JSON (the store's fault).
+CaseInfo case_info(const StoredCase& stored, const std::string& store_path);
+
 struct SearchHit {
   CaseInfo info;
   float similarity = 0;      // cosine, in [-1, 1]
@@ -93,7 +101,7 @@ struct SearchHit {
 struct GradeEstimate {
   int grade = -1;                             // similarity-weighted k-NN vote; -1 without hits or withheld
   double confidence = 0;                      // winning share of the vote
-  std::array<double, 5> votes{};              // share per grade, sums to 1 (all 0 when withheld)
+  PerGrade<double> votes{};                  // share per grade, sums to 1 (all 0 when withheld)
   bool withheld = false;                      // the result does not support an estimate (query_trust.h)
   std::string withheld_reason;
 };

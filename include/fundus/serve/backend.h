@@ -15,7 +15,7 @@
 #include <opencv2/core.hpp>
 
 #include "fundus/core/json.h"
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fundus/retrieval/search_engine.h"
 
 namespace fundus {

@@ -62,7 +62,7 @@
 #include <vector>
 
 #include "fundus/core/error.h"
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 
 namespace fundus {
 
@@ -122,7 +122,7 @@ struct ModelInfo {
 
 struct StoreStats {
   int64_t cases = 0;
-  int64_t per_grade[kNumGrades] = {};
+  PerGrade<int64_t> per_grade{};
   std::map<std::string, int64_t> per_split;  // "" = no split
   int64_t patients = 0;                       // distinct patient keys (an unknown patient counts per case)
   int64_t models = 0;

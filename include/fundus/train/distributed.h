@@ -27,7 +27,7 @@
 
 #include <torch/torch.h>
 
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fundus/loss/loss.h"
 #include "fundus/model/retrieval_net.h"
 #include "fundus/train/communicator.h"

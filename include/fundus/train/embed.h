@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fundus/model/retrieval_net.h"
 #include "fundus/train/run_config.h"
 

@@ -24,7 +24,7 @@
 
 #include <torch/torch.h>
 
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 #include "fundus/model/retrieval_net.h"
 #include "fundus/train/run_config.h"
 

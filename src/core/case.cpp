@@ -1,15 +1,10 @@
-#include "fundus/data/dataset.h"
+#include "fundus/core/case.h"
 
 #include <set>
 
 #include "fundus/core/strings.h"
 
 namespace fundus {
-
-const char* grade_name(int grade) {
-  static const char* names[] = {"No DR", "Mild", "Moderate", "Severe", "PDR"};
-  return grade >= 0 && grade < kNumGrades ? names[grade] : "invalid";
-}
 
 Dataset Dataset::subset(const std::string& splits) const {
   std::set<std::string> wanted;

@@ -1,0 +1,126 @@
+# The dependency rule, checked (ctest `layering`; docs/architecture.md "Which component may use which").
+#
+#   cmake -DROOT=<tree> -DTABLE=<build>/fundus_layering.cmake [-DDOC=<tree>/docs/architecture.md] -P FundusCheckLayering.cmake
+#
+# TABLE is written at configure time by fundus_write_layering_table() (cmake/FundusComponent.cmake)
+# from the fundus_component() calls in src/CMakeLists.txt: the components, the fundus components each
+# one links, and whether it links LibTorch. A component may include the headers of the components it
+# links, directly or through them (the transitive closure), and its own. The check scans every
+# include/fundus/<c>/ and src/<c>/ file of ROOT for
+#   #include "fundus/<other>/..."   <other> must be <c> or in the closure of <c>'s links;
+#   #include <torch/...>, <ATen/...>, <c10/...>   only in components that link LibTorch;
+# and, with DOC, the table in DOC must list the same links and LibTorch column as TABLE.
+# Fails (non-zero exit) listing every violation as "file:line: what"; prints a summary otherwise.
+cmake_minimum_required(VERSION 3.18)
+foreach(var ROOT TABLE)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "FundusCheckLayering: -D${var}=... is required")
+  endif()
+endforeach()
+include(${TABLE})  # FUNDUS_LAYERING_COMPONENTS, FUNDUS_LAYERING_LINKS_<c>, FUNDUS_LAYERING_TORCH_<c>
+
+# The transitive closure of the links of every component (components are declared after what they
+# link, so one pass in declaration order suffices).
+foreach(c ${FUNDUS_LAYERING_COMPONENTS})
+  set(closure_${c} "")
+  foreach(d ${FUNDUS_LAYERING_LINKS_${c}})
+    if(NOT d IN_LIST FUNDUS_LAYERING_COMPONENTS)
+      message(FATAL_ERROR "${TABLE}: component '${c}' links '${d}', which is not a component declared before it")
+    endif()
+    list(APPEND closure_${c} ${d} ${closure_${d}})
+  endforeach()
+  list(REMOVE_DUPLICATES closure_${c})
+endforeach()
+
+# "file:line" of the first line of `file` equal to `text` (only computed for violations).
+function(fundus_where out file text)
+  file(READ "${file}" content)
+  string(FIND "${content}" "${text}" pos)
+  string(SUBSTRING "${content}" 0 ${pos} before)
+  string(REGEX MATCHALL "\n" newlines "${before}")
+  list(LENGTH newlines n)
+  math(EXPR n "${n} + 1")
+  file(RELATIVE_PATH rel "${ROOT}" "${file}")
+  set(${out} "${rel}:${n}" PARENT_SCOPE)
+endfunction()
+
+set(violations "")
+set(files_checked 0)
+foreach(c ${FUNDUS_LAYERING_COMPONENTS})
+  file(GLOB_RECURSE files "${ROOT}/include/fundus/${c}/*" "${ROOT}/src/${c}/*")
+  list(FILTER files INCLUDE REGEX "\\.(h|hpp|cpp|cc)$")
+  string(REPLACE ";" ", " may "${closure_${c}}")
+  if(may STREQUAL "")
+    set(may "none")
+  endif()
+  foreach(f ${files})
+    math(EXPR files_checked "${files_checked} + 1")
+    file(STRINGS "${f}" includes REGEX "^[ \t]*#[ \t]*include")
+    foreach(line IN LISTS includes)
+      if(line MATCHES "^[ \t]*#[ \t]*include[ \t]*\"fundus/([A-Za-z0-9_]+)/([^\"]+)\"")
+        set(other "${CMAKE_MATCH_1}")
+        set(header "fundus/${CMAKE_MATCH_1}/${CMAKE_MATCH_2}")
+        if(NOT other STREQUAL c AND NOT other IN_LIST closure_${c})
+          fundus_where(where "${f}" "${line}")
+          list(APPEND violations "${where}: component '${c}' includes ${header}, but '${c}' may use only: ${may}")
+        endif()
+      elseif(line MATCHES "^[ \t]*#[ \t]*include[ \t]*<(torch|ATen|c10)/" AND NOT FUNDUS_LAYERING_TORCH_${c})
+        fundus_where(where "${f}" "${line}")
+        list(APPEND violations "${where}: component '${c}' includes a LibTorch header but does not link LibTorch")
+      endif()
+    endforeach()
+  endforeach()
+endforeach()
+
+# The documented table must say what the build says: rows "| `c` | a, b (+ external) | yes/no ... |".
+if(DEFINED DOC)
+  file(RELATIVE_PATH doc_rel "${ROOT}" "${DOC}")
+  file(STRINGS "${DOC}" rows REGEX "^\\| `[a-z_]+` \\|")
+  set(documented "")
+  foreach(row IN LISTS rows)
+    if(NOT row MATCHES "^\\| `([a-z_]+)` \\| ([^|]*)\\| ([^|]*)\\|")
+      continue()
+    endif()
+    set(c "${CMAKE_MATCH_1}")
+    set(links_text "${CMAKE_MATCH_2}")
+    set(torch_text "${CMAKE_MATCH_3}")
+    if(NOT c IN_LIST FUNDUS_LAYERING_COMPONENTS)
+      continue()  # another table with a component-like first column
+    endif()
+    list(APPEND documented ${c})
+    fundus_where(where "${DOC}" "${row}")
+    string(REGEX REPLACE "\\(.*" "" links_text "${links_text}")  # "(+ OpenCV, ...)": external libraries
+    string(REGEX MATCHALL "[a-z_]+" doc_links "${links_text}")
+    set(build_links ${FUNDUS_LAYERING_LINKS_${c}})
+    list(SORT doc_links)
+    list(SORT build_links)
+    if(NOT "${doc_links}" STREQUAL "${build_links}")
+      string(REPLACE ";" ", " a "${doc_links}")
+      string(REPLACE ";" ", " b "${build_links}")
+      list(APPEND violations "${where}: '${c}' is documented to link '${a}' but src/CMakeLists.txt links '${b}'")
+    endif()
+    string(STRIP "${torch_text}" torch_text)
+    if(torch_text MATCHES "^yes")
+      set(doc_torch 1)
+    else()
+      set(doc_torch 0)
+    endif()
+    if(NOT doc_torch EQUAL FUNDUS_LAYERING_TORCH_${c})
+      list(APPEND violations "${where}: '${c}' LibTorch column '${torch_text}' disagrees with src/CMakeLists.txt")
+    endif()
+  endforeach()
+  foreach(c ${FUNDUS_LAYERING_COMPONENTS})
+    if(NOT c IN_LIST documented)
+      list(APPEND violations "${doc_rel}: component '${c}' has no row in the dependency table")
+    endif()
+  endforeach()
+endif()
+
+list(LENGTH violations count)
+if(count GREATER 0)
+  string(REPLACE ";" "\n" text "${violations}")
+  message("${text}")
+  message(FATAL_ERROR "layering: ${count} violation(s) of the dependency rule (docs/architecture.md)")
+endif()
+list(LENGTH FUNDUS_LAYERING_COMPONENTS nc)
+message(STATUS "layering: ${files_checked} files of ${nc} components follow the dependency rule")

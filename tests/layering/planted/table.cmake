@@ -1,0 +1,10 @@
+# A layering table for the planted tree (the format fundus_write_layering_table() writes).
+set(FUNDUS_LAYERING_COMPONENTS core;store;index;eval)
+set(FUNDUS_LAYERING_LINKS_core )
+set(FUNDUS_LAYERING_TORCH_core 0)
+set(FUNDUS_LAYERING_LINKS_store core)
+set(FUNDUS_LAYERING_TORCH_store 0)
+set(FUNDUS_LAYERING_LINKS_index core)
+set(FUNDUS_LAYERING_TORCH_index 0)
+set(FUNDUS_LAYERING_LINKS_eval core)
+set(FUNDUS_LAYERING_TORCH_eval 0)
