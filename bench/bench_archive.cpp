@@ -35,11 +35,11 @@
 #include "fundus/index/index_factory.h"
 #include "fundus/index/ivfpq_index.h"
 #include "fundus/index/simd.h"
-#include "fundus/index/store_index.h"
 #include "fundus/index/synthetic.h"
 #include "fundus/retrieval/embed_store.h"
 #include "fundus/retrieval/model_runner.h"
 #include "fundus/retrieval/search_engine.h"
+#include "fundus/retrieval/store_index.h"
 #include "fundus/store/case_store.h"
 
 using namespace fundus;

@@ -21,7 +21,7 @@
 #include "fundus/data/dataset_io.h"
 #include "fundus/data/preprocess.h"
 #include "fundus/data/preprocess_cache.h"
-#include "fundus/data/tensor.h"
+#include "fundus/infer/tensor.h"
 #include "fundus/model/runtime.h"
 
 using namespace fundus;

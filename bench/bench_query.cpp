@@ -24,12 +24,12 @@
 #include "fundus/data/dataset_io.h"
 #include "fundus/data/image_io.h"
 #include "fundus/data/preprocess.h"
+#include "fundus/infer/checkpoint.h"
+#include "fundus/infer/run_config.h"
 #include "fundus/model/retrieval_net.h"
 #include "fundus/model/runtime.h"
 #include "fundus/retrieval/search_engine.h"
 #include "fundus/store/case_store.h"
-#include "fundus/train/checkpoint.h"
-#include "fundus/train/run_config.h"
 
 using namespace fundus;
 using Clock = std::chrono::steady_clock;

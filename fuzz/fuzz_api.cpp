@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "fundus/core/case.h"
 #include "fundus/core/json.h"
 #include "fundus/core/strings.h"
-#include "fundus/core/case.h"
 #include "fuzz_support.h"
 #include "request_fields.h"
 

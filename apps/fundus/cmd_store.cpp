@@ -11,7 +11,7 @@
 #include "fundus/data/validate.h"
 #include "fundus/index/index_factory.h"
 #include "fundus/index/index_file.h"
-#include "fundus/index/store_index.h"
+#include "fundus/retrieval/store_index.h"
 #include "fundus/store/store_report.h"
 
 namespace fundus::cli {

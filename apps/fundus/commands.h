@@ -8,7 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "fundus/train/launcher.h"
+#include "fundus/infer/launcher.h"
 
 namespace fundus::cli {
 
@@ -32,7 +32,7 @@ void add_threads_option(CLI::App& cmd, int& threads);
 /// Shared option: --device cpu|cuda|auto (where the model runs; model/runtime.h resolve_device).
 void add_device_option(CLI::App& cmd, std::string& device);
 /// Shared options of distributed commands: --nproc, --nnodes, --node-rank, --master-addr,
-/// --master-port, --dist-timeout (train/launcher.h).
+/// --master-port, --dist-timeout (infer/launcher.h).
 void add_distributed_options(CLI::App& cmd, LaunchOptions& options);
 /// This process's place in the run. A launcher (--nproc > 1, or --nnodes > 1) starts the local
 /// workers, waits, returns nullopt when they all succeeded and throws when one failed.

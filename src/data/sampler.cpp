@@ -2,9 +2,9 @@
 
 #include <algorithm>
 
+#include "fundus/core/case.h"
 #include "fundus/core/error.h"
 #include "fundus/core/rng.h"
-#include "fundus/core/case.h"
 
 namespace fundus {
 

@@ -8,6 +8,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "fundus/core/case.h"
 #include "fundus/core/concurrency.h"
 #include "fundus/core/csv.h"
 #include "fundus/core/error.h"
@@ -16,7 +17,6 @@
 #include "fundus/core/progress.h"
 #include "fundus/core/rng.h"
 #include "fundus/core/strings.h"
-#include "fundus/core/case.h"
 #include "fundus/data/image_io.h"
 #include "fundus/data/synth.h"
 

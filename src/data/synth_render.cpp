@@ -7,9 +7,9 @@
 
 #include <opencv2/imgproc.hpp>
 
+#include "fundus/core/case.h"
 #include "fundus/core/error.h"
 #include "fundus/core/rng.h"
-#include "fundus/core/case.h"
 #include "fundus/data/synth.h"
 
 namespace fundus {

@@ -9,7 +9,6 @@
 #include "fundus/core/io.h"
 #include "fundus/core/strings.h"
 #include "fundus/index/index_factory.h"
-#include "fundus/store/case_store.h"  // kMaxDescriptorDim
 
 namespace fundus {
 
@@ -51,7 +50,7 @@ Header decode_header(const std::string& bytes, const std::string& path) {
   h.info.provenance.embeddings_token = r.get_string();
   h.ids = r.get_array<int64_t>();
   FUNDUS_CHECK(r.at_end(), path << ": index header has trailing bytes");
-  FUNDUS_CHECK(h.info.dim > 0 && h.info.dim <= kMaxDescriptorDim && h.info.count == int64_t(h.ids.size()),
+  FUNDUS_CHECK(h.info.dim > 0 && h.info.dim <= kMaxIndexDim && h.info.count == int64_t(h.ids.size()),
                path << ": inconsistent index header (dim " << h.info.dim << ", count " << h.info.count << ", "
                     << h.ids.size() << " ids)");
   FUNDUS_CHECK(ids_checksum(h.ids) == h.info.ids_sha256, path << ": index header ids do not match their checksum");

@@ -7,15 +7,14 @@
 #include "fundus/core/error.h"
 #include "fundus/core/progress.h"
 #include "fundus/core/strings.h"
-#include "fundus/data/loader.h"
 #include "fundus/data/sampler.h"
+#include "fundus/infer/communicator.h"
+#include "fundus/infer/embed.h"
+#include "fundus/infer/loader.h"
 #include "fundus/model/device.h"
-#include "fundus/index/store_index.h"
 #include "fundus/retrieval/gallery_health.h"
 #include "fundus/retrieval/model_runner.h"
-#include "fundus/train/communicator.h"
-#include "fundus/train/distributed.h"
-#include "fundus/train/embed.h"
+#include "fundus/retrieval/store_index.h"
 
 namespace fundus {
 

@@ -11,9 +11,9 @@
 #include "fundus/data/preprocess_cache.h"
 #include "fundus/eval/descriptor_health.h"
 #include "fundus/eval/postprocess.h"
+#include "fundus/infer/embed.h"
 #include "fundus/retrieval/contact_sheet.h"
 #include "fundus/retrieval/model_runner.h"
-#include "fundus/train/embed.h"
 
 namespace fundus {
 

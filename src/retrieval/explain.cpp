@@ -7,7 +7,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "fundus/core/error.h"
-#include "fundus/data/tensor.h"
+#include "fundus/infer/tensor.h"
 #include "fundus/model/retrieval_net.h"
 
 namespace fundus {

@@ -4,10 +4,10 @@
 
 #include "fundus/core/error.h"
 #include "fundus/core/io.h"
-#include "fundus/data/tensor.h"
+#include "fundus/infer/embed.h"
+#include "fundus/infer/tensor.h"
 #include "fundus/model/device.h"
 #include "fundus/model/runtime.h"
-#include "fundus/train/embed.h"
 
 namespace fundus {
 

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "fundus/core/strings.h"
 #include "fundus/core/case.h"
+#include "fundus/core/strings.h"
 
 namespace fundus::api {
 

@@ -18,7 +18,7 @@
 #include "fundus/eval/descriptor_health.h"
 #include "fundus/eval/postprocess.h"
 #include "fundus/eval/retrieval_eval.h"
-#include "fundus/train/embed.h"
+#include "fundus/infer/embed.h"
 #include "fundus/train/trainer.h"
 
 namespace fundus {

@@ -4,9 +4,6 @@
 #include <map>
 
 #include "fundus/core/error.h"
-#include "fundus/core/log.h"
-#include "fundus/core/progress.h"
-#include "fundus/data/sampler.h"
 #include "fundus/model/sync_batchnorm.h"
 
 namespace fundus {
@@ -171,39 +168,6 @@ bool DataParallel::reduce_gradients(const std::vector<torch::Tensor>& params, bo
   }
   gradient_seconds_ += seconds_since(start);
   return any_stop;
-}
-
-QuietUnlessMain::QuietUnlessMain(bool main_rank) : active_(!main_rank) {
-  if (!active_) return;
-  quiet_before_ = progress_quiet();
-  level_before_ = int(log_level());
-  set_progress_quiet(true);
-  set_log_level(LogLevel::error);
-}
-
-QuietUnlessMain::~QuietUnlessMain() {
-  if (!active_) return;
-  set_progress_quiet(quiet_before_);
-  set_log_level(LogLevel(level_before_));
-}
-
-Embeddings embed_dataset_sharded(Communicator& comm, RetrievalNetImpl& net, const PreprocessOptions& preprocess,
-                                 const Dataset& dataset, const EmbedOptions& options) {
-  if (comm.world_size() == 1) return embed_dataset(net, preprocess, dataset, options);
-  auto [first, last] = shard_range(int64_t(dataset.size()), comm.rank(), comm.world_size());
-  Dataset part;
-  part.source = dataset.source;
-  part.records.assign(dataset.records.begin() + first, dataset.records.begin() + last);
-  Embeddings mine = embed_dataset(net, preprocess, part, options);
-  torch::Tensor local = torch::from_blob(mine.data.data(), {mine.rows, net.descriptor_dim()}, torch::kFloat32);
-  torch::Tensor all = comm.all_gather_rows(local.to(comm.device())).to(torch::kCPU).contiguous();
-  Embeddings out;
-  out.rows = all.size(0);
-  out.dim = net.descriptor_dim();
-  out.data.assign(all.data_ptr<float>(), all.data_ptr<float>() + all.numel());
-  FUNDUS_CHECK(out.rows == int64_t(dataset.size()), "embed_dataset_sharded: gathered " << out.rows << " rows for "
-                                                                                      << dataset.size() << " records");
-  return out;
 }
 
 }  // namespace fundus

@@ -12,7 +12,7 @@
 #include "fundus/data/augment.h"
 #include "fundus/data/preprocess.h"
 #include "fundus/data/preprocess_cache.h"
-#include "fundus/data/tensor.h"
+#include "fundus/infer/tensor.h"
 #include "fundus/model/device.h"
 
 namespace fundus {

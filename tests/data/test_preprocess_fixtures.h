@@ -9,10 +9,10 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "fundus/core/case.h"
 #include "fundus/core/error.h"
 #include "fundus/core/io.h"
 #include "fundus/core/rng.h"
-#include "fundus/core/case.h"
 #include "fundus/data/image_io.h"
 
 namespace fundus::test {

@@ -4,14 +4,14 @@
 #include "fundus/core/progress.h"
 #include "fundus/data/dataset_io.h"
 #include "fundus/data/preprocess.h"
-#include "fundus/data/tensor.h"
 #include "fundus/data/split.h"
 #include "fundus/data/synth.h"
+#include "fundus/infer/checkpoint.h"
+#include "fundus/infer/run_config.h"
+#include "fundus/infer/tensor.h"
 #include "fundus/model/retrieval_net.h"
 #include "fundus/model/runtime.h"
 #include "fundus/model/sync_batchnorm.h"
-#include "fundus/train/checkpoint.h"
-#include "fundus/train/run_config.h"
 
 namespace fundus::test {
 

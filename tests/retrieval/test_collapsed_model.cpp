@@ -2,11 +2,11 @@
 // flagged wherever its output is used - embed (and the store's health record), the engine's health,
 // every query (warning, estimate withheld) and the evaluation - instead of answering with confidence.
 #include "fundus/core/io.h"
+#include "fundus/infer/checkpoint.h"
 #include "fundus/retrieval/embed_store.h"
 #include "fundus/retrieval/eval_run.h"
 #include "fundus/retrieval/model_runner.h"
 #include "fundus/retrieval/search_engine.h"
-#include "fundus/train/checkpoint.h"
 #include "retrieval_fixture.h"
 
 namespace fundus {

@@ -11,12 +11,12 @@
 #include "fundus/core/hash.h"
 #include "fundus/core/io.h"
 #include "fundus/index/simd.h"
-#include "fundus/index/store_index.h"
 #include "fundus/index/synthetic.h"
 #include "fundus/retrieval/embed_store.h"
 #include "fundus/retrieval/model_runner.h"
 #include "fundus/retrieval/query_report.h"
 #include "fundus/retrieval/search_engine.h"
+#include "fundus/retrieval/store_index.h"
 #include "retrieval_fixture.h"
 
 using namespace fundus;

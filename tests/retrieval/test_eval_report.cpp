@@ -6,10 +6,10 @@
 #include "fundus/core/io.h"
 #include "fundus/core/rng.h"
 #include "fundus/eval/report.h"
+#include "fundus/infer/embed.h"
 #include "fundus/retrieval/contact_sheet.h"
 #include "fundus/retrieval/eval_run.h"
 #include "fundus/retrieval/model_runner.h"
-#include "fundus/train/embed.h"
 #include "retrieval_fixture.h"
 
 using namespace fundus;

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "fundus/core/json.h"
 #include "fundus/core/case.h"
+#include "fundus/core/json.h"
 #include "fundus/data/dataset_io.h"
 
 namespace fundus {

@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "fundus/core/json.h"
 #include "fundus/core/case.h"
+#include "fundus/core/json.h"
 
 namespace fundus {
 

@@ -1,5 +1,5 @@
 // Index files. An index is a derived artefact of the case store: its file records what it was built
-// from so that a stale or damaged file is never trusted (see store_index.h).
+// from so that a stale or damaged file is never trusted (see retrieval/store_index.h).
 //
 // Framed file (core/io.h: magic "FNDINDX1", version, crc32, atomic write) whose payload is
 //   u64 header_size | header | native bytes of the implementation
@@ -17,6 +17,10 @@
 #include "fundus/index/vector_index.h"
 
 namespace fundus {
+
+/// Largest dimension an index file may declare (readers allocate count x dim floats). Equal to the
+/// store's kMaxDescriptorDim, which the index does not see (retrieval/store_index.cpp asserts it).
+constexpr int kMaxIndexDim = 65536;
 
 /// Where the vectors came from: the store (CaseStore::store_id), the model, and the model's
 /// embeddings_version and embeddings_token at build time. The token identifies the vectors

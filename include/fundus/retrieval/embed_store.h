@@ -16,8 +16,8 @@
 
 #include "fundus/core/json.h"
 #include "fundus/eval/descriptor_health.h"
+#include "fundus/infer/launcher.h"
 #include "fundus/store/case_store.h"
-#include "fundus/train/launcher.h"
 
 namespace fundus {
 
@@ -66,7 +66,7 @@ struct EmbedStoreResult {
 EmbedStoreResult embed_store(CaseStore& store, ModelRunner& model, const EmbedStoreOptions& options = {});
 
 /// embed_store() by the ranks of a distributed run (`fundus embed --nproc N`, or several machines,
-/// train/launcher.h; `world` is this process's place, the process group is made here): rank 0 alone opens the store at `store_path` and selects the cases; every rank
+/// infer/launcher.h; `world` is this process's place, the process group is made here): rank 0 alone opens the store at `store_path` and selects the cases; every rank
 /// embeds a contiguous share; rank 0 receives all vectors and writes them (commit_every rows per
 /// transaction, one writer: one consistent store, also across machines), then refreshes the index.
 /// Only rank 0's machine needs the store; every machine needs the checkpoint and the images at the

@@ -21,8 +21,8 @@
 #include <string>
 #include <vector>
 
-#include "fundus/core/json.h"
 #include "fundus/core/case.h"
+#include "fundus/core/json.h"
 #include "fundus/eval/report.h"
 #include "fundus/eval/retrieval_eval.h"
 

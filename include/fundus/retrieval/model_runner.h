@@ -6,7 +6,7 @@
 //   std::vector<float> d = model.embed(x);                    // descriptor_dim() floats, unit norm
 //   Explanation e = model.explain(x);                          // attention map (explain.h)
 //
-// Descriptors are those of embed_batch (fundus/train/embed.h): eval mode, inference mode, [0,1] input
+// Descriptors are those of embed_batch (fundus/infer/embed.h): eval mode, inference mode, [0,1] input
 // (the network normalises itself), so a case embedded here and one embedded by the data loader
 // agree to float rounding (bit-identical for the same batch composition and thread count).
 //
@@ -21,8 +21,8 @@
 #include <opencv2/core.hpp>
 
 #include "fundus/core/json.h"
+#include "fundus/infer/run_config.h"
 #include "fundus/retrieval/explain.h"
-#include "fundus/train/run_config.h"
 
 namespace fundus {
 

@@ -50,8 +50,8 @@
 
 #include <opencv2/core.hpp>
 
-#include "fundus/core/json.h"
 #include "fundus/core/case.h"
+#include "fundus/core/json.h"
 #include "fundus/data/preprocess.h"
 #include "fundus/retrieval/query_trust.h"
 

@@ -14,8 +14,8 @@
 
 #include <opencv2/core.hpp>
 
-#include "fundus/core/json.h"
 #include "fundus/core/case.h"
+#include "fundus/core/json.h"
 #include "fundus/retrieval/search_engine.h"
 
 namespace fundus {

@@ -1,6 +1,6 @@
 // The case store: one SQLite database per collection holding the graded cases, the models that
 // embedded them and their descriptor vectors. It is the source of truth; vector indexes are derived
-// from it (fundus/index/store_index.h).
+// from it (fundus/retrieval/store_index.h).
 //
 // Schema (PRAGMA user_version, ordered migrations in case_store.cpp):
 //   cases(id, external_id UNIQUE, image_path, content_hash, grade, patient, eye, split, meta, added_at)
@@ -61,8 +61,8 @@
 #include <string>
 #include <vector>
 
-#include "fundus/core/error.h"
 #include "fundus/core/case.h"
+#include "fundus/core/error.h"
 
 namespace fundus {
 

@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "fundus/core/json.h"
-#include "fundus/train/run_config.h"
+#include "fundus/infer/run_config.h"
 
 namespace fundus {
 

@@ -1,11 +1,11 @@
 // Data-parallel training on c10d (LibTorch has no C++ DistributedDataParallel): what the trainer
-// adds when a run has several processes (train/launcher.h starts them, train/communicator.h
+// adds when a run has several processes (infer/launcher.h starts them, infer/communicator.h
 // connects them).
 //
 // The contract: a run of W processes with global batch B (sampler.batch_size) computes what one
 // process computes with batch B, to float rounding:
 //   - batches: every rank plans the same global batches (same seed); rank r takes the contiguous
-//     slice shard_range(B, r, W) of each (data/loader.h LoaderOptions::shard_*), with exactly the
+//     slice shard_range(B, r, W) of each (infer/loader.h LoaderOptions::shard_*), with exactly the
 //     augmentation the single process would give those rows;
 //   - BatchNorm: training-mode statistics over the global batch (model/sync_batchnorm.h);
 //   - loss: every rank evaluates the loss on the whole global batch (gather_loss_inputs: descriptors,
@@ -17,7 +17,7 @@
 //     optimiser steps keep the ranks identical.
 // Rank 0 alone reads and writes the run folder (checkpoints, logs, progress). Checkpoints hold no
 // trace of W, so --resume works with any number of processes.
-// Failure: any collective throws fundus::Error when a peer has gone (train/communicator.h).
+// Failure: any collective throws fundus::Error when a peer has gone (infer/communicator.h).
 // Not thread-safe; one DataParallel per training run and process.
 #pragma once
 
@@ -27,11 +27,9 @@
 
 #include <torch/torch.h>
 
-#include "fundus/core/case.h"
+#include "fundus/infer/communicator.h"
 #include "fundus/loss/loss.h"
 #include "fundus/model/retrieval_net.h"
-#include "fundus/train/communicator.h"
-#include "fundus/train/embed.h"
 
 namespace fundus {
 
@@ -89,24 +87,5 @@ class DataParallel {
   std::shared_ptr<Sync> sync_;
   double gradient_seconds_ = 0, gather_seconds_ = 0;
 };
-
-/// While alive on a rank other than 0: no progress bars and only errors logged (rank 0 speaks for
-/// the run; the others would repeat it). Restores both on destruction. Does nothing on rank 0.
-class QuietUnlessMain {
- public:
-  explicit QuietUnlessMain(bool main_rank);
-  ~QuietUnlessMain();
-  QuietUnlessMain(const QuietUnlessMain&) = delete;
-  QuietUnlessMain& operator=(const QuietUnlessMain&) = delete;
-
- private:
-  bool active_, quiet_before_ = false;
-  int level_before_ = 0;
-};
-
-/// embed_dataset() with the rows split across the ranks (contiguous shards) and gathered: every
-/// rank returns the descriptors of the whole dataset, in order. The model must be in eval mode.
-Embeddings embed_dataset_sharded(Communicator& comm, RetrievalNetImpl& net, const PreprocessOptions& preprocess,
-                                 const Dataset& dataset, const EmbedOptions& options = {});
 
 }  // namespace fundus

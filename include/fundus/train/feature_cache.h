@@ -25,8 +25,8 @@
 #include <torch/torch.h>
 
 #include "fundus/core/case.h"
+#include "fundus/infer/run_config.h"
 #include "fundus/model/retrieval_net.h"
-#include "fundus/train/run_config.h"
 
 namespace fundus {
 

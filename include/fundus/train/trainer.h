@@ -23,8 +23,8 @@
 #include <string>
 
 #include "fundus/core/json.h"
-#include "fundus/train/launcher.h"
-#include "fundus/train/run_config.h"
+#include "fundus/infer/launcher.h"
+#include "fundus/infer/run_config.h"
 
 namespace fundus {
 

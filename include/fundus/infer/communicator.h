@@ -22,7 +22,7 @@
 
 #include <torch/torch.h>
 
-#include "fundus/train/launcher.h"
+#include "fundus/infer/launcher.h"
 
 namespace fundus {
 

@@ -1,4 +1,4 @@
-#include "fundus/data/loader.h"
+#include "fundus/infer/loader.h"
 
 #include <algorithm>
 

@@ -2,8 +2,8 @@
 #include "fundus/core/io.h"
 #include "fundus/index/index_factory.h"
 #include "fundus/index/simd.h"
-#include "fundus/index/store_index.h"
 #include "fundus/index/synthetic.h"
+#include "fundus/retrieval/store_index.h"
 #include "test_support.h"
 
 using namespace fundus;

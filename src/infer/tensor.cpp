@@ -1,4 +1,4 @@
-#include "fundus/data/tensor.h"
+#include "fundus/infer/tensor.h"
 
 #include <algorithm>
 #include <cmath>

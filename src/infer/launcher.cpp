@@ -1,4 +1,4 @@
-#include "fundus/train/launcher.h"
+#include "fundus/infer/launcher.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "fundus/core/error.h"
+#include "fundus/core/log.h"
+#include "fundus/core/progress.h"
 #include "fundus/core/strings.h"
 
 namespace fundus {
@@ -267,6 +269,20 @@ std::string local_address_towards(const std::string& peer) {
   ::freeaddrinfo(res);
   FUNDUS_CHECK(!out.empty(), "no route from this machine to the master address '" << peer << "'");
   return out;
+}
+
+QuietUnlessMain::QuietUnlessMain(bool main_rank) : active_(!main_rank) {
+  if (!active_) return;
+  quiet_before_ = progress_quiet();
+  level_before_ = int(log_level());
+  set_progress_quiet(true);
+  set_log_level(LogLevel::error);
+}
+
+QuietUnlessMain::~QuietUnlessMain() {
+  if (!active_) return;
+  set_progress_quiet(quiet_before_);
+  set_log_level(LogLevel(level_before_));
 }
 
 }  // namespace fundus

@@ -1,4 +1,7 @@
-// Inference: trained models loaded from checkpoints, and descriptors for whole datasets.
+// Inference: trained models loaded from checkpoints, and descriptors for whole datasets (in one
+// process, or sharded over the ranks of a distributed run). Used by the trainer (validation), the
+// model runner behind search and serving (retrieval/model_runner.h) and evaluation; it links no
+// training code.
 //
 // Determinism: eval mode (BatchNorm running statistics), c10::InferenceMode, deterministic mirror
 // views, no augmentation: the same image always gives the same vector (bit-identical for the same
@@ -9,8 +12,9 @@
 #include <vector>
 
 #include "fundus/core/case.h"
+#include "fundus/infer/communicator.h"
+#include "fundus/infer/run_config.h"
 #include "fundus/model/retrieval_net.h"
-#include "fundus/train/run_config.h"
 
 namespace fundus {
 
@@ -48,5 +52,10 @@ Embeddings embed_dataset(RetrievalNetImpl& net, const PreprocessOptions& preproc
 /// Descriptors of an already preprocessed batch [B,3,H,W] in [0,1] (any device: moved to the
 /// model's): [B,D] float32, CPU.
 torch::Tensor embed_batch(RetrievalNetImpl& net, const torch::Tensor& images);
+
+/// embed_dataset() with the rows split across the ranks (contiguous shards) and gathered: every
+/// rank returns the descriptors of the whole dataset, in order. The model must be in eval mode.
+Embeddings embed_dataset_sharded(Communicator& comm, RetrievalNetImpl& net, const PreprocessOptions& preprocess,
+                                 const Dataset& dataset, const EmbedOptions& options = {});
 
 }  // namespace fundus

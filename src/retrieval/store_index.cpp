@@ -1,4 +1,4 @@
-#include "fundus/index/store_index.h"
+#include "fundus/retrieval/store_index.h"
 
 #include <algorithm>
 
@@ -11,6 +11,9 @@
 #include "fundus/index/ivfpq_index.h"
 
 namespace fundus {
+
+// Every descriptor the store accepts fits an index file, and the other way round.
+static_assert(kMaxIndexDim == kMaxDescriptorDim, "index and store disagree on the largest descriptor dimension");
 
 IndexProvenance store_provenance(const CaseStore& store, int64_t model_id) {
   auto model = store.get_model(model_id);

@@ -29,13 +29,13 @@
 
 #include <torch/torch.h>
 
+#include "fundus/core/case.h"
 #include "fundus/core/concurrency.h"
 #include "fundus/data/augment.h"
-#include "fundus/core/case.h"
 #include "fundus/data/preprocess.h"
 #include "fundus/data/preprocess_cache.h"
 #include "fundus/data/sampler.h"
-#include "fundus/data/tensor.h"
+#include "fundus/infer/tensor.h"
 
 namespace fundus {
 

@@ -1,4 +1,4 @@
-#include "fundus/train/checkpoint.h"
+#include "fundus/infer/checkpoint.h"
 
 #include <torch/torch.h>
 

@@ -1,4 +1,4 @@
-#include "fundus/train/communicator.h"
+#include "fundus/infer/communicator.h"
 
 #include <chrono>
 #include <cstring>

@@ -1,12 +1,13 @@
-#include "fundus/train/embed.h"
+#include "fundus/infer/embed.h"
 
 #include <cstring>
 
 #include "fundus/core/hash.h"
 #include "fundus/core/progress.h"
-#include "fundus/data/loader.h"
+#include "fundus/data/sampler.h"
+#include "fundus/infer/checkpoint.h"
+#include "fundus/infer/loader.h"
 #include "fundus/model/device.h"
-#include "fundus/train/checkpoint.h"
 
 namespace fundus {
 
@@ -61,6 +62,26 @@ Embeddings embed_dataset(RetrievalNetImpl& net, const PreprocessOptions& preproc
     if (progress) progress->advance(int64_t(batch->indices.size()));
   }
   if (progress) progress->finish();
+  return out;
+}
+
+
+Embeddings embed_dataset_sharded(Communicator& comm, RetrievalNetImpl& net, const PreprocessOptions& preprocess,
+                                 const Dataset& dataset, const EmbedOptions& options) {
+  if (comm.world_size() == 1) return embed_dataset(net, preprocess, dataset, options);
+  auto [first, last] = shard_range(int64_t(dataset.size()), comm.rank(), comm.world_size());
+  Dataset part;
+  part.source = dataset.source;
+  part.records.assign(dataset.records.begin() + first, dataset.records.begin() + last);
+  Embeddings mine = embed_dataset(net, preprocess, part, options);
+  torch::Tensor local = torch::from_blob(mine.data.data(), {mine.rows, net.descriptor_dim()}, torch::kFloat32);
+  torch::Tensor all = comm.all_gather_rows(local.to(comm.device())).to(torch::kCPU).contiguous();
+  Embeddings out;
+  out.rows = all.size(0);
+  out.dim = net.descriptor_dim();
+  out.data.assign(all.data_ptr<float>(), all.data_ptr<float>() + all.numel());
+  FUNDUS_CHECK(out.rows == int64_t(dataset.size()), "embed_dataset_sharded: gathered " << out.rows << " rows for "
+                                                                                      << dataset.size() << " records");
   return out;
 }
 

@@ -79,4 +79,18 @@ int free_local_port();
 /// `peer` does not resolve.
 std::string local_address_towards(const std::string& peer);
 
+/// While alive on a rank other than 0: no progress bars and only errors logged (rank 0 speaks for
+/// the run; the others would repeat it). Restores both on destruction. Does nothing on rank 0.
+class QuietUnlessMain {
+ public:
+  explicit QuietUnlessMain(bool main_rank);
+  ~QuietUnlessMain();
+  QuietUnlessMain(const QuietUnlessMain&) = delete;
+  QuietUnlessMain& operator=(const QuietUnlessMain&) = delete;
+
+ private:
+  bool active_, quiet_before_ = false;
+  int level_before_ = 0;
+};
+
 }  // namespace fundus

@@ -6,9 +6,9 @@
 #include <gtest/gtest.h>
 
 #include "fundus/core/io.h"
-#include "fundus/data/loader.h"
-#include "fundus/data/tensor.h"
-#include "test_preprocess_fixtures.h"
+#include "fundus/infer/loader.h"
+#include "fundus/infer/tensor.h"
+#include "../data/test_preprocess_fixtures.h"  // test::synthetic_dataset
 #include "test_support.h"
 
 namespace fundus {

@@ -1,4 +1,4 @@
-#include "fundus/train/run_config.h"
+#include "fundus/infer/run_config.h"
 
 #include <cmath>
 
