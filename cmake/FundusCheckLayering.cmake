@@ -19,18 +19,30 @@ foreach(var ROOT TABLE)
 endforeach()
 include(${TABLE})  # FUNDUS_LAYERING_COMPONENTS, FUNDUS_LAYERING_LINKS_<c>, FUNDUS_LAYERING_TORCH_<c>
 
-# The transitive closure of the links of every component (components are declared after what they
-# link, so one pass in declaration order suffices).
+# The transitive closure of the links of every component (repeated until nothing changes, so the
+# order of the declarations does not matter).
 foreach(c ${FUNDUS_LAYERING_COMPONENTS})
-  set(closure_${c} "")
   foreach(d ${FUNDUS_LAYERING_LINKS_${c}})
     if(NOT d IN_LIST FUNDUS_LAYERING_COMPONENTS)
-      message(FATAL_ERROR "${TABLE}: component '${c}' links '${d}', which is not a component declared before it")
+      message(FATAL_ERROR "${TABLE}: component '${c}' links '${d}', which is not a component")
     endif()
-    list(APPEND closure_${c} ${d} ${closure_${d}})
   endforeach()
-  list(REMOVE_DUPLICATES closure_${c})
+  set(closure_${c} ${FUNDUS_LAYERING_LINKS_${c}})
 endforeach()
+set(changed TRUE)
+while(changed)
+  set(changed FALSE)
+  foreach(c ${FUNDUS_LAYERING_COMPONENTS})
+    set(before "${closure_${c}}")
+    foreach(d ${before})
+      list(APPEND closure_${c} ${closure_${d}})
+    endforeach()
+    list(REMOVE_DUPLICATES closure_${c})
+    if(NOT "${before}" STREQUAL "${closure_${c}}")
+      set(changed TRUE)
+    endif()
+  endforeach()
+endwhile()
 
 # "file:line" of the first line of `file` equal to `text` (only computed for violations).
 function(fundus_where out file text)
