@@ -394,7 +394,7 @@ TrainSummary train_model(const TrainRequest& req) {
   const bool main_rank = !comm || comm->is_main();
   QuietUnlessMain quiet(main_rank);
   // Missing pretrained weights ("imagenet" not fetched) fail now, not after the data preparation.
-  if (!req.resume && main_rank) resolve_pretrained(cfg.model.pretrained, cfg.model.backbone);
+  if (!req.resume && main_rank) resolve_pretrained(cfg.model.pretrained, backbone_name(cfg.model.backbone));
   Splits splits = prepare_data(req);
   if (comm) comm->check_same_everywhere("the training data (" + req.data + ": ids, grades, splits)", data_identity(splits));
   const std::string ckpt_dir = join_path(req.out_dir, "checkpoints");
@@ -465,8 +465,8 @@ TrainSummary train_model(const TrainRequest& req) {
 
   FUNDUS_INFO("train: " << splits.train.size() << " images (" << per_epoch << " batches of "
                         << cfg.sampler.batch_size << "), val: " << splits.val.size() << ", " << epochs
-                        << " epochs, " << threads << " threads, model " << cfg.model.backbone << "/"
-                        << cfg.model.attention << " " << cfg.model.input_size << "px");
+                        << " epochs, " << threads << " threads, model " << backbone_name(cfg.model.backbone) << "/"
+                        << attention_name(cfg.model.attention) << " " << cfg.model.input_size << "px");
 
   TrainSummary summary;
   summary.select = cfg.train.select;
