@@ -116,7 +116,7 @@ class Choices {
 ///   JsonFields f(section, "run.json: train", {"epochs", "select"});
 ///   f.read("epochs", t.epochs, 0, 100000);   // integer, range-checked
 ///   f.read("select", t.select);               // any JSON-convertible type
-///   f.read("kind", o.kind, sampler_kinds());  // enum through its Choices
+///   f.read("pooling", c.pooling, pooling_choices());  // an enum through its Choices
 class JsonFields {
  public:
   JsonFields(const Json& object, std::string context, std::initializer_list<const char*> known)

@@ -8,8 +8,9 @@
 // Missing keys take the defaults below (the paper's network); unknown keys and invalid values throw
 // fundus::Error naming "<context>.<key>" (a choice lists the valid spellings). The choices (backbone,
 // attention, aggregation, pooling, combine) are parsed into enums here, once; the network compares
-// enums. JSON and the CLI keep the spellings of the *_choices() tables. `imagenet_normalize`: the network itself normalises its
-// [0,1] RGB input with ImageNet mean/std, so callers always feed [0,1] (data Normalization::none()).
+// enums. JSON and the CLI keep the spellings of the *_choices() tables.
+// `imagenet_normalize`: the network itself normalises its [0,1] RGB input with ImageNet mean/std, so
+// callers always feed [0,1] (data Normalization::none()).
 #pragma once
 
 #include <string>
