@@ -102,36 +102,38 @@ void check_known_keys(const Json& object, std::initializer_list<const char*> kno
     bool ok = false;
     for (const char* k : known) ok = ok || it.key() == k;
     if (!ok) {
-      std::string names;
-      for (const char* k : known) names += std::string(names.empty() ? "" : ", ") + k;
-      FUNDUS_THROW(context << ": unknown key '" << it.key() << "' (known: " << names << ")");
+      std::vector<std::string> names(known.begin(), known.end());
+      const std::string guess = closest_match(it.key(), names);
+      FUNDUS_THROW(context << ": unknown key '" << it.key() << "' ("
+                           << (guess.empty() ? "" : "did you mean '" + guess + "'? ") << "known: " << join(names, ", ")
+                           << ")");
     }
   }
 }
 
 int64_t json_integer(const Json& value, int64_t lo, int64_t hi, const std::string& field) {
   auto out_of_range = [&] {
-    return std::runtime_error(field + ": " + value.dump() + " is out of range (expected an integer from " + std::to_string(lo) +
-                              " to " + std::to_string(hi) + ")");
+    FUNDUS_THROW(field << ": " << value.dump() << " is out of range (expected an integer from " << lo << " to " << hi
+                       << ")");
   };
   if (value.is_number_unsigned()) {
     const uint64_t u = value.get<uint64_t>();
-    if (hi < 0 || u > uint64_t(hi)) throw out_of_range();
+    if (hi < 0 || u > uint64_t(hi)) out_of_range();
     return int64_t(u);
   }
   if (value.is_number_integer()) {
     const int64_t i = value.get<int64_t>();
-    if (i < lo || i > hi) throw out_of_range();
+    if (i < lo || i > hi) out_of_range();
     return i;
   }
   if (value.is_number_float()) {
     const double d = value.get<double>();
-    if (!std::isfinite(d) || d != std::floor(d)) throw std::runtime_error(field + ": " + value.dump() + " is not an integer");
+    FUNDUS_CHECK(std::isfinite(d) && d == std::floor(d), field << ": " << value.dump() << " is not an integer");
     // Compare in double without converting an out-of-range value (UB): 2^63 itself is out of int64.
-    if (d < double(lo) || d > double(hi) || d >= 9223372036854775808.0) throw out_of_range();
+    if (d < double(lo) || d > double(hi) || d >= 9223372036854775808.0) out_of_range();
     return int64_t(d);
   }
-  throw std::runtime_error(field + ": expected an integer, got " + value.dump());
+  FUNDUS_THROW(field << ": expected an integer, got " << value.dump());
 }
 
 }  // namespace fundus

@@ -50,6 +50,30 @@ std::string join(const std::vector<std::string>& parts, const std::string& sep) 
   return out;
 }
 
+std::string closest_match(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_distance = std::string::npos;
+  for (const std::string& c : candidates) {
+    // Levenshtein distance, one row at a time.
+    std::vector<size_t> row(c.size() + 1);
+    for (size_t j = 0; j <= c.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= word.size(); ++i) {
+      size_t diagonal = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= c.size(); ++j) {
+        const size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (word[i - 1] == c[j - 1] ? 0 : 1)});
+        diagonal = up;
+      }
+    }
+    // A truncated or extended name ("rotate" for "rotation_deg") is close whatever its length.
+    const bool prefix = std::min(word.size(), c.size()) >= 3 && (starts_with(c, word) || starts_with(word, c));
+    const size_t distance = prefix ? 0 : row[c.size()];
+    if (distance < best_distance) best_distance = distance, best = c;
+  }
+  return best_distance <= std::max<size_t>(2, word.size() / 3) ? best : "";
+}
+
 namespace {
 
 // Length of a run of ASCII digits starting at s[i].

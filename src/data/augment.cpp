@@ -25,17 +25,15 @@ Json AugmentOptions::to_json() const {
 }
 
 AugmentOptions AugmentOptions::from_json(const Json& j) {
-  const std::string ctx = "augment";
-  FUNDUS_CHECK(j.is_object(), ctx << ": expected a JSON object");
-  check_known_keys(j, {"rotation_deg", "scale", "brightness", "contrast", "gamma", "hflip", "vflip"}, ctx);
+  JsonFields f(j, "augment", {"rotation_deg", "scale", "brightness", "contrast", "gamma", "hflip", "vflip"});
   AugmentOptions o;
-  o.rotation_deg = json_value(j, "rotation_deg", o.rotation_deg, ctx);
-  o.scale = json_value(j, "scale", o.scale, ctx);
-  o.brightness = json_value(j, "brightness", o.brightness, ctx);
-  o.contrast = json_value(j, "contrast", o.contrast, ctx);
-  o.gamma = json_value(j, "gamma", o.gamma, ctx);
-  o.hflip = json_value(j, "hflip", o.hflip, ctx);
-  o.vflip = json_value(j, "vflip", o.vflip, ctx);
+  f.read("rotation_deg", o.rotation_deg);
+  f.read("scale", o.scale);
+  f.read("brightness", o.brightness);
+  f.read("contrast", o.contrast);
+  f.read("gamma", o.gamma);
+  f.read("hflip", o.hflip);
+  f.read("vflip", o.vflip);
   o.validate();
   return o;
 }

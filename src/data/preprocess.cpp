@@ -50,25 +50,22 @@ Json PreprocessOptions::to_json() const {
 }
 
 PreprocessOptions PreprocessOptions::from_json(const Json& j) {
-  const std::string ctx = "preprocess";
-  FUNDUS_CHECK(j.is_object(), ctx << ": expected a JSON object");
-  check_known_keys(j,
-                   {"size", "crop_fov", "reduced_decode", "decode_oversample", "ben_graham", "ben_graham_sigma", "mask", "mask_radius",
-                    "fov_min_contrast", "fov_threshold_fraction", "fov_min_area_fraction", "fov_work_size"},
-                   ctx);
+  JsonFields f(j, "preprocess",
+               {"size", "crop_fov", "reduced_decode", "decode_oversample", "ben_graham", "ben_graham_sigma", "mask",
+                "mask_radius", "fov_min_contrast", "fov_threshold_fraction", "fov_min_area_fraction", "fov_work_size"});
   PreprocessOptions o;
-  o.size = json_value(j, "size", o.size, ctx);
-  o.crop_fov = json_value(j, "crop_fov", o.crop_fov, ctx);
-  o.reduced_decode = json_value(j, "reduced_decode", o.reduced_decode, ctx);
-  o.decode_oversample = json_value(j, "decode_oversample", o.decode_oversample, ctx);
-  o.ben_graham = json_value(j, "ben_graham", o.ben_graham, ctx);
-  o.ben_graham_sigma = json_value(j, "ben_graham_sigma", o.ben_graham_sigma, ctx);
-  o.mask = json_value(j, "mask", o.mask, ctx);
-  o.mask_radius = json_value(j, "mask_radius", o.mask_radius, ctx);
-  o.fov.min_contrast = json_value(j, "fov_min_contrast", o.fov.min_contrast, ctx);
-  o.fov.threshold_fraction = json_value(j, "fov_threshold_fraction", o.fov.threshold_fraction, ctx);
-  o.fov.min_area_fraction = json_value(j, "fov_min_area_fraction", o.fov.min_area_fraction, ctx);
-  o.fov.work_size = json_value(j, "fov_work_size", o.fov.work_size, ctx);
+  f.read("size", o.size);
+  f.read("crop_fov", o.crop_fov);
+  f.read("reduced_decode", o.reduced_decode);
+  f.read("decode_oversample", o.decode_oversample);
+  f.read("ben_graham", o.ben_graham);
+  f.read("ben_graham_sigma", o.ben_graham_sigma);
+  f.read("mask", o.mask);
+  f.read("mask_radius", o.mask_radius);
+  f.read("fov_min_contrast", o.fov.min_contrast);
+  f.read("fov_threshold_fraction", o.fov.threshold_fraction);
+  f.read("fov_min_area_fraction", o.fov.min_area_fraction);
+  f.read("fov_work_size", o.fov.work_size);
   o.validate();
   return o;
 }

@@ -39,15 +39,15 @@ Json SamplerOptions::to_json() const {
 }
 
 SamplerOptions SamplerOptions::from_json(const Json& j) {
-  const std::string ctx = "sampler";
-  FUNDUS_CHECK(j.is_object(), ctx << ": expected a JSON object");
-  check_known_keys(j, {"kind", "batch_size", "drop_last", "grades_per_batch", "batches_per_epoch"}, ctx);
+  JsonFields f(j, "sampler", {"kind", "batch_size", "drop_last", "grades_per_batch", "batches_per_epoch"});
   SamplerOptions o;
-  o.kind = parse_sampler_kind(json_value<std::string>(j, "kind", sampler_kind_name(o.kind), ctx));
-  o.batch_size = json_value(j, "batch_size", o.batch_size, ctx);
-  o.drop_last = json_value(j, "drop_last", o.drop_last, ctx);
-  o.grades_per_batch = json_value(j, "grades_per_batch", o.grades_per_batch, ctx);
-  o.batches_per_epoch = json_value(j, "batches_per_epoch", o.batches_per_epoch, ctx);
+  std::string kind = sampler_kind_name(o.kind);
+  f.read("kind", kind);
+  o.kind = parse_sampler_kind(kind);
+  f.read("batch_size", o.batch_size);
+  f.read("drop_last", o.drop_last);
+  f.read("grades_per_batch", o.grades_per_batch);
+  f.read("batches_per_epoch", o.batches_per_epoch);
   o.validate();
   return o;
 }

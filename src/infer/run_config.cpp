@@ -1,6 +1,7 @@
 #include "fundus/infer/run_config.h"
 
 #include <cmath>
+#include <limits>
 
 #include "fundus/core/error.h"
 #include "fundus/loss/loss.h"
@@ -9,27 +10,28 @@ namespace fundus {
 
 // ---- optimiser ----------------------------------------------------------------------------------
 OptimConfig OptimConfig::from_json(const Json& s, const std::string& ctx) {
-  check_known_keys(s, {"name", "lr", "weight_decay", "betas", "momentum", "schedule", "warmup_epochs", "step_size",
-                       "step_gamma", "min_lr", "clip_grad_norm", "freeze_backbone_epochs"},
-                   ctx);
+  JsonFields f(s, ctx,
+               {"name", "lr", "weight_decay", "betas", "momentum", "schedule", "warmup_epochs", "step_size", "step_gamma",
+                "min_lr", "clip_grad_norm", "freeze_backbone_epochs"});
   OptimConfig c;
-  c.name = json_value(s, "name", c.name, ctx);
-  c.lr = json_value(s, "lr", c.lr, ctx);
-  c.weight_decay = json_value(s, "weight_decay", c.weight_decay, ctx);
-  if (s.contains("betas")) {
-    auto b = json_value(s, "betas", std::vector<double>{}, ctx);
-    FUNDUS_CHECK(b.size() == 2, ctx << ".betas: expected two numbers");
+  f.read("name", c.name);
+  f.read("lr", c.lr);
+  f.read("weight_decay", c.weight_decay);
+  if (f.has("betas")) {
+    std::vector<double> b;
+    f.read("betas", b);
+    FUNDUS_CHECK(b.size() == 2, f.field("betas") << ": expected two numbers");
     c.beta1 = b[0];
     c.beta2 = b[1];
   }
-  c.momentum = json_value(s, "momentum", c.momentum, ctx);
-  c.schedule = json_value(s, "schedule", c.schedule, ctx);
-  c.warmup_epochs = json_value(s, "warmup_epochs", c.warmup_epochs, ctx);
-  c.step_size = json_value(s, "step_size", c.step_size, ctx);
-  c.step_gamma = json_value(s, "step_gamma", c.step_gamma, ctx);
-  c.min_lr = json_value(s, "min_lr", c.min_lr, ctx);
-  c.clip_grad_norm = json_value(s, "clip_grad_norm", c.clip_grad_norm, ctx);
-  c.freeze_backbone_epochs = json_value(s, "freeze_backbone_epochs", c.freeze_backbone_epochs, ctx);
+  f.read("momentum", c.momentum);
+  f.read("schedule", c.schedule);
+  f.read("warmup_epochs", c.warmup_epochs);
+  f.read("step_size", c.step_size);
+  f.read("step_gamma", c.step_gamma);
+  f.read("min_lr", c.min_lr);
+  f.read("clip_grad_norm", c.clip_grad_norm);
+  f.read("freeze_backbone_epochs", c.freeze_backbone_epochs);
   FUNDUS_CHECK(c.name == "adam" || c.name == "adamw" || c.name == "sgd",
                ctx << ".name: '" << c.name << "' is not adam, adamw or sgd");
   FUNDUS_CHECK(c.schedule == "constant" || c.schedule == "step" || c.schedule == "cosine",
@@ -71,41 +73,32 @@ double OptimConfig::lr_at(double t, int epochs) const {
 
 // ---- training settings --------------------------------------------------------------------------
 TrainSettings TrainSettings::from_json(const Json& s, const std::string& ctx) {
-  check_known_keys(s, {"epochs", "seed", "threads", "workers", "prefetch_batches", "augment", "select", "val_every",
-                       "val_batch_size", "cache_dir", "stop_after_steps", "max_steps_per_epoch", "channels_last",
-                       "bn_recalibration_images", "feature_cache", "feature_cache_dir"},
-                   ctx);
+  JsonFields f(s, ctx,
+               {"epochs", "seed", "threads", "workers", "prefetch_batches", "augment", "select", "val_every",
+                "val_batch_size", "cache_dir", "stop_after_steps", "max_steps_per_epoch", "channels_last",
+                "bn_recalibration_images", "feature_cache", "feature_cache_dir"});
   TrainSettings t;
-  t.epochs = json_value(s, "epochs", t.epochs, ctx);
-  t.seed = json_value(s, "seed", t.seed, ctx);
-  t.threads = json_value(s, "threads", t.threads, ctx);
-  t.workers = json_value(s, "workers", t.workers, ctx);
-  t.prefetch_batches = json_value(s, "prefetch_batches", t.prefetch_batches, ctx);
-  t.augment = json_value(s, "augment", t.augment, ctx);
-  t.select = json_value(s, "select", t.select, ctx);
-  t.val_every = json_value(s, "val_every", t.val_every, ctx);
-  t.val_batch_size = json_value(s, "val_batch_size", t.val_batch_size, ctx);
-  t.cache_dir = json_value(s, "cache_dir", t.cache_dir, ctx);
-  t.stop_after_steps = json_value(s, "stop_after_steps", t.stop_after_steps, ctx);
-  t.max_steps_per_epoch = json_value(s, "max_steps_per_epoch", t.max_steps_per_epoch, ctx);
-  t.channels_last = json_value(s, "channels_last", t.channels_last, ctx);
-  t.bn_recalibration_images = json_value(s, "bn_recalibration_images", t.bn_recalibration_images, ctx);
-  t.feature_cache = json_value(s, "feature_cache", t.feature_cache, ctx);
-  t.feature_cache_dir = json_value(s, "feature_cache_dir", t.feature_cache_dir, ctx);
   // Upper bounds too: a config (or a checkpoint's) must not make the process spawn a million threads.
-  FUNDUS_CHECK(t.epochs >= 0 && t.epochs <= 100000,
-               ctx << ".epochs: " << t.epochs << " outside 0-100000 (0 = no training: the initial model is saved)");
-  FUNDUS_CHECK(t.threads >= 0 && t.threads <= 1024, ctx << ".threads: " << t.threads << " outside 0-1024");
-  FUNDUS_CHECK(t.workers >= 0 && t.workers <= 256, ctx << ".workers: " << t.workers << " outside 0-256");
-  FUNDUS_CHECK(t.prefetch_batches >= 1 && t.prefetch_batches <= 1024,
-               ctx << ".prefetch_batches: " << t.prefetch_batches << " outside 1-1024");
+  f.read("epochs", t.epochs, 0, 100000);  // 0 = no training: the initial model is saved
+  f.read("seed", t.seed);
+  f.read("threads", t.threads, 0, 1024);
+  f.read("workers", t.workers, 0, 256);
+  f.read("prefetch_batches", t.prefetch_batches, 1, 1024);
+  f.read("augment", t.augment);
+  f.read("select", t.select);
+  f.read("val_every", t.val_every, 1, std::numeric_limits<int>::max());
+  f.read("val_batch_size", t.val_batch_size, 1, 65536);
+  f.read("cache_dir", t.cache_dir);
+  f.read("stop_after_steps", t.stop_after_steps);
+  f.read("max_steps_per_epoch", t.max_steps_per_epoch);
+  f.read("channels_last", t.channels_last);
+  f.read("bn_recalibration_images", t.bn_recalibration_images);
+  f.read("feature_cache", t.feature_cache, 0, 64);
+  f.read("feature_cache_dir", t.feature_cache_dir);
   FUNDUS_CHECK(t.select == "val_P@10" || t.select == "val_mAP@10" || t.select == "val_macro_P@10" ||
                    t.select == "train_loss" || t.select == "last",
                ctx << ".select: '" << t.select << "' is not val_P@10, val_mAP@10, val_macro_P@10, train_loss or last");
   FUNDUS_CHECK(t.bn_recalibration_images >= 0, ctx << ".bn_recalibration_images: must be >= 0");
-  FUNDUS_CHECK(t.feature_cache >= 0 && t.feature_cache <= 64, ctx << ".feature_cache: " << t.feature_cache << " outside 0-64");
-  FUNDUS_CHECK(t.val_every >= 1 && t.val_batch_size >= 1, ctx << ": val_every and val_batch_size must be >= 1");
-  FUNDUS_CHECK(t.val_batch_size <= 65536, ctx << ".val_batch_size: " << t.val_batch_size << " outside 1-65536");
   FUNDUS_CHECK(t.stop_after_steps >= 0 && t.max_steps_per_epoch >= 0, ctx << ": step limits must be >= 0");
   return t;
 }
@@ -123,10 +116,10 @@ Json TrainSettings::to_json() const {
 
 // ---- whole configuration ------------------------------------------------------------------------
 RunConfig RunConfig::from_json(const Json& c, const std::string& ctx) {
-  check_known_keys(c, {"preset", "model", "loss", "optim", "train", "sampler", "preprocess", "augment"}, ctx);
-  auto section = [&](const char* key) { return c.contains(key) && !c.at(key).is_null() ? c.at(key) : Json::object(); };
+  JsonFields f(c, ctx, {"preset", "model", "loss", "optim", "train", "sampler", "preprocess", "augment"});
+  auto section = [&](const char* key) { return f.has(key) ? c.at(key) : Json::object(); };
   RunConfig r;
-  r.preset = json_value(c, "preset", std::string(), ctx);
+  f.read("preset", r.preset);
   r.model = ModelConfig::from_json(section("model"), ctx + ".model");
   r.loss = LossConfig::from_json(section("loss"), ctx + ".loss").to_json();
   r.optim = OptimConfig::from_json(section("optim"), ctx + ".optim");
@@ -138,8 +131,6 @@ RunConfig RunConfig::from_json(const Json& c, const std::string& ctx) {
       return read();
     } catch (const Error& e) {
       FUNDUS_THROW(ctx << "." << e.message());
-    } catch (const std::runtime_error& e) {  // json_value's conversion errors
-      FUNDUS_THROW(ctx << "." << e.what());
     }
   };
   r.sampler = in_context([&] { return SamplerOptions::from_json(section("sampler")); });

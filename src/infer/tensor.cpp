@@ -4,13 +4,16 @@
 #include <cmath>
 
 #include "fundus/core/error.h"
+#include "fundus/core/imagenet.h"
 
 namespace fundus {
 
 Normalization Normalization::imagenet() {
   Normalization n;
-  n.mean = {0.485f, 0.456f, 0.406f};
-  n.std = {0.229f, 0.224f, 0.225f};
+  for (size_t c = 0; c < 3; ++c) {
+    n.mean[c] = float(kImageNetMean[c]);
+    n.std[c] = float(kImageNetStd[c]);
+  }
   return n;
 }
 

@@ -44,14 +44,6 @@ torch::Tensor SpatialAttentionImpl::scores(const torch::Tensor& x) {
 
 torch::Tensor SpatialAttentionImpl::forward(const torch::Tensor& x) { return x * scores(x); }
 
-Aggregation parse_aggregation(const std::string& name) {
-  if (name == "literal") return Aggregation::literal;
-  if (name == "standard") return Aggregation::standard;
-  FUNDUS_THROW("unknown aggregation '" << name << "' (known: literal, standard)");
-}
-
-std::string aggregation_name(Aggregation a) { return a == Aggregation::literal ? "literal" : "standard"; }
-
 ConvBNReLUImpl::ConvBNReLUImpl(int64_t in, int64_t out)
     : conv(register_module("0", conv1x1(in, out))), bn(register_module("1", SyncBatchNorm2d(out))) {
   kaiming(conv);

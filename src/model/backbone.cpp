@@ -3,7 +3,7 @@
 #include <regex>
 
 #include "fundus/core/error.h"
-#include "fundus/core/strings.h"  // join
+#include "fundus/core/strings.h"  // ends_with
 
 namespace fundus {
 
@@ -28,11 +28,8 @@ std::vector<std::shared_ptr<torch::nn::Module>> BackboneImpl::stage_modules(int6
   return out;
 }
 
-bool backbone_has_pretrained_weights(const std::string& name) { return name != "convnet4"; }
-
 const std::vector<std::string>& backbone_names() {
-  static const std::vector<std::string> names{"mobilenet_v2", "resnet18", "resnet34", "resnet50", "densenet121",
-                                              "convnet4"};
+  static const std::vector<std::string> names = backbone_choices().names();
   return names;
 }
 
@@ -61,12 +58,18 @@ StateDict upgrade_torchvision_state_dict(const StateDict& state) {
   return out;
 }
 
-Backbone make_backbone(const std::string& name) {
-  if (name == "mobilenet_v2") return make_mobilenet_v2();
-  if (name == "resnet18" || name == "resnet34" || name == "resnet50") return make_resnet(name);
-  if (name == "densenet121") return make_densenet121();
-  if (name == "convnet4") return make_convnet4();
-  FUNDUS_THROW("unknown backbone '" << name << "' (known: " << join(backbone_names(), ", ") << ")");
+Backbone make_backbone(BackboneKind kind) {
+  switch (kind) {
+    case BackboneKind::mobilenet_v2: return make_mobilenet_v2();
+    case BackboneKind::resnet18:
+    case BackboneKind::resnet34:
+    case BackboneKind::resnet50: return make_resnet(backbone_name(kind));
+    case BackboneKind::densenet121: return make_densenet121();
+    case BackboneKind::convnet4: return make_convnet4();
+  }
+  FUNDUS_THROW("make_backbone: invalid backbone kind " << int(kind));
 }
+
+Backbone make_backbone(const std::string& name) { return make_backbone(backbone_choices().parse(name, "backbone")); }
 
 }  // namespace fundus

@@ -1,65 +1,79 @@
 #include "fundus/model/model_config.h"
 
-#include <algorithm>
-
 #include "fundus/core/error.h"
 #include "fundus/core/strings.h"
 
 namespace fundus {
 
-namespace {
-
-void check_one_of(const std::string& value, const std::vector<std::string>& allowed, const std::string& field) {
-  FUNDUS_CHECK(std::find(allowed.begin(), allowed.end(), value) != allowed.end(),
-               field << ": '" << value << "' is not one of " << join(allowed, ", "));
+const Choices<BackboneKind>& backbone_choices() {
+  static const Choices<BackboneKind> c{{BackboneKind::mobilenet_v2, "mobilenet_v2"}, {BackboneKind::resnet18, "resnet18"},
+                                       {BackboneKind::resnet34, "resnet34"},         {BackboneKind::resnet50, "resnet50"},
+                                       {BackboneKind::densenet121, "densenet121"},   {BackboneKind::convnet4, "convnet4"}};
+  return c;
 }
-
-}  // namespace
+const Choices<AttentionKind>& attention_choices() {
+  static const Choices<AttentionKind> c{
+      {AttentionKind::none, "none"}, {AttentionKind::mirror, "mirror"}, {AttentionKind::self, "self"}};
+  return c;
+}
+const Choices<Aggregation>& aggregation_choices() {
+  static const Choices<Aggregation> c{{Aggregation::literal, "literal"}, {Aggregation::standard, "standard"}};
+  return c;
+}
+const Choices<PoolingKind>& pooling_choices() {
+  static const Choices<PoolingKind> c{
+      {PoolingKind::gem, "gem"}, {PoolingKind::avg, "avg"}, {PoolingKind::max, "max"}, {PoolingKind::rmac, "rmac"}};
+  return c;
+}
+const Choices<Combine>& combine_choices() {
+  static const Choices<Combine> c{{Combine::concat, "concat"}, {Combine::sum, "sum"}};
+  return c;
+}
+const char* backbone_name(BackboneKind kind) { return backbone_choices().name(kind); }
+const char* attention_name(AttentionKind kind) { return attention_choices().name(kind); }
+const char* aggregation_name(Aggregation aggregation) { return aggregation_choices().name(aggregation); }
+const char* pooling_name(PoolingKind kind) { return pooling_choices().name(kind); }
+const char* combine_name(Combine combine) { return combine_choices().name(combine); }
 
 ModelConfig ModelConfig::from_json(const Json& j, const std::string& context) {
-  FUNDUS_CHECK(j.is_object(), context << ": expected a JSON object");
-  check_known_keys(j,
-                   {"backbone", "pretrained", "input_size", "spatial_attention", "attention", "aggregation",
-                    "reduction", "pooling", "gem_p", "combine", "head_classes", "imagenet_normalize", "frozen_stages"},
-                   context);
+  JsonFields f(j, context,
+               {"backbone", "pretrained", "input_size", "spatial_attention", "attention", "aggregation", "reduction",
+                "pooling", "gem_p", "combine", "head_classes", "imagenet_normalize", "frozen_stages"});
   ModelConfig c;
-  try {
-    c.backbone = json_value(j, "backbone", c.backbone, context);
-    c.pretrained = json_value(j, "pretrained", c.pretrained, context);
-    c.input_size = json_value(j, "input_size", c.input_size, context);
-    c.spatial_attention = json_value(j, "spatial_attention", c.spatial_attention, context);
-    c.attention = json_value(j, "attention", c.attention, context);
-    c.aggregation = json_value(j, "aggregation", c.aggregation, context);
-    c.reduction = json_value(j, "reduction", c.reduction, context);
-    c.pooling = json_value(j, "pooling", c.pooling, context);
-    c.gem_p = json_value(j, "gem_p", c.gem_p, context);
-    c.combine = json_value(j, "combine", c.combine, context);
-    c.head_classes = json_value(j, "head_classes", c.head_classes, context);
-    c.imagenet_normalize = json_value(j, "imagenet_normalize", c.imagenet_normalize, context);
-    c.frozen_stages = json_value(j, "frozen_stages", c.frozen_stages, context);
-  } catch (const std::runtime_error& e) {
-    if (dynamic_cast<const Error*>(&e)) throw;
-    FUNDUS_THROW(e.what());
-  }
+  f.read("backbone", c.backbone, backbone_choices());
+  f.read("pretrained", c.pretrained);
+  f.read("input_size", c.input_size);
+  f.read("spatial_attention", c.spatial_attention);
+  f.read("attention", c.attention, attention_choices());
+  f.read("aggregation", c.aggregation, aggregation_choices());
+  f.read("reduction", c.reduction);
+  f.read("pooling", c.pooling, pooling_choices());
+  f.read("gem_p", c.gem_p);
+  f.read("combine", c.combine, combine_choices());
+  f.read("head_classes", c.head_classes);
+  f.read("imagenet_normalize", c.imagenet_normalize);
+  f.read("frozen_stages", c.frozen_stages);
   c.validate(context);
   return c;
 }
 
 Json ModelConfig::to_json() const {
-  return Json{{"backbone", backbone},     {"pretrained", pretrained},   {"input_size", input_size},
-              {"spatial_attention", spatial_attention}, {"attention", attention}, {"aggregation", aggregation},
-              {"reduction", reduction},   {"pooling", pooling},         {"gem_p", gem_p},
-              {"combine", combine},       {"head_classes", head_classes}, {"imagenet_normalize", imagenet_normalize},
+  return Json{{"backbone", backbone_name(backbone)},
+              {"pretrained", pretrained},
+              {"input_size", input_size},
+              {"spatial_attention", spatial_attention},
+              {"attention", attention_name(attention)},
+              {"aggregation", aggregation_name(aggregation)},
+              {"reduction", reduction},
+              {"pooling", pooling_name(pooling)},
+              {"gem_p", gem_p},
+              {"combine", combine_name(combine)},
+              {"head_classes", head_classes},
+              {"imagenet_normalize", imagenet_normalize},
               {"frozen_stages", frozen_stages}};
 }
 
 void ModelConfig::validate(const std::string& context) const {
-  check_one_of(backbone, {"mobilenet_v2", "resnet18", "resnet34", "resnet50", "densenet121", "convnet4"},
-               context + ".backbone");
-  check_one_of(attention, {"none", "mirror", "self"}, context + ".attention");
-  check_one_of(aggregation, {"literal", "standard"}, context + ".aggregation");
-  check_one_of(pooling, {"gem", "avg", "max", "rmac"}, context + ".pooling");
-  check_one_of(combine, {"concat", "sum"}, context + ".combine");
   FUNDUS_CHECK(input_size >= 32 && input_size <= 4096, context << ".input_size: " << input_size << " outside 32-4096");
   FUNDUS_CHECK(reduction >= 1 && reduction <= 64, context << ".reduction: " << reduction << " outside 1-64");
   FUNDUS_CHECK(gem_p > 0 && gem_p <= 100, context << ".gem_p: " << gem_p << " outside (0, 100]");
@@ -88,22 +102,22 @@ Json model_preset(const std::string& name) {
   if (name == "paper") {
   } else if (name == "cpu") {
     // ImageNet MobileNetV2 weights are given at run time (model.pretrained / --pretrained).
-    c.backbone = "mobilenet_v2";
+    c.backbone = BackboneKind::mobilenet_v2;
     c.input_size = 224;
   } else if (name == "baseline-gem") {
-    c.backbone = "mobilenet_v2";
+    c.backbone = BackboneKind::mobilenet_v2;
     c.input_size = 224;
     c.spatial_attention = false;
-    c.attention = "none";
+    c.attention = AttentionKind::none;
   } else if (name == "self-attention") {
     // The authors' strongest logged model: self-attention + GeM, trained with BCE on a 5-grade head.
-    c.attention = "self";
-    c.combine = "sum";
+    c.attention = AttentionKind::self;
+    c.combine = Combine::sum;
     c.head_classes = 5;
   } else if (name == "scratch") {
     // No pretrained weights anywhere: a small CNN that learns from random initialisation on a CPU in
     // minutes; the grade head's cross-entropy gives the embedding its first structure.
-    c.backbone = "convnet4";
+    c.backbone = BackboneKind::convnet4;
     c.input_size = 128;
     c.head_classes = 5;
   } else {

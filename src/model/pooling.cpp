@@ -6,24 +6,6 @@
 
 namespace fundus {
 
-PoolingKind parse_pooling(const std::string& name) {
-  if (name == "gem") return PoolingKind::gem;
-  if (name == "avg") return PoolingKind::avg;
-  if (name == "max") return PoolingKind::max;
-  if (name == "rmac") return PoolingKind::rmac;
-  FUNDUS_THROW("unknown pooling '" << name << "' (known: gem, avg, max, rmac)");
-}
-
-std::string pooling_name(PoolingKind kind) {
-  switch (kind) {
-    case PoolingKind::gem: return "gem";
-    case PoolingKind::avg: return "avg";
-    case PoolingKind::max: return "max";
-    case PoolingKind::rmac: return "rmac";
-  }
-  return "?";
-}
-
 torch::Tensor gem_pool(const torch::Tensor& x, const torch::Tensor& p, double eps) {
   return x.clamp_min(eps).pow(p).mean({2, 3}).pow(p.reciprocal());
 }

@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "fundus/core/error.h"
+#include "fundus/core/imagenet.h"
 #include "fundus/core/strings.h"
 #include "fundus/model/weights_hub.h"
 
@@ -13,17 +14,17 @@ RetrievalNetImpl::RetrievalNetImpl(const ModelConfig& config, bool load_weights)
   if (config_.spatial_attention) spatial_attention = register_module("spatial_attention", SpatialAttention());
   backbone = register_module("backbone", make_backbone(config_.backbone));
   const int64_t c = backbone->out_channels();
-  if (config_.attention == "mirror")
-    mirror = register_module("attention", MirrorAttention(c, config_.reduction, parse_aggregation(config_.aggregation)));
-  else if (config_.attention == "self")
+  if (config_.attention == AttentionKind::mirror)
+    mirror = register_module("attention", MirrorAttention(c, config_.reduction, config_.aggregation));
+  else if (config_.attention == AttentionKind::self)
     self_attention = register_module("attention", SelfAttention(c, config_.reduction));
-  pool = register_module("pool", Pooling(parse_pooling(config_.pooling), config_.gem_p));
+  pool = register_module("pool", Pooling(config_.pooling, config_.gem_p));
   if (config_.head_classes > 0)
     head = register_module("head", torch::nn::Linear(descriptor_dim(), config_.head_classes));
   if (load_weights && !config_.pretrained.empty()) load_pretrained(config_.pretrained);
   FUNDUS_CHECK(config_.frozen_stages < backbone->num_stages(),
                "model.frozen_stages: " << config_.frozen_stages << " would freeze all " << backbone->num_stages()
-                                       << " stages of " << config_.backbone << " (at most "
+                                       << " stages of " << backbone_name(config_.backbone) << " (at most "
                                        << backbone->num_stages() - 1 << ")");
   freeze_stages();
 }
@@ -41,7 +42,7 @@ void RetrievalNetImpl::train(bool on) {
 
 int64_t RetrievalNetImpl::descriptor_dim() const {
   const int64_t c = backbone->out_channels();
-  return config_.attention == "mirror" && config_.combine == "concat" ? 2 * c : c;
+  return config_.attention == AttentionKind::mirror && config_.combine == Combine::concat ? 2 * c : c;
 }
 
 void RetrievalNetImpl::use_channels_last(bool on) {
@@ -52,8 +53,8 @@ void RetrievalNetImpl::use_channels_last(bool on) {
   channels_last_ = on;
 }
 
-ModelOutput RetrievalNetImpl::forward(const torch::Tensor& input, bool with_attention) {
-  return forward_from_frozen(frozen_features(input), input.size(0), with_attention);
+ModelOutput RetrievalNetImpl::forward_detailed(const torch::Tensor& input, const ForwardOptions& options) {
+  return forward_from_frozen(frozen_features(input), input.size(0), options);
 }
 
 torch::Tensor RetrievalNetImpl::frozen_features(const torch::Tensor& input) {
@@ -63,8 +64,8 @@ torch::Tensor RetrievalNetImpl::frozen_features(const torch::Tensor& input) {
   torch::Tensor x = channels_last_ ? input.contiguous(torch::MemoryFormat::ChannelsLast) : input;
   if (config_.imagenet_normalize) {
     auto opts = x.options();
-    x = (x - torch::tensor({0.485, 0.456, 0.406}, opts).view({1, 3, 1, 1})) /
-        torch::tensor({0.229, 0.224, 0.225}, opts).view({1, 3, 1, 1});
+    x = (x - torch::tensor(at::ArrayRef<double>(kImageNetMean.data(), 3), opts).view({1, 3, 1, 1})) /
+        torch::tensor(at::ArrayRef<double>(kImageNetStd.data(), 3), opts).view({1, 3, 1, 1});
   }
   if (mirror) x = torch::cat({x, x.flip({3}), x.flip({2})}, 0);
   if (spatial_attention) x = spatial_attention(x);
@@ -75,43 +76,46 @@ torch::Tensor RetrievalNetImpl::frozen_features(const torch::Tensor& input) {
   return x;
 }
 
-ModelOutput RetrievalNetImpl::forward_from_frozen(const torch::Tensor& features, int64_t b, bool with_attention) {
+ModelOutput RetrievalNetImpl::forward_from_frozen(const torch::Tensor& features, int64_t b,
+                                                  const ForwardOptions& options) {
   const int64_t views = mirror ? 3 : 1;
   FUNDUS_CHECK(features.dim() == 4 && features.size(0) == views * b,
                "forward_from_frozen: expected [" << views * b << ",C,h,w] features of " << b << " images, got "
                                                  << features.sizes());
   torch::Tensor f = backbone->forward_stages(features, config_.frozen_stages, backbone->num_stages());
   ModelOutput out;
+  out.feature_map = mirror ? f.narrow(0, 0, b) : f;
   torch::Tensor d_h, d_v;
   if (mirror) {
-    auto m = mirror(f.narrow(0, 0, b), f.narrow(0, b, b), f.narrow(0, 2 * b, b), with_attention);
+    auto m = mirror(out.feature_map, f.narrow(0, b, b), f.narrow(0, 2 * b, b), options.attention_maps);
     d_h = pool(m.y_h);
     d_v = pool(m.y_v);
     out.attention_h = m.attention_h;
     out.attention_v = m.attention_v;
-    out.descriptor = config_.combine == "concat" ? torch::cat({d_h, d_v}, 1) : d_h + d_v;
+    out.pooled = config_.combine == Combine::concat ? torch::cat({d_h, d_v}, 1) : d_h + d_v;
   } else {
+    torch::Tensor y = out.feature_map;
     if (self_attention) {
-      auto s = self_attention(f, with_attention);
-      f = s.y;
+      auto s = self_attention(y, options.attention_maps);
+      y = s.y;
       out.attention_h = out.attention_v = s.attention;
     }
-    d_h = d_v = pool(f);
-    out.descriptor = d_h;
+    d_h = d_v = pool(y);
+    out.pooled = d_h;
   }
   out.branch_h = d_h;
   out.branch_v = d_v;
   // The grade head sees the pooled descriptor before L2 normalisation: on unit vectors a linear
   // head's logits stay within +-|W|, and from random initialisation its cross-entropy sat at ln 5
   // for dozens of steps (measured on the demo's synthetic set).
-  if (head) out.logits = head(out.descriptor);
-  out.descriptor = torch::nn::functional::normalize(out.descriptor,
-                                                    torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
+  if (head) out.logits = head(out.pooled);
+  out.descriptor =
+      torch::nn::functional::normalize(out.pooled, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
   return out;
 }
 
 LoadReport RetrievalNetImpl::load_pretrained(const std::string& spec) {
-  const std::string path = resolve_pretrained(spec, config_.backbone);
+  const std::string path = resolve_pretrained(spec, backbone_name(config_.backbone));
   StateDict state = read_state_dict(path);
   LoadOptions options;
   bool full = false;
@@ -126,7 +130,7 @@ LoadReport RetrievalNetImpl::load_pretrained(const std::string& spec) {
   try {
     return load_into(*this, state, options);
   } catch (const Error& e) {
-    FUNDUS_THROW(path << ": cannot load into the " << config_.backbone << " model: " << e.message());
+    FUNDUS_THROW(path << ": cannot load into the " << backbone_name(config_.backbone) << " model: " << e.message());
   }
 }
 

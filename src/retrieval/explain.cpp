@@ -83,37 +83,6 @@ torch::Tensor upsample(const torch::Tensor& maps, int size) {
       .squeeze(0);
 }
 
-struct GradCamInputs {
-  torch::Tensor feature_map;  // [1,C,h,w], the map the gradients are taken against
-  torch::Tensor descriptor;   // [1,D] before L2 normalisation
-};
-
-// The network's forward (retrieval_net.cpp) with the original view's backbone feature map kept.
-GradCamInputs forward_for_gradcam(RetrievalNetImpl& net, torch::Tensor x) {
-  const ModelConfig& c = net.config();
-  if (c.imagenet_normalize) {
-    auto opts = x.options();
-    x = (x - torch::tensor({0.485, 0.456, 0.406}, opts).view({1, 3, 1, 1})) /
-        torch::tensor({0.229, 0.224, 0.225}, opts).view({1, 3, 1, 1});
-  }
-  GradCamInputs out;
-  if (net.mirror) {
-    x = torch::cat({x, x.flip({3}), x.flip({2})}, 0);
-    if (net.spatial_attention) x = net.spatial_attention(x);
-    torch::Tensor f = net.backbone->forward(x);
-    out.feature_map = f.narrow(0, 0, 1);
-    auto m = net.mirror(out.feature_map, f.narrow(0, 1, 1), f.narrow(0, 2, 1));
-    torch::Tensor d_h = net.pool(m.y_h), d_v = net.pool(m.y_v);
-    out.descriptor = c.combine == "concat" ? torch::cat({d_h, d_v}, 1) : d_h + d_v;
-  } else {
-    if (net.spatial_attention) x = net.spatial_attention(x);
-    out.feature_map = net.backbone->forward(x);
-    torch::Tensor f = net.self_attention ? net.self_attention(out.feature_map).y : out.feature_map;
-    out.descriptor = net.pool(f);
-  }
-  return out;
-}
-
 }  // namespace
 
 Explanation explain_image(RetrievalNetImpl& net, const cv::Mat& image, const ExplainOptions& options,
@@ -126,7 +95,7 @@ Explanation explain_image(RetrievalNetImpl& net, const cv::Mat& image, const Exp
                "explain: method must be auto, attention or gradcam, got '" << options.method << "'");
   const bool has_attention = net.mirror || net.self_attention;
   FUNDUS_CHECK(options.method != "attention" || has_attention,
-               "explain: the model has no attention block (attention = " << net.config().attention
+               "explain: the model has no attention block (attention = " << attention_name(net.config().attention)
                                                                          << "); use --method gradcam");
   const bool attention = options.method == "attention" || (options.method == "auto" && net.mirror);
   FUNDUS_CHECK(reference.empty() || int64_t(reference.size()) == net.descriptor_dim(),
@@ -136,13 +105,17 @@ Explanation explain_image(RetrievalNetImpl& net, const cv::Mat& image, const Exp
 
   torch::Tensor x = image_to_tensor(image, Normalization::none()).unsqueeze(0).to(module_device(net));
   Explanation e;
+  // One forward pass of the network gives the descriptor and what the map is made of.
+  auto keep_descriptor = [&](const ModelOutput& out) {
+    torch::Tensor d = out.descriptor.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+    e.descriptor.assign(d.data_ptr<float>(), d.data_ptr<float>() + d.numel());
+  };
   if (attention) {
     c10::InferenceMode guard;
-    ModelOutput out = net.forward(x, /*with_attention=*/true);
+    ModelOutput out = net.forward_detailed(x, ForwardOptions{/*attention_maps=*/true});
+    keep_descriptor(out);
     e.method = net.mirror ? "mirror-attention" : "self-attention";
     e.feature_grid = cv::Size(int(out.attention_h.size(2)), int(out.attention_h.size(1)));
-    torch::Tensor d = out.descriptor.to(torch::kCPU, torch::kFloat32).contiguous();
-    e.descriptor.assign(d.data_ptr<float>(), d.data_ptr<float>() + d.numel());
     torch::Tensor up = upsample(torch::cat({out.attention_h, out.attention_v}, 0), size);
     e.heat = normalize_heat(to_mat((up[0] + up[1]) / 2));
     if (net.mirror) {
@@ -151,19 +124,24 @@ Explanation explain_image(RetrievalNetImpl& net, const cv::Mat& image, const Exp
     }
   } else {
     torch::AutoGradMode grad_on(true);
-    GradCamInputs g = forward_for_gradcam(net, x);
+    ModelOutput out = net.forward_detailed(x, ForwardOptions{});
+    keep_descriptor(out);
+    FUNDUS_CHECK(out.feature_map.requires_grad(),
+                 "explain: grad-cam needs gradients through the model's last backbone stages (none of their "
+                 "parameters requires grad)");
+    const torch::Tensor& d = out.pooled;
     torch::Tensor score;
     if (reference.empty()) {
-      score = (g.descriptor * (g.descriptor / g.descriptor.norm()).detach()).sum();
+      score = (d * (d / d.norm()).detach()).sum();
     } else {
       torch::Tensor r = torch::from_blob(const_cast<float*>(reference.data()), {1, int64_t(reference.size())},
                                          torch::kFloat32)
-                            .to(g.descriptor.device(), g.descriptor.scalar_type());
-      score = torch::cosine_similarity(g.descriptor, r, 1).sum();
+                            .to(d.device(), d.scalar_type());
+      score = torch::cosine_similarity(d, r, 1).sum();
     }
-    torch::Tensor grad = torch::autograd::grad({score}, {g.feature_map})[0];
+    torch::Tensor grad = torch::autograd::grad({score}, {out.feature_map})[0];
     torch::Tensor weights = grad.mean({2, 3}, /*keepdim=*/true);
-    torch::Tensor cam = torch::relu((weights * g.feature_map).sum(1)).detach();  // [1,h,w]
+    torch::Tensor cam = torch::relu((weights * out.feature_map).sum(1)).detach();  // [1,h,w]
     e.method = "grad-cam";
     e.feature_grid = cv::Size(int(cam.size(2)), int(cam.size(1)));
     e.heat = normalize_heat(to_mat(upsample(cam, size)[0]));

@@ -232,8 +232,8 @@ QueryResult SearchEngine::query_image_bytes(std::string_view bytes, const std::s
   r.preprocessed = p.image;
   const double t_decode = ms_since(t0);
   auto t = std::chrono::steady_clock::now();
-  // With an attention map asked for, an attention model yields the descriptor and the map from one
-  // forward pass (half the cost of embed + explain); Grad-CAM models need their own backward pass.
+  // With an attention map asked for, the explanation yields the descriptor and the map from one
+  // forward pass (half the cost of embed + explain; Grad-CAM adds a backward pass).
   std::vector<float> q;
   double t_attention = 0;
   e.with_model([&](ModelRunner& m) {
@@ -387,8 +387,8 @@ Json SearchEngine::stats() const {
                 {"checkpoint_sha256", m.checkpoint_sha256()},
                 {"descriptor_dim", m.descriptor_dim()},
                 {"input_size", m.input_size()},
-                {"backbone", m.config().model.backbone},
-                {"attention", m.config().model.attention},
+                {"backbone", backbone_name(m.config().model.backbone)},
+                {"attention", attention_name(m.config().model.attention)},
                 {"replicas", e.replicas.size()}};
   return j;
 }

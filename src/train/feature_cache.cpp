@@ -37,10 +37,10 @@ std::string frozen_identity(RetrievalNetImpl& net, const RunConfig& c) {
     }
   }
   Json id = {{"format", kVersion},
-             {"backbone", c.model.backbone},
+             {"backbone", backbone_name(c.model.backbone)},
              {"frozen_stages", c.model.frozen_stages},
              {"imagenet_normalize", c.model.imagenet_normalize},
-             {"views", c.model.attention == "mirror" ? 3 : 1},
+             {"views", c.model.attention == AttentionKind::mirror ? 3 : 1},
              {"preprocess", c.preprocess.to_json()},
              {"augment", c.train.augment ? c.augment.to_json() : Json("off")},
              {"seed", c.train.seed},

@@ -378,285 +378,127 @@ class BatchNormCalibrator {
   LoaderOptions options_;
 };
 
-}  // namespace
-
-TrainSummary train_model(const TrainRequest& req) {
-  const RunConfig& cfg = req.config;
-  const LossConfig loss_cfg = LossConfig::from_json(cfg.loss);
-  FUNDUS_CHECK(!loss_cfg.needs_logits() || cfg.model.head_classes > 0,
-               "loss uses ce/bce but model.head_classes is 0 (no classifier head)");
-  const torch::Device device(resolve_device_for_rank(req.device, req.distributed.local_rank));
-  const Precision precision = parse_precision(req.precision);
-  check_precision(precision, device, /*training=*/true);
-  // Distributed: join the other ranks first, so that a rank failing a check below ends their waits.
-  std::unique_ptr<Communicator> comm;
-  if (req.distributed.distributed()) comm = std::make_unique<Communicator>(req.distributed, device, rank_agreement(req));
-  const bool main_rank = !comm || comm->is_main();
-  QuietUnlessMain quiet(main_rank);
-  // Missing pretrained weights ("imagenet" not fetched) fail now, not after the data preparation.
-  if (!req.resume && main_rank) resolve_pretrained(cfg.model.pretrained, cfg.model.backbone);
-  Splits splits = prepare_data(req);
-  if (comm) comm->check_same_everywhere("the training data (" + req.data + ": ids, grades, splits)", data_identity(splits));
-  const std::string ckpt_dir = join_path(req.out_dir, "checkpoints");
-  const std::string last_path = join_path(ckpt_dir, "last.ckpt"), best_path = join_path(ckpt_dir, "best.ckpt");
-  if (main_rank) {  // the run folder is rank 0's alone (it need not exist on the other machines)
-    FUNDUS_CHECK(req.resume || !file_exists(last_path),
-                 req.out_dir << " already holds a run; continue it with --resume or choose another --out");
-    FUNDUS_CHECK(!req.resume || file_exists(last_path), last_path << ": nothing to resume (checkpoint not found)");
-    make_dirs(ckpt_dir);
+// One training run, in the order train_model() calls its steps: setup (the constructor), then per
+// epoch start_epoch(), train_step() for every batch and end_epoch(), then summary(). An interruption
+// (Ctrl-C, train.stop_after_steps) ends a step with a checkpoint and stops the loop.
+class Training {
+ public:
+  explicit Training(const TrainRequest& req)
+      : req_(req),
+        cfg_(req.config),
+        loss_cfg_(LossConfig::from_json(cfg_.loss)),
+        device_(resolve_device_for_rank(req.device, req.distributed.local_rank)),
+        precision_(parse_precision(req.precision)),
+        ckpt_dir_(join_path(req.out_dir, "checkpoints")),
+        last_path_(join_path(ckpt_dir_, "last.ckpt")),
+        best_path_(join_path(ckpt_dir_, "best.ckpt")),
+        net_(nullptr) {
+    FUNDUS_CHECK(!loss_cfg_.needs_logits() || cfg_.model.head_classes > 0,
+                 "loss uses ce/bce but model.head_classes is 0 (no classifier head)");
+    check_precision(precision_, device_, /*training=*/true);
+    join_ranks_and_check_data();
+    build_model();
+    resume_or_start();
+    make_data_loader();
+    start_run();
   }
 
-  // Local processes share the cores: threads = 0 means this process's share.
-  int threads = set_compute_threads(cfg.train.threads > 0 ? cfg.train.threads
-                                                          : std::max(1, available_cores() / req.distributed.local_world_size));
-  seed_torch(cfg.train.seed);
-  RetrievalNet net(cfg.model, /*load_weights=*/!req.resume && main_rank);
-  if (cfg.train.channels_last) net->use_channels_last(true);  // before the optimizer sees the parameters
-  net->to(device);
-  auto optimizer = make_optimizer(cfg.optim, net->parameters());
-  RunState st;
-  if (req.resume && main_rank) {
-    Checkpoint ckpt = load_checkpoint(last_path);
-    FUNDUS_CHECK(resume_identity(ckpt.meta["config"]) == resume_identity(cfg.to_json()),
-                 last_path << ": the configuration differs from the run's (only train.epochs, threads, "
-                              "workers and logging may change on --resume)");
-    load_into(*net, ckpt.model, {});
-    load_optimizer(*optimizer, ckpt.optimizer_state, last_path, device);
-    st = RunState::from_json(ckpt.meta.at("state"));
-    FUNDUS_INFO("resuming " << req.out_dir << " at epoch " << st.epoch + 1 << ", batch " << st.batch
-                            << " (step " << st.step << ")");
+  int first_epoch() const { return st_.epoch; }
+  int epochs() const { return cfg_.train.epochs; }
+  bool main_rank() const { return main_rank_; }
+
+  /// Freezing, training mode and the epoch's batch plan.
+  void start_epoch(int epoch) {
+    const bool frozen = epoch < cfg_.optim.freeze_backbone_epochs;
+    for (auto& p : net_->backbone->parameters()) p.set_requires_grad(!frozen);
+    net_->freeze_stages();
+    net_->train();
+    plan_.clear();
+    if (feature_cache_ || dp_) plan_ = loader_->epoch_plan(epoch);
+    if (!feature_cache_) loader_->start_epoch(epoch, st_.batch);
   }
-  std::unique_ptr<DataParallel> dp;
-  if (comm) {
-    // Every rank starts from rank 0's model (and, on --resume, its optimiser state and position).
-    dp = std::make_unique<DataParallel>(*comm, *net);
-    dp->broadcast_state(*net);
-    if (req.resume) {
-      std::string bytes = comm->broadcast_bytes(main_rank ? optimizer_bytes(*optimizer) : "");
-      if (!main_rank) load_optimizer(*optimizer, bytes, "rank 0's optimiser state", device);
-      st = RunState::from_json(Json::parse(comm->broadcast_bytes(main_rank ? st.to_json().dump() : "")));
-    }
-    FUNDUS_INFO("distributed: " << comm->world_size() << " processes (" << comm->backend() << "), global batch "
-                                << cfg.sampler.batch_size << " split across them, synchronised BatchNorm");
-  }
-  if (main_rank) save_json_file(join_path(req.out_dir, "config.json"), cfg.to_json());
+  int64_t first_batch() const { return st_.batch; }
+  int64_t batches_per_epoch() const { return per_epoch_; }
 
-  LoaderOptions lo;
-  lo.sampler = cfg.sampler;
-  lo.preprocess = cfg.preprocess;
-  lo.augment = cfg.train.augment;
-  lo.augmentation = cfg.augment;
-  lo.normalization = Normalization::none();  // the network normalises its [0,1] input
-  lo.seed = cfg.train.seed;
-  lo.workers = cfg.train.workers;
-  lo.prefetch_batches = cfg.train.prefetch_batches;
-  lo.cache_dir = cfg.train.cache_dir;
-  if (dp) {
-    lo.shard_index = dp->rank();
-    lo.shard_count = dp->world_size();
-  }
-  lo.pin_memory = device.is_cuda();
-  DataLoader loader(splits.train, lo);
-  int64_t per_epoch = loader.batches_per_epoch();
-  if (cfg.train.max_steps_per_epoch > 0) per_epoch = std::min(per_epoch, cfg.train.max_steps_per_epoch);
-  const int epochs = cfg.train.epochs;
-  const bool lower_is_better = cfg.train.select == "train_loss";
-  const bool select_last = cfg.train.select == "last";
-
-  FUNDUS_INFO("train: " << splits.train.size() << " images (" << per_epoch << " batches of "
-                        << cfg.sampler.batch_size << "), val: " << splits.val.size() << ", " << epochs
-                        << " epochs, " << threads << " threads, model " << cfg.model.backbone << "/"
-                        << cfg.model.attention << " " << cfg.model.input_size << "px");
-
-  TrainSummary summary;
-  summary.select = cfg.train.select;
-  summary.last_checkpoint = last_path;
-  std::unique_ptr<MetricsLog> log;
-  if (main_rank) log = std::make_unique<MetricsLog>(req.out_dir, req.resume);
-  SigintGuard sigint;
-  BatchNormCalibrator calibrator(splits.train, cfg);
-  Json batchnorm_record = Json{{"recalibrated", false}};
-  // Distributed: rank 0 recalibrates alone (local BatchNorm statistics) and shares the buffers.
-  auto recalibrate = [&]() -> Json {
-    if (!dp) return calibrator.run(*net);
-    Json record;
-    if (main_rank) {
-      DataParallel::LocalBatchNorm local(*dp);
-      record = calibrator.run(*net);
-    }
-    net->eval();
-    dp->broadcast_buffers(*net);
-    return record;
-  };
-  auto make_checkpoint = [&](bool with_optimizer) {
-    Checkpoint c;
-    c.meta = {{"config", cfg.to_json()}, {"state", st.to_json()}, {"batchnorm", batchnorm_record}};
-    c.model = module_state_dict(*net);
-    if (with_optimizer) c.optimizer_state = optimizer_bytes(*optimizer);
-    return c;
-  };
-  const auto run_start = std::chrono::steady_clock::now();
-  double train_seconds = 0;
-  int64_t images_seen = 0;
-  Progress progress("train", std::max<int64_t>(0, per_epoch * epochs - st.step), "step");
-
-  // Frozen backbone stages computed once per augmented copy (train/feature_cache.h).
-  std::unique_ptr<FeatureCache> feature_cache;
-  if (cfg.train.feature_cache > 0) {
-    feature_cache = std::make_unique<FeatureCache>(*net, splits.train, cfg);
-    const int copies = feature_cache->copies();
-    FUNDUS_INFO("feature cache: " << copies << " cop" << (copies == 1 ? "y" : "ies") << " of the frozen stages' output, "
-                                  << strprintf("%.0f MB", double(feature_cache->bytes()) / 1e6) << ", "
-                                  << feature_cache->loaded_from_disk() << " entries from "
-                                  << (cfg.train.feature_cache_dir.empty() ? "(no folder)" : cfg.train.feature_cache_dir));
-  }
-  int64_t skipped_batches = 0, comm_steps = 0;
-  double comm_seconds = 0;
-  std::vector<int64_t> all_grades;
-  for (const auto& r : splits.train.records) all_grades.push_back(r.grade);
-
-  for (int epoch = st.epoch; epoch < epochs; ++epoch) {
-    bool frozen = epoch < cfg.optim.freeze_backbone_epochs;
-    for (auto& p : net->backbone->parameters()) p.set_requires_grad(!frozen);
-    net->freeze_stages();
-    net->train();
-    std::vector<std::vector<int64_t>> plan;
-    if (feature_cache || dp) plan = loader.epoch_plan(epoch);
-    if (!feature_cache) loader.start_epoch(epoch, st.batch);
-    for (int64_t b = st.batch; b < per_epoch; ++b) {
-      ModelOutput out;
-      torch::Tensor grades;
-      auto t0 = std::chrono::steady_clock::now();
-      if (dp && b < int64_t(plan.size()) && int64_t(plan[size_t(b)].size()) < dp->world_size()) {
-        // A final partial batch with fewer images than processes would leave a process without
-        // any: every rank skips it (the single-process run would not).
-        if (!feature_cache) loader.next();
-        if (skipped_batches++ == 0)
-          FUNDUS_WARN("distributed: skipping batch " << b + 1 << " of epoch " << epoch + 1 << " ("
-                                                     << plan[size_t(b)].size() << " image(s) for " << dp->world_size()
-                                                     << " processes); use sampler.drop_last or another batch size");
-        st.batch = b + 1;
-        continue;
+  enum class Step { done, end_of_data, interrupted };
+  /// One optimisation step on batch `b` of `epoch`: forward, loss, backward, update, logs; on an
+  /// interruption it saves the checkpoint to resume from.
+  Step train_step(int epoch, int64_t b) {
+    if (skip_partial_batch(epoch, b)) return Step::done;
+    const auto timing_before = dp_ ? dp_->timing() : DataParallel::Timing{};
+    const double lr = cfg_.optim.lr_at(epoch + double(b) / double(per_epoch_), cfg_.train.epochs);
+    auto t0 = std::chrono::steady_clock::now();
+    ModelOutput out;
+    torch::Tensor grades;
+    {
+      AutocastGuard autocast(precision_, device_);  // the forward pass; loss and backward in fp32
+      if (feature_cache_) {
+        if (b >= int64_t(plan_.size())) return Step::end_of_data;
+        out = forward_cached(epoch, plan_[size_t(b)], grades);
       }
-      const auto timing_before = dp ? dp->timing() : DataParallel::Timing{};
-      double lr = cfg.optim.lr_at(epoch + double(b) / double(per_epoch), epochs);
-      {
-        AutocastGuard autocast(precision, device);  // the forward pass; loss and backward in fp32
-        if (feature_cache) {
-          if (b >= int64_t(plan.size())) break;
-          std::vector<int64_t> rows = plan[size_t(b)];
-          if (dp) {  // this rank's slice of the global batch
-            auto [first, last] = shard_range(int64_t(rows.size()), dp->rank(), dp->world_size());
-            rows = std::vector<int64_t>(rows.begin() + first, rows.begin() + last);
-          }
-          std::vector<int64_t> g;
-          for (int64_t i : rows) g.push_back(all_grades[size_t(i)]);
-          grades = torch::tensor(g, torch::kInt64).to(device);
-          torch::Tensor f = feature_cache->batch(rows, epoch % feature_cache->copies(), cfg.train.channels_last);
-          out = net->forward_from_frozen(f.to(device), int64_t(rows.size()));
-        }
-        set_lr(*optimizer, lr);
-        if (!feature_cache) {
-          auto batch = loader.next();
-          if (!batch) break;
-          t0 = std::chrono::steady_clock::now();  // waiting for data is not training time
-          grades = batch->grades.to(device, /*non_blocking=*/true);
-          out = net->forward(batch->images.to(device, /*non_blocking=*/true));
-        }
-      }
-      auto fp32 = [](const torch::Tensor& t) { return t.defined() ? t.to(torch::kFloat32) : t; };
-      LossInputs inputs{fp32(out.descriptor), fp32(out.branch_h), fp32(out.branch_v), fp32(out.logits), grades};
-      if (dp) inputs = dp->gather_loss_inputs(inputs);  // the loss sees the whole global batch
-      LossResult loss = compute_loss(loss_cfg, inputs);
-      optimizer->zero_grad();
-      loss.total.backward();
-      bool stop_vote = sigint.interrupted();
-      if (dp) stop_vote = dp->reduce_gradients(net->parameters(), stop_vote);  // the same answer on every rank
-      if (cfg.optim.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.optim.clip_grad_norm);
-      optimizer->step();
-      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      int64_t n = inputs.grades.size(0);
-      train_seconds += seconds;
-      images_seen += n;
-      ++st.step;
-      st.batch = b + 1;
-      double total = loss.parts.at("total");
-      st.loss_sum += total;
-      ++st.loss_count;
-      if (loss.parts.count("mean_cos")) {
-        st.cos_sum += loss.parts.at("mean_cos");
-        st.ftl_sum += loss.parts.count("ftl") ? loss.parts.at("ftl") : 0.0;
-        st.blind_sum += loss.parts.count("ftl_blind") ? loss.parts.at("ftl_blind") : 0.0;
-        ++st.guard_count;
-      }
-      Json row = {{"kind", "step"}, {"epoch", epoch + 1}, {"step", st.step}, {"lr", lr},
-                  {"loss", total},  {"images_per_s", n / seconds}, {"seconds", seconds}};
-      for (const auto& [k, v] : loss.parts)
-        if (k != "total") row[k] = v;
-      if (dp) {  // communication time of this step (milliseconds)
-        const DataParallel::Timing t = dp->timing();
-        row["allreduce_ms"] = 1e3 * (t.gradients - timing_before.gradients);
-        row["bn_sync_ms"] = 1e3 * (t.batchnorm - timing_before.batchnorm);
-        row["gather_ms"] = 1e3 * (t.loss_gather - timing_before.loss_gather);
-        comm_seconds += (t.gradients + t.batchnorm + t.loss_gather) -
-                        (timing_before.gradients + timing_before.batchnorm + timing_before.loss_gather);
-        ++comm_steps;
-      }
-      if (log) log->write(row);
-      std::string guard_text;
-      if (loss.parts.count("ftl_blind"))
-        guard_text += strprintf(" (label-blind %.3f)", loss.parts.at("ftl_blind"));
-      if (loss.parts.count("mean_cos")) guard_text += strprintf(" cos %.2f", loss.parts.at("mean_cos"));
-      progress.advance(1, strprintf("ep %d/%d loss %.4f%s %.1f img/s", epoch + 1, epochs, total, guard_text.c_str(),
-                                    images_seen / std::max(1e-9, train_seconds)));
-      bool stop_requested = cfg.train.stop_after_steps > 0 && st.step >= cfg.train.stop_after_steps;
-      if (stop_vote || stop_requested) {
-        batchnorm_record = recalibrate();
-        if (main_rank) save_checkpoint(last_path, make_checkpoint(true));
-        progress.finish("interrupted");
-        FUNDUS_INFO("interrupted at step " << st.step << ": checkpoint saved to " << last_path
-                                           << "; continue with --resume");
-        summary.interrupted = true;
-        summary.steps = st.step;
-        summary.epochs_completed = epoch;
-        summary.best_value = st.best_value;
-        summary.best_epoch = st.best_epoch;
-        summary.best_checkpoint = st.best_epoch >= 0 ? best_path : "";
-        summary.images_per_second = images_seen / std::max(1e-9, train_seconds);
-        summary.comm_ms_per_step = comm_steps ? 1e3 * comm_seconds / double(comm_steps) : 0.0;
-        return summary;
+      set_lr(*optimizer_, lr);
+      if (!feature_cache_) {
+        auto batch = loader_->next();
+        if (!batch) return Step::end_of_data;
+        t0 = std::chrono::steady_clock::now();  // waiting for data is not training time
+        grades = batch->grades.to(device_, /*non_blocking=*/true);
+        out = net_->forward(batch->images.to(device_, /*non_blocking=*/true));
       }
     }
+    auto fp32 = [](const torch::Tensor& t) { return t.defined() ? t.to(torch::kFloat32) : t; };
+    LossInputs inputs{fp32(out.descriptor), fp32(out.branch_h), fp32(out.branch_v), fp32(out.logits), grades};
+    if (dp_) inputs = dp_->gather_loss_inputs(inputs);  // the loss sees the whole global batch
+    LossResult loss = compute_loss(loss_cfg_, inputs);
+    optimizer_->zero_grad();
+    loss.total.backward();
+    bool stop_vote = sigint_->interrupted();
+    if (dp_) stop_vote = dp_->reduce_gradients(net_->parameters(), stop_vote);  // the same answer on every rank
+    if (cfg_.optim.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(net_->parameters(), cfg_.optim.clip_grad_norm);
+    optimizer_->step();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    record_step(epoch, b, lr, seconds, inputs.grades.size(0), loss, timing_before);
+    const bool stop_requested = cfg_.train.stop_after_steps > 0 && st_.step >= cfg_.train.stop_after_steps;
+    if (!stop_vote && !stop_requested) return Step::done;
+    batchnorm_record_ = recalibrate();
+    if (main_rank_) save_checkpoint(last_path_, make_checkpoint(true));
+    progress_->finish("interrupted");
+    FUNDUS_INFO("interrupted at step " << st_.step << ": checkpoint saved to " << last_path_
+                                       << "; continue with --resume");
+    return Step::interrupted;
+  }
 
-    // End of epoch: validation, selection, checkpoints.
-    double train_loss = st.loss_count ? st.loss_sum / double(st.loss_count) : 0.0;
-    Json epoch_row = {{"kind", "epoch"}, {"epoch", epoch + 1}, {"step", st.step}, {"train_loss", train_loss}};
-    std::string guard_text = epoch_guards(st, loss_cfg, epoch + 1, epoch_row);
-    batchnorm_record = recalibrate();
-    bool validate_now = !splits.val.records.empty() && ((epoch + 1) % cfg.train.val_every == 0 || epoch + 1 == epochs);
+  /// End of epoch: collapse guards, precise BatchNorm, validation, selection, checkpoints, log.
+  void end_epoch(int epoch) {
+    const int epochs = cfg_.train.epochs;
+    const bool lower_is_better = cfg_.train.select == "train_loss", select_last = cfg_.train.select == "last";
+    double train_loss = st_.loss_count ? st_.loss_sum / double(st_.loss_count) : 0.0;
+    Json epoch_row = {{"kind", "epoch"}, {"epoch", epoch + 1}, {"step", st_.step}, {"train_loss", train_loss}};
+    std::string guard_text = epoch_guards(st_, loss_cfg_, epoch + 1, epoch_row);
+    batchnorm_record_ = recalibrate();
+    bool validate_now = !splits_.val.records.empty() && ((epoch + 1) % cfg_.train.val_every == 0 || epoch + 1 == epochs);
     if (validate_now) {
-      st.last_validation = validate(*net, cfg, splits, comm.get());
-      epoch_row.update(st.last_validation);
+      st_.last_validation = validate(*net_, cfg_, splits_, comm_.get());
+      epoch_row.update(st_.last_validation);
     }
-    epoch_row["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
-    if (log) log->write(epoch_row);
-    st.history.push_back(epoch_row);
+    epoch_row["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_).count();
+    if (log_) log_->write(epoch_row);
+    st_.history.push_back(epoch_row);
     bool has_value = lower_is_better || select_last || validate_now;
     double value = lower_is_better ? train_loss
                    : select_last   ? double(epoch + 1)
-                   : validate_now  ? epoch_row.value(cfg.train.select, 0.0)
+                   : validate_now  ? epoch_row.value(cfg_.train.select, 0.0)
                                    : 0.0;
-    bool improved = has_value && (st.best_epoch < 0 || (lower_is_better ? value < st.best_value : value > st.best_value));
+    bool improved = has_value && (st_.best_epoch < 0 || (lower_is_better ? value < st_.best_value : value > st_.best_value));
     if (improved) {
-      st.best_value = value;
-      st.best_epoch = epoch + 1;
+      st_.best_value = value;
+      st_.best_epoch = epoch + 1;
     }
-    st.epoch = epoch + 1;
-    st.batch = 0;
-    st.reset_epoch_sums();
-    if (main_rank) {
-      if (improved) save_checkpoint(best_path, make_checkpoint(false));
-      save_checkpoint(last_path, make_checkpoint(true));
+    st_.epoch = epoch + 1;
+    st_.batch = 0;
+    st_.reset_epoch_sums();
+    if (main_rank_) {
+      if (improved) save_checkpoint(best_path_, make_checkpoint(false));
+      save_checkpoint(last_path_, make_checkpoint(true));
     }
     std::string val_text = validate_now ? strprintf(" val P@10 %.3f mAP@10 %.3f macro-P@10 %.3f (chance %.3f / %.3f)",
                                                     epoch_row["val_P@10"].get<double>(),
@@ -668,31 +510,278 @@ TrainSummary train_model(const TrainRequest& req) {
     FUNDUS_INFO("epoch " << epoch + 1 << "/" << epochs << ": train loss " << strprintf("%.4f", train_loss)
                          << guard_text << val_text << (improved && !select_last ? "  [best]" : ""));
   }
-  progress.finish();
-  if (epochs == 0 && !req.resume) {
-    // No training: the initial model (e.g. frozen ImageNet features, the baseline every trained model
-    // must beat) is saved as the run's result.
-    batchnorm_record = recalibrate();
-    st.best_epoch = 0;
-    if (main_rank) {
-      save_checkpoint(best_path, make_checkpoint(false));
-      save_checkpoint(last_path, make_checkpoint(true));
+
+  /// After the last epoch. With no training at all (train.epochs 0, not a resume) the initial model
+  /// (e.g. frozen ImageNet features, the baseline every trained model must beat) is the run's result.
+  void finish_epochs() {
+    progress_->finish();
+    if (cfg_.train.epochs != 0 || req_.resume) return;
+    batchnorm_record_ = recalibrate();
+    st_.best_epoch = 0;
+    if (main_rank_) {
+      save_checkpoint(best_path_, make_checkpoint(false));
+      save_checkpoint(last_path_, make_checkpoint(true));
     }
   }
 
-  summary.steps = st.step;
-  summary.epochs_completed = st.epoch;
-  summary.best_value = st.best_value;
-  summary.best_epoch = st.best_epoch;
-  summary.last_validation = st.last_validation;
-  summary.images_per_second = images_seen / std::max(1e-9, train_seconds);
-  summary.comm_ms_per_step = comm_steps ? 1e3 * comm_seconds / double(comm_steps) : 0.0;
-  if (!main_rank) return summary;
-  if (file_exists(best_path)) {
-    summary.best_checkpoint = best_path;
-    write_state_dict(join_path(req.out_dir, "best.pth"), load_checkpoint(best_path).model);
+  /// The run's summary, from the state: the same fields whether it ended or was interrupted.
+  TrainSummary summary(bool interrupted) const {
+    TrainSummary s;
+    s.interrupted = interrupted;
+    s.select = cfg_.train.select;
+    s.steps = st_.step;
+    s.epochs_completed = st_.epoch;
+    s.best_value = st_.best_value;
+    s.best_epoch = st_.best_epoch;
+    s.best_checkpoint = st_.best_epoch >= 0 ? best_path_ : "";
+    s.last_checkpoint = last_path_;
+    s.last_validation = st_.last_validation;
+    s.images_per_second = images_seen_ / std::max(1e-9, train_seconds_);
+    s.comm_ms_per_step = comm_steps_ ? 1e3 * comm_seconds_ / double(comm_steps_) : 0.0;
+    return s;
   }
-  save_json_file(join_path(req.out_dir, "summary.json"), summary.to_json());
+
+  /// Rank 0 after a completed run: best.pth (Python interop) and summary.json.
+  void write_results(const TrainSummary& s) const {
+    if (file_exists(best_path_))
+      write_state_dict(join_path(req_.out_dir, "best.pth"), load_checkpoint(best_path_).model);
+    save_json_file(join_path(req_.out_dir, "summary.json"), s.to_json());
+  }
+
+ private:
+  // Distributed: join the other ranks first, so that a rank failing a check below ends their waits.
+  void join_ranks_and_check_data() {
+    if (req_.distributed.distributed())
+      comm_ = std::make_unique<Communicator>(req_.distributed, device_, rank_agreement(req_));
+    main_rank_ = !comm_ || comm_->is_main();
+    quiet_ = std::make_unique<QuietUnlessMain>(main_rank_);
+    // Missing pretrained weights ("imagenet" not fetched) fail now, not after the data preparation.
+    if (!req_.resume && main_rank_) resolve_pretrained(cfg_.model.pretrained, backbone_name(cfg_.model.backbone));
+    splits_ = prepare_data(req_);
+    if (comm_)
+      comm_->check_same_everywhere("the training data (" + req_.data + ": ids, grades, splits)", data_identity(splits_));
+    if (main_rank_) {  // the run folder is rank 0's alone (it need not exist on the other machines)
+      FUNDUS_CHECK(req_.resume || !file_exists(last_path_),
+                   req_.out_dir << " already holds a run; continue it with --resume or choose another --out");
+      FUNDUS_CHECK(!req_.resume || file_exists(last_path_), last_path_ << ": nothing to resume (checkpoint not found)");
+      make_dirs(ckpt_dir_);
+    }
+  }
+
+  void build_model() {
+    // Local processes share the cores: threads = 0 means this process's share.
+    threads_ = set_compute_threads(cfg_.train.threads > 0
+                                       ? cfg_.train.threads
+                                       : std::max(1, available_cores() / req_.distributed.local_world_size));
+    seed_torch(cfg_.train.seed);
+    net_ = RetrievalNet(cfg_.model, /*load_weights=*/!req_.resume && main_rank_);
+    if (cfg_.train.channels_last) net_->use_channels_last(true);  // before the optimizer sees the parameters
+    net_->to(device_);
+    optimizer_ = make_optimizer(cfg_.optim, net_->parameters());
+  }
+
+  // Rank 0 resumes from its checkpoint; every rank then starts from rank 0's model (and, on
+  // --resume, its optimiser state and position).
+  void resume_or_start() {
+    if (req_.resume && main_rank_) {
+      Checkpoint ckpt = load_checkpoint(last_path_);
+      FUNDUS_CHECK(resume_identity(ckpt.meta["config"]) == resume_identity(cfg_.to_json()),
+                   last_path_ << ": the configuration differs from the run's (only train.epochs, threads, "
+                                 "workers and logging may change on --resume)");
+      load_into(*net_, ckpt.model, {});
+      load_optimizer(*optimizer_, ckpt.optimizer_state, last_path_, device_);
+      st_ = RunState::from_json(ckpt.meta.at("state"));
+      FUNDUS_INFO("resuming " << req_.out_dir << " at epoch " << st_.epoch + 1 << ", batch " << st_.batch
+                              << " (step " << st_.step << ")");
+    }
+    if (comm_) {
+      dp_ = std::make_unique<DataParallel>(*comm_, *net_);
+      dp_->broadcast_state(*net_);
+      if (req_.resume) {
+        std::string bytes = comm_->broadcast_bytes(main_rank_ ? optimizer_bytes(*optimizer_) : "");
+        if (!main_rank_) load_optimizer(*optimizer_, bytes, "rank 0's optimiser state", device_);
+        st_ = RunState::from_json(Json::parse(comm_->broadcast_bytes(main_rank_ ? st_.to_json().dump() : "")));
+      }
+      FUNDUS_INFO("distributed: " << comm_->world_size() << " processes (" << comm_->backend() << "), global batch "
+                                  << cfg_.sampler.batch_size << " split across them, synchronised BatchNorm");
+    }
+    if (main_rank_) save_json_file(join_path(req_.out_dir, "config.json"), cfg_.to_json());
+  }
+
+  void make_data_loader() {
+    LoaderOptions lo;
+    lo.sampler = cfg_.sampler;
+    lo.preprocess = cfg_.preprocess;
+    lo.augment = cfg_.train.augment;
+    lo.augmentation = cfg_.augment;
+    lo.normalization = Normalization::none();  // the network normalises its [0,1] input
+    lo.seed = cfg_.train.seed;
+    lo.workers = cfg_.train.workers;
+    lo.prefetch_batches = cfg_.train.prefetch_batches;
+    lo.cache_dir = cfg_.train.cache_dir;
+    if (dp_) {
+      lo.shard_index = dp_->rank();
+      lo.shard_count = dp_->world_size();
+    }
+    lo.pin_memory = device_.is_cuda();
+    loader_ = std::make_unique<DataLoader>(splits_.train, lo);
+    per_epoch_ = loader_->batches_per_epoch();
+    if (cfg_.train.max_steps_per_epoch > 0) per_epoch_ = std::min(per_epoch_, cfg_.train.max_steps_per_epoch);
+    for (const auto& r : splits_.train.records) all_grades_.push_back(r.grade);
+  }
+
+  // Logs, Ctrl-C, BatchNorm calibration, progress and the optional feature cache.
+  void start_run() {
+    FUNDUS_INFO("train: " << splits_.train.size() << " images (" << per_epoch_ << " batches of "
+                          << cfg_.sampler.batch_size << "), val: " << splits_.val.size() << ", " << cfg_.train.epochs
+                          << " epochs, " << threads_ << " threads, model " << backbone_name(cfg_.model.backbone)
+                          << "/" << attention_name(cfg_.model.attention) << " " << cfg_.model.input_size << "px");
+    if (main_rank_) log_ = std::make_unique<MetricsLog>(req_.out_dir, req_.resume);
+    sigint_ = std::make_unique<SigintGuard>();  // from here on, Ctrl-C ends the run with a checkpoint
+    calibrator_ = std::make_unique<BatchNormCalibrator>(splits_.train, cfg_);
+    run_start_ = std::chrono::steady_clock::now();
+    progress_ = std::make_unique<Progress>("train", std::max<int64_t>(0, per_epoch_ * cfg_.train.epochs - st_.step), "step");
+    // Frozen backbone stages computed once per augmented copy (train/feature_cache.h).
+    if (cfg_.train.feature_cache > 0) {
+      feature_cache_ = std::make_unique<FeatureCache>(*net_, splits_.train, cfg_);
+      const int copies = feature_cache_->copies();
+      FUNDUS_INFO("feature cache: " << copies << " cop" << (copies == 1 ? "y" : "ies") << " of the frozen stages' output, "
+                                    << strprintf("%.0f MB", double(feature_cache_->bytes()) / 1e6) << ", "
+                                    << feature_cache_->loaded_from_disk() << " entries from "
+                                    << (cfg_.train.feature_cache_dir.empty() ? "(no folder)" : cfg_.train.feature_cache_dir));
+    }
+  }
+
+  // A final partial batch with fewer images than processes would leave a process without any:
+  // every rank skips it (the single-process run would not).
+  bool skip_partial_batch(int epoch, int64_t b) {
+    if (!dp_ || b >= int64_t(plan_.size()) || int64_t(plan_[size_t(b)].size()) >= dp_->world_size()) return false;
+    if (!feature_cache_) loader_->next();
+    if (skipped_batches_++ == 0)
+      FUNDUS_WARN("distributed: skipping batch " << b + 1 << " of epoch " << epoch + 1 << " ("
+                                                 << plan_[size_t(b)].size() << " image(s) for " << dp_->world_size()
+                                                 << " processes); use sampler.drop_last or another batch size");
+    st_.batch = b + 1;
+    return true;
+  }
+
+  // The forward pass from the feature cache for this rank's slice of the global batch `rows`.
+  ModelOutput forward_cached(int epoch, std::vector<int64_t> rows, torch::Tensor& grades) {
+    if (dp_) {
+      auto [first, last] = shard_range(int64_t(rows.size()), dp_->rank(), dp_->world_size());
+      rows = std::vector<int64_t>(rows.begin() + first, rows.begin() + last);
+    }
+    std::vector<int64_t> g;
+    for (int64_t i : rows) g.push_back(all_grades_[size_t(i)]);
+    grades = torch::tensor(g, torch::kInt64).to(device_);
+    torch::Tensor f = feature_cache_->batch(rows, epoch % feature_cache_->copies(), cfg_.train.channels_last);
+    return net_->forward_from_frozen(f.to(device_), int64_t(rows.size()));
+  }
+
+  // Position, running sums, the step's log row and the progress line.
+  void record_step(int epoch, int64_t b, double lr, double seconds, int64_t n, const LossResult& loss,
+                   const DataParallel::Timing& timing_before) {
+    train_seconds_ += seconds;
+    images_seen_ += n;
+    ++st_.step;
+    st_.batch = b + 1;
+    const double total = loss.parts.at("total");
+    st_.loss_sum += total;
+    ++st_.loss_count;
+    if (loss.parts.count("mean_cos")) {
+      st_.cos_sum += loss.parts.at("mean_cos");
+      st_.ftl_sum += loss.parts.count("ftl") ? loss.parts.at("ftl") : 0.0;
+      st_.blind_sum += loss.parts.count("ftl_blind") ? loss.parts.at("ftl_blind") : 0.0;
+      ++st_.guard_count;
+    }
+    Json row = {{"kind", "step"}, {"epoch", epoch + 1}, {"step", st_.step}, {"lr", lr},
+                {"loss", total},  {"images_per_s", n / seconds}, {"seconds", seconds}};
+    for (const auto& [k, v] : loss.parts)
+      if (k != "total") row[k] = v;
+    if (dp_) {  // communication time of this step (milliseconds)
+      const DataParallel::Timing t = dp_->timing();
+      row["allreduce_ms"] = 1e3 * (t.gradients - timing_before.gradients);
+      row["bn_sync_ms"] = 1e3 * (t.batchnorm - timing_before.batchnorm);
+      row["gather_ms"] = 1e3 * (t.loss_gather - timing_before.loss_gather);
+      comm_seconds_ += (t.gradients + t.batchnorm + t.loss_gather) -
+                       (timing_before.gradients + timing_before.batchnorm + timing_before.loss_gather);
+      ++comm_steps_;
+    }
+    if (log_) log_->write(row);
+    std::string guard_text;
+    if (loss.parts.count("ftl_blind")) guard_text += strprintf(" (label-blind %.3f)", loss.parts.at("ftl_blind"));
+    if (loss.parts.count("mean_cos")) guard_text += strprintf(" cos %.2f", loss.parts.at("mean_cos"));
+    progress_->advance(1, strprintf("ep %d/%d loss %.4f%s %.1f img/s", epoch + 1, cfg_.train.epochs, total,
+                                    guard_text.c_str(), images_seen_ / std::max(1e-9, train_seconds_)));
+  }
+
+  // Distributed: rank 0 recalibrates alone (local BatchNorm statistics) and shares the buffers.
+  Json recalibrate() {
+    if (!dp_) return calibrator_->run(*net_);
+    Json record;
+    if (main_rank_) {
+      DataParallel::LocalBatchNorm local(*dp_);
+      record = calibrator_->run(*net_);
+    }
+    net_->eval();
+    dp_->broadcast_buffers(*net_);
+    return record;
+  }
+
+  Checkpoint make_checkpoint(bool with_optimizer) {
+    Checkpoint c;
+    c.meta = {{"config", cfg_.to_json()}, {"state", st_.to_json()}, {"batchnorm", batchnorm_record_}};
+    c.model = module_state_dict(*net_);
+    if (with_optimizer) c.optimizer_state = optimizer_bytes(*optimizer_);
+    return c;
+  }
+
+  const TrainRequest& req_;
+  const RunConfig& cfg_;
+  const LossConfig loss_cfg_;
+  const torch::Device device_;
+  const Precision precision_;
+  const std::string ckpt_dir_, last_path_, best_path_;
+  std::unique_ptr<Communicator> comm_;
+  bool main_rank_ = true;
+  std::unique_ptr<QuietUnlessMain> quiet_;
+  Splits splits_;
+  int threads_ = 1;
+  RetrievalNet net_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  RunState st_;
+  std::unique_ptr<DataParallel> dp_;
+  std::unique_ptr<DataLoader> loader_;
+  int64_t per_epoch_ = 0;
+  std::vector<int64_t> all_grades_;
+  std::vector<std::vector<int64_t>> plan_;  // the epoch's global batches (feature cache or distributed)
+  std::unique_ptr<MetricsLog> log_;
+  std::unique_ptr<SigintGuard> sigint_;
+  std::unique_ptr<BatchNormCalibrator> calibrator_;
+  Json batchnorm_record_ = Json{{"recalibrated", false}};
+  std::chrono::steady_clock::time_point run_start_;
+  std::unique_ptr<Progress> progress_;
+  std::unique_ptr<FeatureCache> feature_cache_;
+  double train_seconds_ = 0, comm_seconds_ = 0;
+  int64_t images_seen_ = 0, skipped_batches_ = 0, comm_steps_ = 0;
+};
+
+}  // namespace
+
+TrainSummary train_model(const TrainRequest& req) {
+  Training run(req);
+  for (int epoch = run.first_epoch(); epoch < run.epochs(); ++epoch) {
+    run.start_epoch(epoch);
+    for (int64_t b = run.first_batch(); b < run.batches_per_epoch(); ++b) {
+      const Training::Step step = run.train_step(epoch, b);
+      if (step == Training::Step::interrupted) return run.summary(/*interrupted=*/true);
+      if (step == Training::Step::end_of_data) break;
+    }
+    run.end_epoch(epoch);
+  }
+  run.finish_epochs();
+  TrainSummary summary = run.summary(/*interrupted=*/false);
+  if (run.main_rank()) run.write_results(summary);
   return summary;
 }
 

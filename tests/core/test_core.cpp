@@ -290,8 +290,8 @@ TEST(Json, IntegersAreCheckedAsWritten) {
   auto what = [](const Json& j, auto fallback) {
     try {
       json_value(j, "n", fallback, "model");
-    } catch (const std::exception& e) {
-      return std::string(e.what());
+    } catch (const Error& e) {  // issue 12: fundus::Error, as everywhere else (not std::runtime_error)
+      return e.message();
     }
     return std::string();
   };
@@ -308,6 +308,71 @@ TEST(Json, IntegersAreCheckedAsWritten) {
   EXPECT_EQ(what(Json::parse(R"({"n": 9.3e18})"), int64_t(0)),
             "model.n: 9.3e+18 is out of range (expected an integer from -9223372036854775808 to 9223372036854775807)");
   EXPECT_EQ(json_integer(Json(40), 32, 4096, "model.input_size"), 40);
+}
+
+// Issue 12: one reader for configuration sections (core/json.h JsonFields), used by the model, data
+// and training configs.
+enum class Colour { red, green };
+
+TEST(Json, FieldReaderTypesRangesChoicesAndUnknownKeys) {
+  const Choices<Colour> colours{{Colour::red, "red"}, {Colour::green, "green"}};
+  auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.message();
+    }
+    return std::string("(no error)");
+  };
+  struct Settings {
+    int threads = 2;
+    double lr = 0.1;
+    std::string name = "adam";
+    Colour colour = Colour::red;
+  };
+  auto read = [&](const Json& j) {
+    Settings s;
+    JsonFields f(j, "run.json: train", {"threads", "lr", "name", "colour"});
+    f.read("threads", s.threads, 0, 1024);
+    f.read("lr", s.lr);
+    f.read("name", s.name);
+    f.read("colour", s.colour, colours);
+    return s;
+  };
+  // Absent and null fields keep the defaults; present ones are converted.
+  Settings d = read(Json{{"lr", nullptr}});
+  EXPECT_EQ(d.threads, 2);
+  EXPECT_EQ(d.lr, 0.1);
+  EXPECT_EQ(d.colour, Colour::red);
+  Settings s = read(Json{{"threads", 8}, {"lr", 0.5}, {"name", "sgd"}, {"colour", "green"}});
+  EXPECT_EQ(s.threads, 8);
+  EXPECT_EQ(s.lr, 0.5);
+  EXPECT_EQ(s.name, "sgd");
+  EXPECT_EQ(s.colour, Colour::green);
+  EXPECT_EQ(read(Json::object()).threads, 2);
+  // Every error names the source and the field.
+  EXPECT_EQ(message([&] { read(Json{{"threads", 2000}}); }), "run.json: train.threads: 2000 outside 0-1024");
+  EXPECT_EQ(message([&] { read(Json{{"threads", 2.5}}); }), "run.json: train.threads: 2.5 is not an integer");
+  EXPECT_EQ(message([&] { read(Json{{"colour", "blue"}}); }), "run.json: train.colour: 'blue' is not one of red, green");
+  EXPECT_NE(message([&] { read(Json{{"lr", "fast"}}); }).find("run.json: train.lr: "), std::string::npos);
+  EXPECT_EQ(message([&] { read(Json{{"thread", 3}}); }),
+            "run.json: train: unknown key 'thread' (did you mean 'threads'? known: threads, lr, name, colour)");
+  EXPECT_EQ(message([&] { read(Json{{"zzzzzz", 3}}); }),
+            "run.json: train: unknown key 'zzzzzz' (known: threads, lr, name, colour)");
+  EXPECT_EQ(message([&] { read(Json::array()); }), "run.json: train: expected a JSON object");
+  // Choices: spellings both ways.
+  EXPECT_STREQ(colours.name(Colour::green), "green");
+  EXPECT_EQ(colours.names(), (std::vector<std::string>{"red", "green"}));
+  EXPECT_EQ(colours.parse("red", "c"), Colour::red);
+}
+
+TEST(Strings, ClosestMatch) {
+  const std::vector<std::string> keys{"batch_size", "drop_last", "grades_per_batch", "kind"};
+  EXPECT_EQ(closest_match("batch", keys), "batch_size");       // a truncation
+  EXPECT_EQ(closest_match("batch_sise", keys), "batch_size");  // one typo
+  EXPECT_EQ(closest_match("knd", keys), "kind");
+  EXPECT_EQ(closest_match("learning_rate", keys), "");         // nothing close
+  EXPECT_EQ(closest_match("x", {}), "");
 }
 
 TEST(Npy, RoundTrip) {

@@ -193,7 +193,7 @@ TEST(MirrorAttention, RejectsBadShapesAndReductions) {
   EXPECT_THROW(MirrorAttention(10, 3), Error);
   MirrorAttention m(8);
   EXPECT_THROW(m(torch::zeros({1, 8, 2, 2}), torch::zeros({1, 8, 2, 3}), torch::zeros({1, 8, 2, 2})), Error);
-  EXPECT_THROW(parse_aggregation("sum"), Error);
+  EXPECT_THROW(aggregation_choices().parse("sum", "model.aggregation"), Error);
 }
 
 TEST(FiniteDifferences, MirrorAttentionBothAggregations) {

@@ -206,7 +206,7 @@ TEST(Backbones, NamesShapesAndErrors) {
     make_backbone("vgg16");
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("unknown backbone 'vgg16' (known: mobilenet_v2"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("backbone: 'vgg16' is not one of mobilenet_v2, resnet18"), std::string::npos);
   }
 }
 

@@ -13,7 +13,7 @@ using test::max_abs_diff;
 
 ModelConfig tiny_mirror() {
   ModelConfig c;
-  c.backbone = "mobilenet_v2";
+  c.backbone = BackboneKind::mobilenet_v2;
   c.input_size = 64;
   return c;
 }

@@ -32,8 +32,12 @@ TEST(Pooling, HandComputedValues) {
   // p = 1 is average pooling of the clamped map.
   EXPECT_NEAR(gem_pool(x, torch::ones({1}, torch::kDouble))[0][0].item<double>(), 2.5, 1e-12);
   EXPECT_TRUE(Pooling(PoolingKind::avg)->parameters().empty());
-  EXPECT_EQ(parse_pooling("rmac"), PoolingKind::rmac);
-  EXPECT_THROW(parse_pooling("spoc"), Error);
+  EXPECT_EQ(pooling_choices().parse("rmac", "model.pooling"), PoolingKind::rmac);
+  EXPECT_THROW(pooling_choices().parse("spoc", "model.pooling"), Error);
+  // pooling_name is the inverse of parsing for every kind (what ModelConfig::to_json writes).
+  for (PoolingKind kind : {PoolingKind::gem, PoolingKind::avg, PoolingKind::max, PoolingKind::rmac})
+    EXPECT_EQ(pooling_choices().parse(pooling_name(kind), "model.pooling"), kind);
+  EXPECT_STREQ(pooling_name(PoolingKind::rmac), "rmac");
   EXPECT_THROW(Pooling(PoolingKind::gem, 0.0), Error);
 }
 

@@ -13,20 +13,20 @@ using test::max_abs_diff;
 
 ModelConfig small(const std::string& attention, const std::string& combine = "concat", int head = 0) {
   ModelConfig c;
-  c.backbone = "mobilenet_v2";
+  c.backbone = BackboneKind::mobilenet_v2;
   c.input_size = 64;
-  c.attention = attention;
-  c.combine = combine;
+  c.attention = attention_choices().parse(attention, "attention");
+  c.combine = combine_choices().parse(combine, "combine");
   c.head_classes = head;
   return c;
 }
 
 TEST(ModelConfig, DefaultsPresetsAndErrors) {
   ModelConfig d = ModelConfig::from_json(Json::object());
-  EXPECT_EQ(d.backbone, "densenet121");
+  EXPECT_EQ(d.backbone, BackboneKind::densenet121);
   EXPECT_EQ(d.input_size, 256);
-  EXPECT_EQ(d.attention, "mirror");
-  EXPECT_EQ(d.aggregation, "literal");
+  EXPECT_EQ(d.attention, AttentionKind::mirror);
+  EXPECT_EQ(d.aggregation, Aggregation::literal);
   EXPECT_EQ(d.to_json(), model_preset("paper"));
   for (const auto& name : model_preset_names()) {
     ModelConfig c = ModelConfig::from_json(model_preset(name));
@@ -50,7 +50,26 @@ TEST(ModelConfig, DefaultsPresetsAndErrors) {
   EXPECT_NE(error({{"attention", "cross"}}).find("run.json: model.attention: 'cross' is not one of none, mirror, self"),
             std::string::npos);
   EXPECT_NE(error({{"input_size", "big"}}).find("model.input_size"), std::string::npos);
-  EXPECT_NE(error({{"pooling", "spoc"}}).find("model.pooling"), std::string::npos);
+  EXPECT_NE(error({{"pooling", "spoc"}}).find("run.json: model.pooling: 'spoc' is not one of gem, avg, max, rmac"),
+            std::string::npos);
+  EXPECT_NE(error({{"combine", "mean"}}).find("run.json: model.combine: 'mean' is not one of concat, sum"),
+            std::string::npos);
+  EXPECT_NE(error({{"backbone", "vgg16"}}).find("run.json: model.backbone: 'vgg16' is not one of mobilenet_v2"),
+            std::string::npos);
+  EXPECT_NE(error({{"aggregation", 2}}).find("run.json: model.aggregation"), std::string::npos);
+  // A misspelt key names the closest valid one.
+  EXPECT_NE(error({{"poling", "gem"}}).find("run.json: model: unknown key 'poling' (did you mean 'pooling'?"),
+            std::string::npos);
+  // Every choice round-trips through its spelling.
+  ModelConfig every = ModelConfig::from_json(
+      {{"backbone", "convnet4"}, {"attention", "self"}, {"aggregation", "standard"}, {"pooling", "rmac"}, {"combine", "sum"}});
+  EXPECT_EQ(every.backbone, BackboneKind::convnet4);
+  EXPECT_EQ(every.attention, AttentionKind::self);
+  EXPECT_EQ(every.aggregation, Aggregation::standard);
+  EXPECT_EQ(every.pooling, PoolingKind::rmac);
+  EXPECT_EQ(every.combine, Combine::sum);
+  EXPECT_EQ(ModelConfig::from_json(every.to_json()).to_json(), every.to_json());
+  EXPECT_EQ(every.to_json()["pooling"], "rmac");
   EXPECT_THROW(model_preset("huge"), Error);
 }
 
@@ -114,7 +133,7 @@ TEST(RetrievalNet, FrozenStagesSplitTheForwardAndNeverTrain) {
   for (const std::string backbone : {"mobilenet_v2", "resnet18", "densenet121", "convnet4"}) {
     seed_torch(4);
     ModelConfig c = small("mirror");
-    c.backbone = backbone;
+    c.backbone = backbone_choices().parse(backbone, "backbone");
     c.spatial_attention = false;
     RetrievalNet full(c);
     c.frozen_stages = 2;
@@ -232,7 +251,7 @@ TEST(RetrievalNet, WeightsRoundTripAndPretrainedBackbone) {
 
   // A wrong backbone fails naming the file.
   ModelConfig r = small("mirror");
-  r.backbone = "resnet18";
+  r.backbone = BackboneKind::resnet18;
   r.pretrained = dir.file("net.pth");
   try {
     RetrievalNet bad(r);

@@ -463,13 +463,13 @@ TEST_F(WeightsCache, RetrievalNetLoadsImagenetFromTheHubCache) {
   Backbone source = make_backbone("mobilenet_v2");
   write_state_dict(join_path(cache_, "mobilenet_v2-7ebf99e0.pth"), module_state_dict(*source));
   ModelConfig config;
-  config.backbone = "mobilenet_v2";
+  config.backbone = BackboneKind::mobilenet_v2;
   config.pretrained = "imagenet";
   RetrievalNet net(config);
   EXPECT_EQ(max_abs_diff(get(module_state_dict(*net), "backbone.features.0.0.weight"),
                          get(module_state_dict(*source), "features.0.0.weight")),
             0.0);
-  config.backbone = "resnet18";
+  config.backbone = BackboneKind::resnet18;
   std::string e = error_of([&] { RetrievalNet other(config); });
   EXPECT_NE(e.find("no resnet18 ImageNet weights in " + cache_), std::string::npos) << e;
 }
@@ -550,8 +550,8 @@ TEST(TorchvisionLegacy, LegacyDenseNetFileLoadsAndGivesTorchvisionsOutput) {
   ASSERT_EQ(static_cast<uint8_t>(read_file(file)[0]), 0x80) << "the fixture is in the legacy (non-zip) format";
 
   ModelConfig config;
-  config.backbone = "densenet121";
-  config.attention = "none";
+  config.backbone = BackboneKind::densenet121;
+  config.attention = AttentionKind::none;
   config.spatial_attention = false;
   RetrievalNet net(config, /*load_weights=*/false);
   LoadReport report = net->load_pretrained(file);

@@ -8,6 +8,8 @@
 #include "fundus/data/image_io.h"
 #include "fundus/data/preprocess.h"
 #include "fundus/data/synth.h"
+#include "fundus/model/retrieval_net.h"
+#include "fundus/model/runtime.h"
 #include "fundus/retrieval/localisation.h"
 #include "fundus/retrieval/model_runner.h"
 #include "retrieval_fixture.h"
@@ -68,7 +70,10 @@ TEST(Explain, GradCamForModelsWithoutAttention) {
   EXPECT_EQ(self.method, "grad-cam");
   expect_unit_map(self.heat, 64);
   EXPECT_TRUE(self.heat_h.empty());
-  EXPECT_TRUE(self.descriptor.empty());  // no attention pass to take it from
+  // Grad-CAM's forward pass is the network's forward as well: its descriptor is embed()'s.
+  std::vector<float> d = m.embed(x);
+  ASSERT_EQ(self.descriptor.size(), d.size());
+  for (size_t i = 0; i < d.size(); ++i) ASSERT_NEAR(self.descriptor[i], d[i], 1e-6f) << i;
   double hi = 0;
   cv::minMaxLoc(self.heat, nullptr, &hi);
   EXPECT_GT(hi, 0.5);  // a real map, not the all-zero fallback
@@ -79,6 +84,64 @@ TEST(Explain, GradCamForModelsWithoutAttention) {
   EXPECT_GT(cv::norm(self.heat, ref.heat, cv::NORM_L1), 0.0);
   EXPECT_THROW(m.explain(x, {}, std::vector<float>(3, 0.f)), Error);
   EXPECT_THROW(m.explain(cv::Mat::zeros(32, 32, CV_8UC3)), Error);
+}
+
+// Issue 12: explanations and descriptors share the network's one forward pass. For the model
+// configuration of every preset (on the small convnet4 backbone, with every parameter perturbed so
+// that the attention blocks are not the identity they start as), plus the other poolings, frozen
+// stages and channels-last, the descriptor an explanation carries equals forward()'s.
+TEST(Explain, DescriptorEqualsForwardForEveryPresetConfiguration) {
+  std::vector<std::pair<std::string, ModelConfig>> configs;
+  for (const std::string& name : model_preset_names()) {
+    ModelConfig c = ModelConfig::from_json(model_preset(name));
+    c.backbone = BackboneKind::convnet4;
+    c.input_size = 64;
+    c.pretrained = "";
+    configs.emplace_back(name, c);
+  }
+  for (PoolingKind pooling : {PoolingKind::avg, PoolingKind::max, PoolingKind::rmac}) {
+    ModelConfig c = configs.front().second;
+    c.pooling = pooling;
+    c.combine = Combine::sum;
+    configs.emplace_back(std::string("paper/") + pooling_name(pooling) + "/sum", c);
+  }
+  ModelConfig frozen = configs.front().second;
+  frozen.spatial_attention = false;
+  frozen.frozen_stages = 2;
+  configs.emplace_back("paper/frozen_stages=2", frozen);
+  ASSERT_GE(configs.size(), 9u);
+
+  cv::Mat image(64, 64, CV_8UC3);
+  cv::randu(image, cv::Scalar::all(0), cv::Scalar::all(256));
+  // explain_image's input: [0,1] RGB (float(v) / 255, as image_to_tensor computes it).
+  torch::Tensor x =
+      torch::from_blob(image.data, {1, 64, 64, 3}, torch::kUInt8).permute({0, 3, 1, 2}).to(torch::kFloat32).div(255);
+  for (bool channels_last : {false, true}) {
+    for (const auto& [label, config] : configs) {
+      SCOPED_TRACE(label + (channels_last ? " channels-last" : ""));
+      seed_torch(5);
+      RetrievalNet net(config);
+      {
+        torch::NoGradGuard no_grad;
+        for (auto& p : net->parameters()) p.add_(torch::randn_like(p) * 0.05);
+      }
+      if (channels_last) net->use_channels_last(true);
+      net->eval();
+      torch::Tensor expected;
+      {
+        torch::NoGradGuard no_grad;
+        expected = net->forward(x).descriptor;
+      }
+      std::vector<std::string> methods{"gradcam"};
+      if (net->mirror || net->self_attention) methods.push_back("attention");
+      for (const std::string& method : methods) {
+        Explanation e = explain_image(*net, image, {method, 0.5});
+        ASSERT_EQ(int64_t(e.descriptor.size()), expected.numel()) << method;
+        torch::Tensor got = torch::from_blob(e.descriptor.data(), {1, int64_t(e.descriptor.size())}, torch::kFloat32);
+        EXPECT_LE((got - expected).abs().max().item<double>(), 1e-6) << method;
+      }
+    }
+  }
 }
 
 TEST(Explain, NormalisationAndOverlayArithmetic) {

@@ -230,7 +230,7 @@ class GlobalBatch : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GlobalBatch, LossAndGradientsEqualOneProcess) {
   ModelConfig mc = ModelConfig::from_json(model_preset("cpu"));
-  mc.backbone = GetParam();
+  mc.backbone = backbone_choices().parse(GetParam(), "backbone");
   mc.pretrained = "";
   mc.input_size = 32;
   mc.spatial_attention = true;

@@ -47,14 +47,14 @@ TEST(RunConfig, PresetsResolveAndValidate) {
     EXPECT_EQ(c.preprocess.size, c.model.input_size) << name;
   }
   RunConfig paper = RunConfig::from_json(run_preset("paper"));
-  EXPECT_EQ(paper.model.backbone, "densenet121");
+  EXPECT_EQ(paper.model.backbone, BackboneKind::densenet121);
   EXPECT_EQ(paper.model.input_size, 256);
   EXPECT_EQ(paper.sampler.batch_size, 32);
   EXPECT_EQ(paper.train.epochs, 20);
   EXPECT_DOUBLE_EQ(paper.optim.lr, 1e-3);
   EXPECT_EQ(paper.train.select, "train_loss");
   RunConfig base = RunConfig::from_json(run_preset("baseline-gem"));
-  EXPECT_EQ(base.model.attention, "none");
+  EXPECT_EQ(base.model.attention, AttentionKind::none);
   EXPECT_GT(base.loss["batch_hard"]["weight"].get<double>(), 0);
   EXPECT_THROW(run_preset("nope"), Error);
   RunConfig o = resolve_run_config("cpu", "", {"optim.lr=0.01", "model.input_size=160"});

@@ -8,11 +8,14 @@
 #include <initializer_list>
 #include <limits>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "fundus/core/error.h"
 
 namespace fundus {
 
@@ -39,11 +42,13 @@ Json merge_json(Json base, const Json& patch);
 /// Applies "a.b.c=value" (value parsed as JSON, else taken as a string).
 void apply_override(Json& config, const std::string& assignment);
 
-/// Throws "<context>: unknown key 'x' (known: a, b, c)" for keys of `object` not in `known`.
+/// Throws "<context>: unknown key 'x' (did you mean 'y'? known: a, b, c)" for keys of `object` not in
+/// `known` (the suggestion only when a known key is close to 'x'). Every error in this header is a
+/// fundus::Error whose message names the source and field.
 void check_known_keys(const Json& object, std::initializer_list<const char*> known, const std::string& context);
 
 /// A JSON number as an integer in [lo, hi]. A fraction, a value out of range or a non-number throws
-/// std::runtime_error naming `field` and quoting the value as written ("model.input_size: 1e+30 is out
+/// fundus::Error naming `field` and quoting the value as written ("model.input_size: 1e+30 is out
 /// of range (expected an integer from -2147483648 to 2147483647)"): nlohmann's own conversion would
 /// truncate 2.5 to 2 and turn 1e30 into INT_MIN.
 int64_t json_integer(const Json& value, int64_t lo, int64_t hi, const std::string& field);
@@ -64,8 +69,86 @@ T json_value(const Json& object, const char* key, const T& fallback, const std::
   try {
     return it->template get<T>();
   } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(context + "." + key + ": " + e.what());
+    FUNDUS_THROW(context << "." << key << ": " << e.what());
   }
 }
+
+/// An enum's spellings in configuration files and on the command line, so that a choice is parsed
+/// once (at config load) and compared as an enum afterwards. Immutable after construction; safe to
+/// share between threads.
+template <typename E>
+class Choices {
+ public:
+  Choices(std::initializer_list<std::pair<E, const char*>> items) : items_(items) {}
+  /// The value spelled `name`; throws "<field>: 'x' is not one of a, b, c".
+  E parse(const std::string& name, const std::string& field) const {
+    for (const auto& [value, spelling] : items_)
+      if (name == spelling) return value;
+    FUNDUS_THROW(field << ": '" << name << "' is not one of " << list());
+  }
+  /// The spelling of `value` ("?" for a value outside the table, which a cast could produce).
+  const char* name(E value) const {
+    for (const auto& [v, spelling] : items_)
+      if (v == value) return spelling;
+    return "?";
+  }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& item : items_) out.emplace_back(item.second);
+    return out;
+  }
+  /// "a, b, c" for messages.
+  std::string list() const {
+    std::string out;
+    for (const auto& item : items_) out += std::string(out.empty() ? "" : ", ") + item.second;
+    return out;
+  }
+
+ private:
+  std::vector<std::pair<E, const char*>> items_;
+};
+
+/// The one way configuration sections are read: a JSON object whose fields are all optional (a
+/// missing or null field keeps the caller's default), typed, and named in errors as
+/// "<context>.<key>". The constructor rejects a non-object and unknown keys (naming the closest known
+/// key), so a typo never falls back silently to a default. Errors are fundus::Error.
+///
+///   JsonFields f(section, "run.json: train", {"epochs", "select"});
+///   f.read("epochs", t.epochs, 0, 100000);   // integer, range-checked
+///   f.read("select", t.select);               // any JSON-convertible type
+///   f.read("pooling", c.pooling, pooling_choices());  // an enum through its Choices
+class JsonFields {
+ public:
+  JsonFields(const Json& object, std::string context, std::initializer_list<const char*> known)
+      : object_(object), context_(std::move(context)) {
+    check_known_keys(object_, known, context_);
+  }
+  const std::string& context() const { return context_; }
+  /// "<context>.<key>", for the caller's own checks.
+  std::string field(const char* key) const { return context_ + "." + key; }
+  /// Whether the field is present and not null.
+  bool has(const char* key) const {
+    auto it = object_.find(key);
+    return it != object_.end() && !it->is_null();
+  }
+  template <typename T>
+  void read(const char* key, T& value) const {
+    value = json_value(object_, key, value, context_);
+  }
+  /// A number in [lo, hi]: "<context>.<key>: 5000 outside 0-1024".
+  template <typename T, typename = std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>>>
+  void read(const char* key, T& value, std::common_type_t<T> lo, std::common_type_t<T> hi) const {
+    read(key, value);
+    FUNDUS_CHECK(value >= lo && value <= hi, field(key) << ": " << value << " outside " << lo << "-" << hi);
+  }
+  template <typename E>
+  void read(const char* key, E& value, const Choices<E>& choices) const {
+    if (has(key)) value = choices.parse(json_value<std::string>(object_, key, "", context_), field(key));
+  }
+
+ private:
+  const Json& object_;
+  std::string context_;
+};
 
 }  // namespace fundus

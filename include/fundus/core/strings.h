@@ -14,6 +14,9 @@ std::string to_lower(std::string s);
 bool starts_with(const std::string& s, const std::string& prefix);
 bool ends_with(const std::string& s, const std::string& suffix);
 std::string join(const std::vector<std::string>& parts, const std::string& sep);
+/// The candidate a misspelt `word` most likely meant (fewest single-character edits, or a candidate
+/// that starts with it or it starts with), or "" when none is close: for "did you mean" in errors.
+std::string closest_match(const std::string& word, const std::vector<std::string>& candidates);
 
 /// Strict parsing: the whole string (after trimming) must be a decimal number. `what` names the field
 /// in the error, e.g. "labels.csv:12: column 'grade'". Integers: [+-]digits, or an integral decimal

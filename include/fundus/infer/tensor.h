@@ -16,7 +16,7 @@ namespace fundus {
 struct Normalization {
   std::array<float, 3> mean{0.f, 0.f, 0.f};
   std::array<float, 3> std{1.f, 1.f, 1.f};
-  /// torchvision's ImageNet statistics (mean 0.485 0.456 0.406, std 0.229 0.224 0.225).
+  /// torchvision's ImageNet statistics (core/imagenet.h).
   static Normalization imagenet();
   static Normalization none() { return {}; }
   /// "imagenet" or "none"; throws naming the valid values.

@@ -28,6 +28,7 @@
 
 #include <torch/torch.h>
 
+#include "fundus/model/model_config.h"  // Aggregation
 #include "fundus/model/sync_batchnorm.h"
 
 namespace fundus {
@@ -41,10 +42,6 @@ class SpatialAttentionImpl : public torch::nn::Module {
   torch::nn::Conv2d conv{nullptr};
 };
 TORCH_MODULE(SpatialAttention);
-
-enum class Aggregation { literal, standard };
-Aggregation parse_aggregation(const std::string& name);  // "literal" | "standard"
-std::string aggregation_name(Aggregation a);
 
 struct MirrorAttentionOutput {
   torch::Tensor y_h, y_v;                  // [B,C,H,W]

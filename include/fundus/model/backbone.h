@@ -27,6 +27,7 @@
 
 #include <torch/torch.h>
 
+#include "fundus/model/model_config.h"  // BackboneKind
 #include "fundus/model/state_dict.h"
 
 namespace fundus {
@@ -56,13 +57,11 @@ class BackboneImpl : public torch::nn::Module {
 };
 using Backbone = std::shared_ptr<BackboneImpl>;
 
-/// "mobilenet_v2", "resnet18", "resnet34", "resnet50", "densenet121", "convnet4"; throws listing the
-/// valid names.
+Backbone make_backbone(BackboneKind kind);
+/// By name ("mobilenet_v2", "resnet18", "resnet34", "resnet50", "densenet121", "convnet4": the
+/// spellings of backbone_choices()); throws "backbone: 'x' is not one of ...".
 Backbone make_backbone(const std::string& name);
 const std::vector<std::string>& backbone_names();
-
-/// Whether torchvision publishes ImageNet weights for it (false for convnet4).
-bool backbone_has_pretrained_weights(const std::string& name);
 
 /// Prefixes of torchvision classifier heads, unused by a backbone ({"classifier.", "fc."}).
 const std::vector<std::string>& torchvision_head_prefixes();

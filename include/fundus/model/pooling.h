@@ -10,12 +10,9 @@
 
 #include <torch/torch.h>
 
-namespace fundus {
+#include "fundus/model/model_config.h"  // PoolingKind, pooling_choices()
 
-enum class PoolingKind { gem, avg, max, rmac };
-/// "gem", "avg", "max", "rmac"; throws naming the valid values.
-PoolingKind parse_pooling(const std::string& name);
-std::string pooling_name(PoolingKind kind);
+namespace fundus {
 
 /// GeM with exponent p ([1] or scalar tensor, differentiable).
 torch::Tensor gem_pool(const torch::Tensor& x, const torch::Tensor& p, double eps = 1e-6);

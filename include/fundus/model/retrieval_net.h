@@ -2,7 +2,7 @@
 // descriptors, built from a ModelConfig.
 //
 //   x [B,3,H,W] float32 (or float64), RGB in [0,1]
-//   -> ImageNet normalisation (config.imagenet_normalize)
+//   -> ImageNet normalisation (config.imagenet_normalize; core/imagenet.h)
 //   -> views x_a, x_h = flip(W), x_v = flip(H)       (attention = mirror only)
 //   -> input spatial attention (shared by the views)  (config.spatial_attention)
 //   -> backbone -> X [.,C,H',W']
@@ -40,9 +40,19 @@ namespace fundus {
 
 struct ModelOutput {
   torch::Tensor descriptor;              // [B,D], unit L2 norm
+  torch::Tensor pooled;                  // [B,D] the descriptor before L2 normalisation (what the head reads)
   torch::Tensor branch_h, branch_v;      // [B,C] pooled branch descriptors d_h, d_v (not normalised)
   torch::Tensor logits;                  // [B,classes], undefined without a head
-  torch::Tensor attention_h, attention_v;  // [B,H',W'] with with_attention and attention mirror/self
+  torch::Tensor attention_h, attention_v;  // [B,H',W'] with attention_maps and attention mirror/self
+  // [B,C,H',W'] the backbone's output for the original view (not the mirrored ones), the very tensor
+  // the attention block and pooling read: gradients of any output with respect to it can be taken
+  // (Grad-CAM, retrieval/explain.h).
+  torch::Tensor feature_map;
+};
+
+/// What forward_detailed() returns beyond the descriptor, branches and logits.
+struct ForwardOptions {
+  bool attention_maps = false;  // ModelOutput::attention_h / attention_v (attention mirror or self)
 };
 
 class RetrievalNetImpl : public torch::nn::Module {
@@ -51,7 +61,13 @@ class RetrievalNetImpl : public torch::nn::Module {
   /// config.pretrained, loads it via load_pretrained() (throws when it does not fit).
   explicit RetrievalNetImpl(const ModelConfig& config, bool load_weights = true);
 
-  ModelOutput forward(const torch::Tensor& x, bool with_attention = false);
+  /// The network's one forward pass (the diagram above), used for training, descriptors,
+  /// explanations and Grad-CAM alike.
+  ModelOutput forward_detailed(const torch::Tensor& x, const ForwardOptions& options);
+  /// forward_detailed() with or without the attention maps.
+  ModelOutput forward(const torch::Tensor& x, bool with_attention = false) {
+    return forward_detailed(x, ForwardOptions{with_attention});
+  }
 
   /// The first half of forward(): ImageNet normalisation, the views (mirror: [x; flip_W x; flip_H x],
   /// views-major: [3B,...]), input spatial attention and the frozen backbone stages (without
@@ -60,7 +76,7 @@ class RetrievalNetImpl : public torch::nn::Module {
   torch::Tensor frozen_features(const torch::Tensor& x);
   /// The second half: the remaining backbone stages, attention, pooling, descriptor (and head) for
   /// frozen_features() of `batch` images (e.g. cached ones: train.feature_cache).
-  ModelOutput forward_from_frozen(const torch::Tensor& features, int64_t batch, bool with_attention = false);
+  ModelOutput forward_from_frozen(const torch::Tensor& features, int64_t batch, const ForwardOptions& options = {});
 
   /// Training mode for everything but the frozen backbone stages, which stay in eval mode
   /// (model_config.h frozen_stages).

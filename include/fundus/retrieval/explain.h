@@ -18,6 +18,9 @@
 // preprocessed | overlay | horizontal | vertical (mirror) or preprocessed | overlay | heat (grad-cam)
 // side by side with labels.
 //
+// Both methods run the network's one forward pass (RetrievalNetImpl::forward_detailed): the map and the
+// descriptor come from it, so an explanation's descriptor is the one ModelRunner::embed returns.
+//
 // The header is torch-free (the model is only forward-declared); explain_image needs the torch
 // library. Not thread-safe per net: one forward at a time per RetrievalNetImpl instance.
 #pragma once
@@ -43,8 +46,9 @@ struct Explanation {
   cv::Mat overlay;         // RGB CV_8UC3
   cv::Mat panel;           // RGB CV_8UC3, the tiles above side by side with captions
   cv::Size feature_grid;   // resolution of the underlying map (W', H')
-  // Attention methods: the image's descriptor from the same forward pass (what ModelRunner::embed
-  // returns for it), so a query that shows its map needs no second pass; empty for grad-cam.
+  // The image's descriptor from the same forward pass (what ModelRunner::embed returns for it, float
+  // rounding aside for grad-cam, which runs with autograd), so a query that shows its map needs no
+  // second pass.
   std::vector<float> descriptor;
 };
 
