@@ -122,7 +122,7 @@ TEST(BoundedQueue, ManyProducersAndConsumersDeliverEachItemOnce) {
 TEST(ParallelFor, CoversEachIndexOnceInContiguousChunks) {
   for (int threads : {1, 2, 3, 7, 64}) {
     for (int64_t n : {int64_t(0), int64_t(1), int64_t(5), int64_t(100)}) {
-      std::vector<std::atomic<int>> hits(size_t(n));
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
       std::atomic<int> calls{0};
       parallel_for(n, threads, [&](int64_t b, int64_t e) {
         ASSERT_LT(b, e);

@@ -27,7 +27,9 @@ void expect_unit_map(const cv::Mat& heat, int size) {
   cv::minMaxLoc(heat, &lo, &hi);
   // Min-max normalised: the lowest value maps to 0 and the highest to 1, or a constant map to zeros.
   EXPECT_EQ(lo, 0.0);
-  if (hi != 0.0) EXPECT_NEAR(hi, 1.0, 1e-6);
+  if (hi != 0.0) {
+    EXPECT_NEAR(hi, 1.0, 1e-6);
+  }
 }
 
 }  // namespace
