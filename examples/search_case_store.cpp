@@ -69,7 +69,8 @@ int main(int argc, char** argv) try {
     index->add(vectors.rows(), vectors.case_ids.data(), vectors.vectors.data());
     fundus::SearchResult nearest = index->search(std::vector<float>(vectors.row(0), vectors.row(0) + vectors.dim), 3);
     std::cout << "3. " << index->describe() << ": nearest cases of case " << vectors.case_ids[0] << ":";
-    for (int i = 0; i < nearest.k; ++i) std::cout << " " << nearest.ids_row(0)[i] << " (" << nearest.scores_row(0)[i] << ")";
+    for (int i = 0; i < nearest.k; ++i)
+      std::cout << " " << nearest.ids_row(0)[i] << " (" << nearest.scores_row(0)[i] << ")";
     std::cout << "\n";
     if (nearest.ids_row(0)[0] != vectors.case_ids[0]) return 1;  // a vector is its own nearest neighbour
   }  // the store closes; the engine below opens it again

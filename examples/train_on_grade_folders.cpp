@@ -42,7 +42,8 @@ std::string write_grade_folders(const std::string& work) {
   synth.out_dir = fundus::join_path(work, "synth");
   fundus::generate_synthetic_dataset(synth);
   const std::string root = fundus::join_path(work, "grades");
-  for (const fundus::CaseRecord& c : fundus::load_dataset(fundus::join_path(synth.out_dir, "labels.csv")).dataset.records) {
+  const fundus::Dataset synthetic = fundus::load_dataset(fundus::join_path(synth.out_dir, "labels.csv")).dataset;
+  for (const fundus::CaseRecord& c : synthetic.records) {
     const fs::path to = fs::path(root) / std::to_string(c.grade) / fs::path(c.image_path).filename();
     fs::create_directories(to.parent_path());
     fs::copy_file(c.image_path, to, fs::copy_options::overwrite_existing);

@@ -36,7 +36,8 @@ const std::vector<RankingMetric>& ranking_metric_table() {
   static const std::vector<RankingMetric> table = {
       {"P", true, [](const RankSums& s) { return s.hits / s.k; }},
       {"mAP", true, [](const RankSums& s) { return s.precision_sum / s.k; }},
-      {"AP", true, [](const RankSums& s) { return s.relevant > 0 ? s.precision_sum / std::min(s.k, s.relevant) : 0.0; }},
+      {"AP", true,
+       [](const RankSums& s) { return s.relevant > 0 ? s.precision_sum / std::min(s.k, s.relevant) : 0.0; }},
       {"Recall", true, [](const RankSums& s) { return s.relevant > 0 ? s.any_hit : 0.0; }},
       {"NDCG", true, [](const RankSums& s) { return s.idcg > 0 ? s.dcg / s.idcg : 0.0; }},
       {"MAP@R", false, [](const RankSums& s) { return s.relevant > 0 ? s.precision_sum_at_r / s.relevant : 0.0; }},

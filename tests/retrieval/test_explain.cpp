@@ -25,10 +25,12 @@ void expect_unit_map(const cv::Mat& heat, int size) {
   ASSERT_EQ(heat.size(), cv::Size(size, size));
   double lo = 0, hi = 0;
   cv::minMaxLoc(heat, &lo, &hi);
-  // Min-max normalised: the lowest value maps to 0 and the highest to 1, or a constant map to zeros.
-  EXPECT_EQ(lo, 0.0);
+  // Min-max normalised: the lowest value maps to 0 and the highest to 1, or a constant map to zeros
+  // (upsampled from the feature grid, so the extremes are met to interpolation precision).
+  EXPECT_GE(lo, 0.0);
+  EXPECT_LE(lo, 1e-5);
   if (hi != 0.0) {
-    EXPECT_NEAR(hi, 1.0, 1e-6);
+    EXPECT_NEAR(hi, 1.0, 1e-5);
   }
 }
 
