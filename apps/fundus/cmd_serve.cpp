@@ -13,9 +13,7 @@
 
 namespace fundus::cli {
 
-namespace {
-
-void add_serve(CLI::App& app) {
+void add_serve_command(CLI::App& app) {
   struct Args {
     EngineOptions engine;
     ServerOptions server;
@@ -94,9 +92,5 @@ void add_serve(CLI::App& app) {
     std::cout << "fundus serve: stopped (signal " << signal << ")\n";
   });
 }
-
-}  // namespace
-
-void add_serve_commands(CLI::App& app) { add_serve(app); }
 
 }  // namespace fundus::cli

@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   fundus::cli::add_cv_command(app);
   fundus::cli::add_store_commands(app);
   fundus::cli::add_search_commands(app);
-  fundus::cli::add_serve_commands(app);
+  fundus::cli::add_serve_command(app);
   fundus::cli::require_decimal_numbers(app);
   try {
     app.parse(argc, argv);

@@ -18,8 +18,9 @@ std::vector<double> chance_metrics(const std::vector<uint8_t>& relevant, const s
   const size_t nk = ks.size();
   const double n = double(relevant.size());
   const double R = double(std::count_if(relevant.begin(), relevant.end(), [](uint8_t r) { return r != 0; }));
-  std::vector<double> out(num_ranking_metrics(nk), 0.0);
-  if (n == 0) return out;
+  std::vector<RankSums> sums(nk);
+  for (size_t i = 0; i < nk; ++i) sums[i].k = double(ks[i]);
+  if (n == 0) return ranking_values(sums);
 
   const double p1 = R / n, p2 = n > 1 ? R * (R - 1) / (n * (n - 1)) : 0.0;
   auto expected_rel_hits = [&](double r) { return p1 + (r - 1) * p2; };  // E[rel_r hits_r]
@@ -31,6 +32,7 @@ std::vector<double> chance_metrics(const std::vector<uint8_t>& relevant, const s
   const double mean_gain = std::accumulate(gain.begin(), gain.end(), 0.0) / n;
 
   double precision_sum = 0, dcg = 0, idcg = 0, no_hit = 1;  // no_hit = P(no relevant item in the top r)
+  double precision_sum_at_r = 0;
   size_t next_k = 0;
   const size_t last = std::max(k_max, size_t(R));
   for (size_t r = 1; r <= last; ++r) {
@@ -41,15 +43,14 @@ std::vector<double> chance_metrics(const std::vector<uint8_t>& relevant, const s
       if (r <= ideal_n) idcg += ideal[r - 1] * discount;
       no_hit *= (n - R - double(r - 1)) / (n - double(r - 1));
     }
-    if (R > 0 && double(r) == R) out[map_at_r_slot(nk)] = precision_sum / R;
-    while (next_k < nk && size_t(ks[next_k]) == r) {
-      const double k = double(r);
-      out[metric_slot(AtK::precision, next_k, nk)] = std::min(k, n) * p1 / k;
-      out[metric_slot(AtK::authors_map, next_k, nk)] = precision_sum / k;
-      out[metric_slot(AtK::ap, next_k, nk)] = R > 0 ? precision_sum / std::min(k, R) : 0.0;
-      out[metric_slot(AtK::recall, next_k, nk)] = R > 0 ? 1.0 - no_hit : 0.0;
-      out[metric_slot(AtK::ndcg, next_k, nk)] = idcg > 0 ? dcg / idcg : 0.0;
-      ++next_k;
+    if (R > 0 && double(r) == R) precision_sum_at_r = precision_sum;
+    for (; next_k < nk && size_t(ks[next_k]) == r; ++next_k) {
+      RankSums& s = sums[next_k];
+      s.hits = std::min(s.k, n) * p1;  // E[hits_k]
+      s.any_hit = 1.0 - no_hit;
+      s.precision_sum = precision_sum;
+      s.dcg = dcg;
+      s.idcg = idcg;
     }
   }
   // MRR: the first hit is at rank r with probability P(first > r-1) * R / (n - r + 1).
@@ -58,8 +59,12 @@ std::vector<double> chance_metrics(const std::vector<uint8_t>& relevant, const s
     mrr += survive * R / (n - r + 1) / r;
     survive *= (n - R - (r - 1)) / (n - (r - 1));
   }
-  out[mrr_slot(nk)] = mrr;
-  return out;
+  for (RankSums& s : sums) {
+    s.relevant = R;
+    s.precision_sum_at_r = precision_sum_at_r;
+    s.reciprocal_rank = mrr;
+  }
+  return ranking_values(sums);
 }
 
 std::vector<double> chance_metrics_monte_carlo(const std::vector<uint8_t>& relevant, const std::vector<double>& gain,

@@ -26,14 +26,52 @@ bool is_relevant(int query_grade, int item_grade, RelevanceRule rule) {
 
 double graded_gain(int query_grade, int item_grade) { return 1.0 - std::abs(query_grade - item_grade) / 4.0; }
 
+const std::vector<RankingMetric>& ranking_metric_table() {
+  // The formulas of metrics.h's header comment; chance.h's expectations go through the same rows.
+  static const std::vector<RankingMetric> table = {
+      {"P", true, [](const RankSums& s) { return s.hits / s.k; }},
+      {"mAP", true, [](const RankSums& s) { return s.precision_sum / s.k; }},
+      {"AP", true,
+       [](const RankSums& s) { return s.relevant > 0 ? s.precision_sum / std::min(s.k, s.relevant) : 0.0; }},
+      {"Recall", true, [](const RankSums& s) { return s.relevant > 0 ? s.any_hit : 0.0; }},
+      {"NDCG", true, [](const RankSums& s) { return s.idcg > 0 ? s.dcg / s.idcg : 0.0; }},
+      {"MAP@R", false, [](const RankSums& s) { return s.relevant > 0 ? s.precision_sum_at_r / s.relevant : 0.0; }},
+      {"MRR", false, [](const RankSums& s) { return s.reciprocal_rank; }},
+  };
+  return table;
+}
+
+size_t num_ranking_metrics(size_t num_ks) {
+  size_t n = 0;
+  for (const RankingMetric& m : ranking_metric_table()) n += m.at_k ? num_ks : 1;
+  return n;
+}
+
 std::vector<std::string> ranking_metric_names(const std::vector<int>& ks) {
-  static const char* families[kFamiliesAtK] = {"P", "mAP", "AP", "Recall", "NDCG"};
   std::vector<std::string> names;
-  for (const char* f : families)
-    for (int k : ks) names.push_back(std::string(f) + "@" + std::to_string(k));
-  names.push_back("MAP@R");
-  names.push_back("MRR");
+  for (const RankingMetric& m : ranking_metric_table()) {
+    if (!m.at_k) names.push_back(m.name);
+    for (size_t i = 0; m.at_k && i < ks.size(); ++i) names.push_back(std::string(m.name) + "@" + std::to_string(ks[i]));
+  }
   return names;
+}
+
+size_t ranking_metric_index(const std::string& name, const std::vector<int>& ks) {
+  const std::vector<std::string> names = ranking_metric_names(ks);
+  auto it = std::find(names.begin(), names.end(), name);
+  FUNDUS_CHECK(it != names.end(), "no ranking metric '" << name << "' at these cut-offs");
+  return size_t(it - names.begin());
+}
+
+std::vector<double> ranking_values(const std::vector<RankSums>& sums) {
+  FUNDUS_CHECK(!sums.empty(), "ranking_values: no cut-offs");
+  std::vector<double> out;
+  out.reserve(num_ranking_metrics(sums.size()));
+  for (const RankingMetric& m : ranking_metric_table()) {
+    if (!m.at_k) out.push_back(m.value(sums.back()));  // whole-list fields are the same at every k
+    for (size_t i = 0; m.at_k && i < sums.size(); ++i) out.push_back(m.value(sums[i]));
+  }
+  return out;
 }
 
 void check_cutoffs(const std::vector<int>& ks) {
@@ -52,7 +90,7 @@ std::vector<double> ranking_metrics(const std::vector<uint8_t>& relevant, const 
   const size_t n = relevant.size(), nk = ks.size();
   const int64_t R = std::count_if(relevant.begin(), relevant.end(), [](uint8_t r) { return r != 0; });
   const size_t k_max = size_t(ks.back());
-  std::vector<double> out(num_ranking_metrics(nk), 0.0);
+  std::vector<RankSums> sums(nk);
 
   // Ideal gains: the k_max largest, descending.
   std::vector<double> ideal(gain);
@@ -62,7 +100,7 @@ std::vector<double> ranking_metrics(const std::vector<uint8_t>& relevant, const 
   // One pass over ranks 1..max(k_max, n) accumulating the prefix sums every metric needs (the first
   // hit, for MRR, may lie anywhere in the list).
   int64_t hits = 0;
-  double precision_sum = 0, dcg = 0, idcg = 0;  // precision_sum = sum rel_r * hits_r / r
+  double precision_sum = 0, dcg = 0, idcg = 0, precision_sum_at_r = 0, reciprocal_rank = 0;
   size_t next_k = 0;
   const size_t last = std::max(k_max, n);
   for (size_t r = 1; r <= last; ++r) {
@@ -73,21 +111,26 @@ std::vector<double> ranking_metrics(const std::vector<uint8_t>& relevant, const 
       if (relevant[r - 1]) {
         ++hits;
         precision_sum += double(hits) / double(r);
-        if (hits == 1) out[mrr_slot(nk)] = 1.0 / double(r);
+        if (hits == 1) reciprocal_rank = 1.0 / double(r);
       }
     }
-    if (R > 0 && r == size_t(R)) out[map_at_r_slot(nk)] = precision_sum / double(R);
-    while (next_k < nk && size_t(ks[next_k]) == r) {
-      const double k = double(r);
-      out[metric_slot(AtK::precision, next_k, nk)] = double(hits) / k;
-      out[metric_slot(AtK::authors_map, next_k, nk)] = precision_sum / k;
-      out[metric_slot(AtK::ap, next_k, nk)] = R > 0 ? precision_sum / std::min(k, double(R)) : 0.0;
-      out[metric_slot(AtK::recall, next_k, nk)] = hits > 0 ? 1.0 : 0.0;
-      out[metric_slot(AtK::ndcg, next_k, nk)] = idcg > 0 ? dcg / idcg : 0.0;
-      ++next_k;
+    if (R > 0 && r == size_t(R)) precision_sum_at_r = precision_sum;
+    for (; next_k < nk && size_t(ks[next_k]) == r; ++next_k) {
+      RankSums& s = sums[next_k];
+      s.k = double(r);
+      s.hits = double(hits);
+      s.any_hit = hits > 0 ? 1.0 : 0.0;
+      s.precision_sum = precision_sum;
+      s.dcg = dcg;
+      s.idcg = idcg;
     }
   }
-  return out;
+  for (RankSums& s : sums) {
+    s.relevant = double(R);
+    s.precision_sum_at_r = precision_sum_at_r;
+    s.reciprocal_rank = reciprocal_rank;
+  }
+  return ranking_values(sums);
 }
 
 GradeVote knn_vote(const std::vector<int>& grades, const std::vector<float>& scores) {

@@ -48,6 +48,4 @@ Checkpoint load_checkpoint(const std::string& path) {
   return c;
 }
 
-Json read_checkpoint_meta(const std::string& path) { return parse_json(parse(path).meta, path + " (meta)"); }
-
 }  // namespace fundus

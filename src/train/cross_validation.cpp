@@ -123,6 +123,25 @@ FoldEmbeddings train_and_embed(const Dataset& data, const std::string& dir, uint
 
 double nan_to(double v) { return std::isfinite(v) ? v : std::nan(""); }
 
+// The numbers of a cross-validation run, one row each: its name in cv.json/cv.csv/cv.md and where the
+// retrieval report holds it (group, metric); an empty metric is the report's k-NN kappa.
+struct CvMetric {
+  std::string name, group, metric;
+};
+const std::vector<CvMetric>& cv_metrics() {
+  static const std::vector<CvMetric> rows = [] {
+    std::vector<CvMetric> r = {{"P@10", "micro", "P@10"},     {"macro_P@10", "macro", "P@10"},
+                               {"mAP@10", "micro", "mAP@10"}, {"macro_mAP@10", "macro", "mAP@10"},
+                               {"MAP@R", "micro", "MAP@R"},   {"P@1", "micro", "P@1"}};
+    for (int grade = 0; grade < kNumGrades; ++grade)
+      r.push_back({std::string("P@10 ") + grade_name(grade), grade_name(grade), "P@10"});
+    r.push_back({"kNN_acc", "micro", "kNN-acc"});  // = RetrievalReport::knn_accuracy
+    r.push_back({"kNN_QWK", "", ""});
+    return r;
+  }();
+  return rows;
+}
+
 CvRun evaluate_fold(const FoldEmbeddings& f, uint64_t seed, int fold, const std::string& post) {
   std::vector<float> q, g;
   std::vector<CaseKey> qk, gk;
@@ -149,20 +168,10 @@ CvRun evaluate_fold(const FoldEmbeddings& f, uint64_t seed, int fold, const std:
   eo.progress = false;
   RetrievalReport r = evaluate_retrieval({{q.data(), int64_t(qk.size()), dim}, qk, qg},
                                          {{g.data(), int64_t(gk.size()), dim}, gk, gg}, eo);
-  auto put = [&](const std::string& name, double value, double chance) {
-    run.values[name] = nan_to(value);
-    run.chance[name] = nan_to(chance);
-  };
-  put("P@10", r.value("micro", "P@10"), r.chance("micro", "P@10"));
-  put("macro_P@10", r.value("macro", "P@10"), r.chance("macro", "P@10"));
-  put("mAP@10", r.value("micro", "mAP@10"), r.chance("micro", "mAP@10"));
-  put("macro_mAP@10", r.value("macro", "mAP@10"), r.chance("macro", "mAP@10"));
-  put("MAP@R", r.value("micro", "MAP@R"), r.chance("micro", "MAP@R"));
-  put("P@1", r.value("micro", "P@1"), r.chance("micro", "P@1"));
-  for (int grade = 0; grade < kNumGrades; ++grade)
-    put(std::string("P@10 ") + grade_name(grade), r.value(grade_name(grade), "P@10"), r.chance(grade_name(grade), "P@10"));
-  put("kNN_acc", r.knn_accuracy, r.chance_knn_accuracy);
-  put("kNN_QWK", r.knn_qwk, r.chance_knn_qwk);
+  for (const CvMetric& m : cv_metrics()) {
+    run.values[m.name] = nan_to(m.metric.empty() ? r.knn_qwk : r.value(m.group, m.metric));
+    run.chance[m.name] = nan_to(m.metric.empty() ? r.chance_knn_qwk : r.chance(m.group, m.metric));
+  }
   return run;
 }
 
@@ -256,9 +265,11 @@ std::string markdown(const Json& summary, const std::vector<CvRun>& runs, const 
 }  // namespace
 
 const std::vector<std::string>& cv_metric_names() {
-  static const std::vector<std::string> names = {
-      "P@10",          "macro_P@10",    "mAP@10",         "macro_mAP@10", "MAP@R",      "P@1",     "P@10 No DR",
-      "P@10 Mild",     "P@10 Moderate", "P@10 Severe",    "P@10 PDR",     "kNN_acc",    "kNN_QWK"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (const CvMetric& m : cv_metrics()) n.push_back(m.name);
+    return n;
+  }();
   return names;
 }
 

@@ -296,7 +296,10 @@ TEST(CliSearch, ExplainPanelAndLocalisation) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   j = parse_json(r.output, "explain --localisation --json");
   EXPECT_GT(j["evaluated"].get<int>(), 0);
-  EXPECT_GE(j["pointing_hit_rate"].get<double>(), 0.0);
+  ASSERT_EQ(j["per_image"].size(), j["evaluated"].get<size_t>());
+  double hits = 0;  // the reported rate is the share of per-image hits
+  for (const Json& i : j["per_image"]) hits += i["pointing_hit"].get<bool>() ? 1 : 0;
+  EXPECT_NEAR(j["pointing_hit_rate"].get<double>(), hits / j["evaluated"].get<double>(), 1e-12);
   r = cli("explain " + shell_quote(image) + " --model " + shell_quote(s.ckpt));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("-o OUT.png"), std::string::npos) << r.output;

@@ -48,6 +48,15 @@ TEST(Hash, Sha256KnownValues) {
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
+TEST(Hash, Fnv1a64KnownValues) {
+  // The published FNV-1a 64-bit test vectors (offset basis 0xcbf29ce484222325, prime 0x100000001b3).
+  EXPECT_EQ(fnv1a64(""), 0xcbf29ce484222325ULL);
+  EXPECT_EQ(fnv1a64("a"), 0xaf63dc4c8601ec8cULL);
+  EXPECT_EQ(fnv1a64("foobar"), 0x85944171f73967e8ULL);
+  // The seed continues a hash: hashing in two parts equals hashing the whole.
+  EXPECT_EQ(fnv1a64("bar", fnv1a64("foo")), fnv1a64("foobar"));
+}
+
 TEST(Framed, RoundTripAndRejections) {
   test::TempDir dir;
   std::string p = dir.file("x.bin");

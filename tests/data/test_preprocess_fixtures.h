@@ -14,6 +14,7 @@
 #include "fundus/core/io.h"
 #include "fundus/core/rng.h"
 #include "fundus/data/image_io.h"
+#include "test_support.h"  // test::error_of
 
 namespace fundus::test {
 
@@ -87,16 +88,6 @@ inline Dataset synthetic_dataset(const std::string& dir, int n, cv::Size size = 
     d.records.push_back(r);
   }
   return d;
-}
-
-/// The message of the fundus::Error thrown by f ("" when nothing is thrown).
-inline std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  return "";
 }
 
 }  // namespace fundus::test

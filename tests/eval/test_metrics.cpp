@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <string>
 
 #include <gtest/gtest.h>
 
@@ -12,9 +13,8 @@
 namespace fundus {
 namespace {
 
-double at(const std::vector<double>& m, const std::vector<int>& ks, AtK family, int k) {
-  size_t pos = size_t(std::find(ks.begin(), ks.end(), k) - ks.begin());
-  return m[metric_slot(family, pos, ks.size())];
+double at(const std::vector<double>& m, const std::vector<int>& ks, const std::string& family, int k) {
+  return m[ranking_metric_index(family + "@" + std::to_string(k), ks)];
 }
 
 TEST(RankingMetrics, HandComputedList) {
@@ -29,51 +29,78 @@ TEST(RankingMetrics, HandComputedList) {
   std::vector<int> ks = {1, 3, 5, 10};
   auto m = ranking_metrics(rel, gain, ks);
   ASSERT_EQ(m.size(), num_ranking_metrics(ks.size()));
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::precision, 1), 1.0);
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::precision, 3), 2.0 / 3);
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::precision, 5), 2.0 / 5);
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::precision, 10), 3.0 / 10);  // divides by k, not by n
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::authors_map, 1), 1.0);
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::authors_map, 3), (1 + 2.0 / 3) / 3);
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::authors_map, 5), (1 + 2.0 / 3) / 5);
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::authors_map, 10), (1 + 2.0 / 3 + 0.5) / 10);
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::ap, 1), 1.0);                         // / min(1, 3)
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::ap, 3), (1 + 2.0 / 3) / 3);
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::ap, 5), (1 + 2.0 / 3) / 3);           // / min(5, 3)
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::ap, 10), (1 + 2.0 / 3 + 0.5) / 3);
-  for (int k : ks) EXPECT_DOUBLE_EQ(at(m, ks, AtK::recall, k), 1.0);
+  EXPECT_DOUBLE_EQ(at(m, ks, "P", 1), 1.0);
+  EXPECT_DOUBLE_EQ(at(m, ks, "P", 3), 2.0 / 3);
+  EXPECT_DOUBLE_EQ(at(m, ks, "P", 5), 2.0 / 5);
+  EXPECT_DOUBLE_EQ(at(m, ks, "P", 10), 3.0 / 10);  // divides by k, not by n
+  EXPECT_DOUBLE_EQ(at(m, ks, "mAP", 1), 1.0);
+  EXPECT_DOUBLE_EQ(at(m, ks, "mAP", 3), (1 + 2.0 / 3) / 3);
+  EXPECT_DOUBLE_EQ(at(m, ks, "mAP", 5), (1 + 2.0 / 3) / 5);
+  EXPECT_DOUBLE_EQ(at(m, ks, "mAP", 10), (1 + 2.0 / 3 + 0.5) / 10);
+  EXPECT_DOUBLE_EQ(at(m, ks, "AP", 1), 1.0);                         // / min(1, 3)
+  EXPECT_DOUBLE_EQ(at(m, ks, "AP", 3), (1 + 2.0 / 3) / 3);
+  EXPECT_DOUBLE_EQ(at(m, ks, "AP", 5), (1 + 2.0 / 3) / 3);           // / min(5, 3)
+  EXPECT_DOUBLE_EQ(at(m, ks, "AP", 10), (1 + 2.0 / 3 + 0.5) / 3);
+  for (int k : ks) EXPECT_DOUBLE_EQ(at(m, ks, "Recall", k), 1.0);
   const double l3 = std::log2(3.0), l5 = std::log2(5.0), l6 = std::log2(6.0), l7 = std::log2(7.0);
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::ndcg, 1), 1.0);
+  EXPECT_DOUBLE_EQ(at(m, ks, "NDCG", 1), 1.0);
   double dcg3 = 1 + .5 / l3 + 1 / 2.0, idcg3 = 1 + 1 / l3 + 1 / 2.0;
-  EXPECT_NEAR(at(m, ks, AtK::ndcg, 3), dcg3 / idcg3, 1e-12);
-  EXPECT_NEAR(at(m, ks, AtK::ndcg, 3), 0.851959, 1e-6);
+  EXPECT_NEAR(at(m, ks, "NDCG", 3), dcg3 / idcg3, 1e-12);
+  EXPECT_NEAR(at(m, ks, "NDCG", 3), 0.851959, 1e-6);
   double dcg5 = dcg3 + .5 / l5 + .75 / l6, idcg5 = idcg3 + .75 / l5 + .5 / l6;
-  EXPECT_NEAR(at(m, ks, AtK::ndcg, 5), dcg5 / idcg5, 1e-12);
-  EXPECT_NEAR(at(m, ks, AtK::ndcg, 10), (dcg5 + 1 / l7) / (idcg5 + .5 / l7), 1e-12);
-  EXPECT_DOUBLE_EQ(m[map_at_r_slot(ks.size())], (1 + 2.0 / 3) / 3);  // ranks 1..R=3
-  EXPECT_DOUBLE_EQ(m[mrr_slot(ks.size())], 1.0);
-  EXPECT_EQ(ranking_metric_names(ks)[metric_slot(AtK::ndcg, 2, ks.size())], "NDCG@5");
+  EXPECT_NEAR(at(m, ks, "NDCG", 5), dcg5 / idcg5, 1e-12);
+  EXPECT_NEAR(at(m, ks, "NDCG", 10), (dcg5 + 1 / l7) / (idcg5 + .5 / l7), 1e-12);
+  EXPECT_DOUBLE_EQ(m[ranking_metric_index("MAP@R", ks)], (1 + 2.0 / 3) / 3);  // ranks 1..R=3
+  EXPECT_DOUBLE_EQ(m[ranking_metric_index("MRR", ks)], 1.0);
+  EXPECT_EQ(ranking_metric_index("NDCG@5", ks), 4 * ks.size() + 2);  // after P, mAP, AP, Recall
   EXPECT_EQ(ranking_metric_names(ks).back(), "MRR");
+}
+
+TEST(RankingMetrics, TableGivesNamesLayoutAndIndex) {
+  const std::vector<int> ks = {1, 4};
+  EXPECT_EQ(ranking_metric_names(ks),
+            (std::vector<std::string>{"P@1", "P@4", "mAP@1", "mAP@4", "AP@1", "AP@4", "Recall@1", "Recall@4", "NDCG@1",
+                                      "NDCG@4", "MAP@R", "MRR"}));
+  EXPECT_EQ(num_ranking_metrics(ks.size()), 12u);
+  EXPECT_EQ(ranking_metric_index("MRR", ks), 11u);
+  EXPECT_THROW(ranking_metric_index("P@7", ks), Error);
+  EXPECT_THROW(ranking_metric_index("kNN-acc", ks), Error);
+  // ranking_values reads each row's formula from the sums: k = 4, 1 hit, R = 2.
+  RankSums s;
+  s.k = 4;
+  s.hits = 1;
+  s.any_hit = 1;
+  s.precision_sum = 0.5;
+  s.dcg = 0.25;
+  s.idcg = 0.5;
+  s.relevant = 2;
+  s.precision_sum_at_r = 0.5;
+  s.reciprocal_rank = 0.5;
+  RankSums one = s;
+  one.k = 1;
+  one.hits = one.any_hit = one.precision_sum = one.dcg = 0;
+  EXPECT_EQ(ranking_values({one, s}),
+            (std::vector<double>{0, 0.25, 0, 0.125, 0, 0.25, 0, 1, 0, 0.5, 0.25, 0.5}));
 }
 
 TEST(RankingMetrics, LateFirstHitAndNoRelevantItem) {
   // rel = 0,0,1,1 (R = 2): MRR = 1/3 (past both k_max and R); MAP@R over ranks 1..2 = 0; AP@5 = (1/3 + 2/4) / 2.
   std::vector<int> ks = {2, 5};
   auto m = ranking_metrics({0, 0, 1, 1}, {0, 0, 1, 1}, ks);
-  EXPECT_DOUBLE_EQ(m[mrr_slot(2)], 1.0 / 3);
-  EXPECT_DOUBLE_EQ(m[map_at_r_slot(2)], 0.0);
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::ap, 5), (1.0 / 3 + 2.0 / 4) / 2);
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::recall, 2), 0.0);
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::recall, 5), 1.0);
-  EXPECT_DOUBLE_EQ(at(m, ks, AtK::ndcg, 2), 0.0);  // gains 0, 0 in the top 2
+  EXPECT_DOUBLE_EQ(m[ranking_metric_index("MRR", ks)], 1.0 / 3);
+  EXPECT_DOUBLE_EQ(m[ranking_metric_index("MAP@R", ks)], 0.0);
+  EXPECT_DOUBLE_EQ(at(m, ks, "AP", 5), (1.0 / 3 + 2.0 / 4) / 2);
+  EXPECT_DOUBLE_EQ(at(m, ks, "Recall", 2), 0.0);
+  EXPECT_DOUBLE_EQ(at(m, ks, "Recall", 5), 1.0);
+  EXPECT_DOUBLE_EQ(at(m, ks, "NDCG", 2), 0.0);  // gains 0, 0 in the top 2
 
   // No relevant item: AP, MAP@R, MRR are 0 (not NaN); NDCG still uses the graded gains.
   auto none = ranking_metrics({0, 0, 0}, {0.75, 0.5, 0.25}, ks);
   for (size_t i = 0; i < none.size(); ++i) {
-    bool graded = i >= metric_slot(AtK::ndcg, 0, 2) && i < map_at_r_slot(2);
+    bool graded = i >= ranking_metric_index("NDCG@2", ks) && i < ranking_metric_index("MAP@R", ks);
     EXPECT_EQ(none[i] == 0.0, !graded) << ranking_metric_names(ks)[i];
   }
-  EXPECT_DOUBLE_EQ(at(none, ks, AtK::ndcg, 5), 1.0);  // already in the ideal order
+  EXPECT_DOUBLE_EQ(at(none, ks, "NDCG", 5), 1.0);  // already in the ideal order
   // Empty list (nothing eligible): all zeros.
   for (double v : ranking_metrics({}, {}, ks)) EXPECT_EQ(v, 0.0);
 }
@@ -184,11 +211,11 @@ TEST(ChanceFloors, HandValuesAndMonteCarlo) {
   std::vector<uint8_t> rel = {0, 1, 0, 0};
   std::vector<double> gain = {0.5, 1, 0.75, 0};
   auto c = chance_metrics(rel, gain, ks);
-  EXPECT_DOUBLE_EQ(at(c, ks, AtK::precision, 1), 0.25);
-  EXPECT_DOUBLE_EQ(at(c, ks, AtK::precision, 8), 0.125);
-  EXPECT_DOUBLE_EQ(at(c, ks, AtK::recall, 2), 0.5);   // 1 - (3/4)(2/3)
-  EXPECT_DOUBLE_EQ(c[mrr_slot(3)], 25.0 / 48);
-  EXPECT_DOUBLE_EQ(c[map_at_r_slot(3)], 0.25);       // R = 1: P(relevant item first)
+  EXPECT_DOUBLE_EQ(at(c, ks, "P", 1), 0.25);
+  EXPECT_DOUBLE_EQ(at(c, ks, "P", 8), 0.125);
+  EXPECT_DOUBLE_EQ(at(c, ks, "Recall", 2), 0.5);   // 1 - (3/4)(2/3)
+  EXPECT_DOUBLE_EQ(c[ranking_metric_index("MRR", ks)], 25.0 / 48);
+  EXPECT_DOUBLE_EQ(c[ranking_metric_index("MAP@R", ks)], 0.25);       // R = 1: P(relevant item first)
   auto mc = chance_metrics_monte_carlo(rel, gain, ks, 2000, 7);
   for (size_t i = 0; i < c.size(); ++i) EXPECT_NEAR(mc[i], c[i], 0.03) << ranking_metric_names(ks)[i];
   EXPECT_EQ(mc, chance_metrics_monte_carlo(rel, gain, ks, 2000, 7));  // seeded
@@ -212,9 +239,9 @@ TEST(ChanceFloors, AuthorsSplitSanityReference) {
       }
     auto c = chance_metrics(rel, gain, ks);
     double share = double(counts[size_t(q)]) / double(total);
-    p_at_10 += share * at(c, ks, AtK::precision, 10);
-    p_at_50 += share * at(c, ks, AtK::precision, 50);
-    map_at_10 += share * at(c, ks, AtK::authors_map, 10);
+    p_at_10 += share * at(c, ks, "P", 10);
+    p_at_50 += share * at(c, ks, "P", 50);
+    map_at_10 += share * at(c, ks, "mAP", 10);
   }
   EXPECT_NEAR(p_at_10, 0.571, 0.004);
   EXPECT_NEAR(p_at_50, p_at_10, 1e-12);  // P@k chance does not depend on k

@@ -1,5 +1,6 @@
 // evaluate_retrieval: hand-computed aggregation, exclusion, report formats, and a cross-check of
 // every ranking metric, the k-NN vote and QWK against a numpy implementation on random data.
+#include <algorithm>
 #include <cmath>
 
 #include <gtest/gtest.h>
@@ -8,6 +9,7 @@
 #include "fundus/core/json.h"
 #include "fundus/core/rng.h"
 #include "fundus/core/strings.h"
+#include "fundus/eval/report.h"
 #include "fundus/eval/retrieval_eval.h"
 #include "test_support.h"
 
@@ -87,7 +89,7 @@ TEST(RetrievalEval, SamePatientExclusionAndEmptyCandidates) {
   o.exclude_same_patient = true;
   auto rep = evaluate_retrieval(toy.set(), toy.set(), o);
   // c loses a (same patient P): b .6, d 0, e -.8 -> first hit at rank 2.
-  EXPECT_DOUBLE_EQ(rep.per_query[2].values[rep.metrics.size() - 2], 0.5);  // MRR slot
+  EXPECT_DOUBLE_EQ(rep.per_query[2].values[ranking_metric_index("MRR", o.ks)], 0.5);
   EXPECT_EQ(rep.per_query[2].eligible, 3);
   EXPECT_EQ(rep.per_query[0].eligible, 3);
   EXPECT_EQ(rep.per_query[1].eligible, 4);
@@ -143,6 +145,47 @@ TEST(RetrievalEval, ReportFormats) {
   EXPECT_THROW(rep.group("all"), Error);
   EXPECT_THROW(EvalOptions::from_json(Json::parse(R"({"k": [1]})")), std::exception);
   EXPECT_THROW(EvalOptions::from_json(Json::parse(R"({"ks": [5, 1]})")), Error);
+}
+
+// Every metric (each row of the ranking table at every cut-off, then kNN-acc) reaches every writer
+// with its value: JSON, CSV, per-query CSV, Markdown and the HTML report.
+TEST(RetrievalEval, EveryMetricAppearsInEveryOutputWithItsValue) {
+  Toy toy;
+  const auto rep = evaluate_retrieval(toy.set(), toy.set(), toy_options());
+  std::vector<std::string> expected = ranking_metric_names(rep.options.ks);
+  expected.push_back("kNN-acc");
+  ASSERT_EQ(rep.metrics, expected);
+  ASSERT_EQ(rep.metrics.size(), 13u);  // 5 families x 2 cut-offs, MAP@R, MRR, kNN-acc
+
+  const Json j = rep.to_json();
+  const std::string csv = rep.to_csv(), md = rep.to_markdown(), per = rep.per_query_csv(toy.set().keys);
+  HtmlReportInput in;
+  in.report = &rep;
+  const std::string html = render_html_report(in);
+  EXPECT_EQ(j["metrics"], Json(rep.metrics));
+  EXPECT_EQ(split(per, '\n').front(), "row,id,grade,eligible,relevant,predicted,confidence," + join(rep.metrics, ","));
+  const std::vector<std::string> md_lines = split(md, '\n');
+  for (size_t i = 0; i < rep.metrics.size(); ++i) {
+    const std::string& m = rep.metrics[i];
+    const double v = rep.value("micro", m), c = rep.chance("micro", m);
+    EXPECT_EQ(rep.group("micro").values[i], v) << m;
+    EXPECT_DOUBLE_EQ(j["groups"][5]["values"][m].get<double>(), v) << m;
+    EXPECT_DOUBLE_EQ(j["groups"][5]["chance"][m].get<double>(), c) << m;
+    EXPECT_NE(csv.find(strprintf("\nmicro,,5,%s,%.6g,%.6g,", m.c_str(), v, c)), std::string::npos) << m << "\n" << csv;
+    // Markdown: the metric's row has the micro cell (third column: No DR, Mild, micro, macro).
+    auto row = std::find_if(md_lines.begin(), md_lines.end(), [&](const std::string& l) {
+      return starts_with(l, "| " + m + " |") || starts_with(l, "| " + m + " (k=");
+    });
+    ASSERT_NE(row, md_lines.end()) << m << "\n" << md;
+    EXPECT_EQ(split(*row, '|')[4], strprintf(" %.3f (%.3f) ", v, c)) << m << ": " << *row;
+    EXPECT_NE(html.find(strprintf("<tr><td>%s</td><td>%.3f <span class=\"chance\">(%.3f)</span></td>", m.c_str(),
+                                  rep.value("No DR", m), rep.chance("No DR", m))),
+              std::string::npos)
+        << m;
+  }
+  // Per query: c (row 2) has MRR 1/3 (first hit at rank 3).
+  EXPECT_NE(per.find("\n2,c,1,4,1,0,"), std::string::npos);
+  EXPECT_DOUBLE_EQ(rep.per_query[2].values[ranking_metric_index("MRR", rep.options.ks)], 1.0 / 3);
 }
 
 TEST(RetrievalEval, RejectsBadInput) {

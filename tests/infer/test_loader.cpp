@@ -245,16 +245,34 @@ TEST_F(LoaderTest, ImageWithoutFieldOfViewIsAnErrorNamingIt) {
 }
 
 TEST_F(LoaderTest, DestroyOrRestartMidEpochJoinsCleanly) {
+  // What epoch 1 must be: batches are a pure function of (seed, epoch, batch index).
+  DataLoader reference(data_, train_options(3));
+  const std::vector<Batch> epoch1 = whole_epoch(reference, 1);
+  ASSERT_GE(epoch1.size(), 2u);
   for (int rep = 0; rep < 3; ++rep) {
     DataLoader loader(data_, train_options(3));
     loader.start_epoch(0);
-    ASSERT_TRUE(loader.next().has_value());
+    auto first = loader.next();
+    ASSERT_TRUE(first.has_value());
+    EXPECT_EQ(first->epoch, 0);
     loader.start_epoch(1);  // abandons epoch 0 with workers blocked on full queues
-    ASSERT_TRUE(loader.next().has_value());
-  }  // destroyed mid-epoch 1
-  DataLoader unused(data_, train_options(2));
-  unused.start_epoch(0);  // destroyed before any next()
-  SUCCEED();
+    auto b = loader.next();
+    ASSERT_TRUE(b.has_value());
+    // Nothing of the abandoned epoch leaks into the new one.
+    EXPECT_EQ(b->epoch, 1);
+    EXPECT_EQ(b->batch, 0);
+    EXPECT_EQ(b->ids, epoch1[0].ids);
+    EXPECT_TRUE(torch::equal(b->images, epoch1[0].images));
+  }  // destroyed mid-epoch 1 (joins its workers, or this test hangs)
+  {
+    DataLoader unused(data_, train_options(2));
+    unused.start_epoch(0);  // destroyed before any next()
+  }
+  // A loader restarted at the same epoch delivers that whole epoch again, unchanged.
+  DataLoader again(data_, train_options(3));
+  again.start_epoch(1);
+  ASSERT_TRUE(again.next().has_value());
+  expect_same_batches(whole_epoch(again, 1), epoch1);
 }
 
 TEST_F(LoaderTest, BadOptionsAndUsage) {

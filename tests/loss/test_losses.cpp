@@ -10,6 +10,7 @@
 #include "fundus/loss/baseline_losses.h"
 #include "fundus/loss/fine_triplet.h"
 #include "fundus/loss/loss.h"
+#include "gradient_check.h"
 
 namespace fundus {
 namespace {
@@ -155,26 +156,12 @@ TEST(FineTripletLoss, LargeGammaNeverOverflows) {
   EXPECT_TRUE(torch::isfinite(xf.grad()).all().item<bool>());
 }
 
-// Central differences on every coordinate of x (float64) against autograd.
+// Central differences on every coordinate of x (float64) against autograd (tests/support/gradient_check.h).
 template <typename Fn>
-void check_gradient(Fn loss_fn, torch::Tensor x0, double tolerance = 1e-7) {
+void check_loss_gradient(Fn loss_fn, const torch::Tensor& x0) {
   auto x = x0.clone().requires_grad_(true);
-  loss_fn(x).backward();
-  auto analytic = x.grad().clone();
-  auto flat = x0.clone().reshape(-1);
-  const double h = 1e-6;
-  double worst = 0;
-  for (int64_t k = 0; k < flat.numel(); ++k) {
-    auto plus = flat.clone(), minus = flat.clone();
-    plus[k] += h;
-    minus[k] -= h;
-    double fp = loss_fn(plus.reshape(x0.sizes())).template item<double>();
-    double fm = loss_fn(minus.reshape(x0.sizes())).template item<double>();
-    double numeric = (fp - fm) / (2 * h);
-    worst = std::max(worst, std::abs(numeric - analytic.reshape(-1)[k].template item<double>()));
-  }
-  EXPECT_LT(worst, tolerance);
-  EXPECT_GT(analytic.abs().max().item<double>(), 1e-3);  // the check is not vacuous
+  // Step 1e-5: the loss (~1) loses ~1e-16 / step to round-off, the third-order term ~step^2.
+  test::expect_gradient_matches([&] { return loss_fn(x); }, x, 1e-6, /*samples=*/0, /*eps=*/1e-5);
 }
 
 TEST(FineTripletLoss, FiniteDifferenceGradients) {
@@ -190,7 +177,7 @@ TEST(FineTripletLoss, FiniteDifferenceGradients) {
       o.gamma = 1.7;
       o.margin = 0.3;
       if (!detach) {
-        check_gradient([&](const torch::Tensor& x) { return fine_triplet_loss(x, r, g, o); }, x0);
+        check_loss_gradient([&](const torch::Tensor& x) { return fine_triplet_loss(x, r, g, o); }, x0);
       } else {
         // Detached alphas are constants in backward, so compare with differences where alpha is frozen
         // at x0: the loss below re-evaluates FTL with alphas taken from x0.
@@ -215,7 +202,7 @@ TEST(FineTripletLoss, FiniteDifferenceGradients) {
         auto xf = x0.clone().requires_grad_(true);
         frozen(xf).backward();
         EXPECT_LT((x.grad() - xf.grad()).abs().max().item<double>(), 1e-12);
-        check_gradient(frozen, x0);
+        check_loss_gradient(frozen, x0);
       }
     }
 }
@@ -259,7 +246,7 @@ TEST(BatchHardTriplet, HandComputed) {
 TEST(BatchHardTriplet, FiniteDifferenceAndEmpty) {
   auto x0 = random_matrix(8, 4, 21);
   auto g = grades_of({0, 1, 0, 2, 1, 0, 2, 1});
-  check_gradient([&](const torch::Tensor& x) { return batch_hard_triplet_loss(x, g, 0.5); }, x0);
+  check_loss_gradient([&](const torch::Tensor& x) { return batch_hard_triplet_loss(x, g, 0.5); }, x0);
   auto x = random_matrix(3, 4, 22).requires_grad_(true);
   expect_zero_with_finite_grad(batch_hard_triplet_loss(x, grades_of({0, 1, 2}), 0.1), x);
   auto y = random_matrix(1, 4, 23).requires_grad_(true);
@@ -271,7 +258,7 @@ TEST(Contrastive, HandComputed) {
   EXPECT_NEAR(contrastive_loss(toy_descriptors(), grades_of({0, 0, 1}), 0.5).item<double>(), 1.25, 1e-12);
   auto x = random_matrix(1, 4, 24).requires_grad_(true);
   expect_zero_with_finite_grad(contrastive_loss(x, grades_of({3}), 0.5), x);
-  check_gradient([&](const torch::Tensor& v) { return contrastive_loss(v, grades_of({0, 1, 0, 1, 1}), -0.2); },
+  check_loss_gradient([&](const torch::Tensor& v) { return contrastive_loss(v, grades_of({0, 1, 0, 1, 1}), -0.2); },
                  random_matrix(5, 3, 25));
 }
 

@@ -1,4 +1,5 @@
-// Helpers for the model tests: tensor comparison and finite-difference gradient checks.
+// Helpers for the model tests: tensor comparison, state-dict access, BatchNorm randomisation
+// (finite-difference gradient checks: tests/support/gradient_check.h).
 #pragma once
 
 #include <functional>
@@ -36,32 +37,6 @@ inline void randomize_batchnorm(torch::nn::Module& root) {
       bn->weight.uniform_(0.5, 1.5);
       bn->bias.uniform_(-0.2, 0.2);
     }
-}
-
-/// Compares autograd's gradient of the scalar f() w.r.t. `leaf` (float64, requires_grad) with central
-/// differences at up to `samples` elements chosen by a seeded Rng. Returns the max relative error
-/// |g - fd| / max(1, |fd|).
-inline double finite_difference_error(const std::function<torch::Tensor()>& f, torch::Tensor leaf, int samples = 12,
-                                      double eps = 1e-6, uint64_t seed = 7) {
-  if (leaf.grad().defined()) leaf.mutable_grad().zero_();
-  f().backward();
-  torch::Tensor grad = leaf.grad().clone().flatten();
-  Rng rng(seed);
-  double worst = 0;
-  torch::NoGradGuard no_grad;
-  torch::Tensor flat = leaf.view({-1});
-  for (int k = 0; k < samples; ++k) {
-    int64_t i = static_cast<int64_t>(rng.below(static_cast<uint64_t>(flat.numel())));
-    double orig = flat[i].item<double>();
-    flat[i] = orig + eps;
-    double up = f().item<double>();
-    flat[i] = orig - eps;
-    double down = f().item<double>();
-    flat[i] = orig;
-    double fd = (up - down) / (2 * eps);
-    worst = std::max(worst, std::abs(grad[i].item<double>() - fd) / std::max(1.0, std::abs(fd)));
-  }
-  return worst;
 }
 
 }  // namespace fundus::test

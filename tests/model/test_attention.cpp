@@ -1,18 +1,20 @@
 // Attention modules: parity of forward AND gradients with a float64 reference written in Python
 // from the formulas of method.md 2.4 (both aggregations), finite differences, identity at init.
+#include <cmath>
 #include <memory>
 
 #include "fundus/core/error.h"
 #include "fundus/model/attention.h"
 #include "fundus/model/runtime.h"
 #include "fundus/model/state_dict.h"
+#include "gradient_check.h"
 #include "model_test_util.h"
 #include "test_support.h"
 
 namespace fundus {
 namespace {
 
-using test::finite_difference_error;
+using test::expect_gradient_matches;
 using test::get;
 using test::max_abs_diff;
 
@@ -176,7 +178,11 @@ TEST(MirrorAttention, IsTheIdentityAtInitAndStillLearns) {
   // Attention maps: column sums of a row-softmax; all rows sum to 1, so each map sums to N.
   EXPECT_EQ(out.attention_h.sizes(), (std::vector<int64_t>{2, 4, 4}));
   EXPECT_NEAR(out.attention_h[0].sum().item<double>(), 16.0, 1e-4);
-  EXPECT_GE(out.attention_v.min().item<double>(), 0.0);
+  for (int64_t b = 0; b < 2; ++b) {
+    EXPECT_NEAR(out.attention_h[b].sum().item<double>(), 16.0, 1e-4) << b;
+    EXPECT_NEAR(out.attention_v[b].sum().item<double>(), 16.0, 1e-4) << b;
+  }
+  EXPECT_GE(out.attention_v.min().item<double>(), 0.0);  // sums of probabilities
   EXPECT_FALSE(m(xa, xh, xv).attention_h.defined());
   // Init as specified: W weight and bias zero, theta/g biases zero, Kaiming weights (std sqrt(2/C)).
   EXPECT_EQ(m->w_v->bias.abs().sum().item<double>(), 0);
@@ -212,8 +218,10 @@ TEST(FiniteDifferences, MirrorAttentionBothAggregations) {
       return (o.y_h * rh).sum() + (o.y_v * rv).sum();
     };
     for (torch::Tensor t : {xa, xh, xv, m->theta_h->conv->weight, m->theta_a->bn->weight, m->g_v->weight,
-                            m->w_h->weight, m->w_v->bias})
-      EXPECT_LE(finite_difference_error(f, t), 1e-6) << aggregation_name(agg);
+                            m->w_h->weight, m->w_v->bias}) {
+      SCOPED_TRACE(aggregation_name(agg));
+      expect_gradient_matches(f, t, 1e-6);
+    }
   }
 }
 
@@ -225,14 +233,29 @@ TEST(FiniteDifferences, SpatialAttention) {
   torch::Tensor x = torch::randn({2, 3, 5, 4}, opts).requires_grad_(true);
   torch::Tensor r = torch::randn({2, 3, 5, 4}, opts);
   auto f = [&] { return (s(x) * r).sum(); };
-  EXPECT_LE(finite_difference_error(f, x, 20), 1e-6);
-  EXPECT_LE(finite_difference_error(f, s->conv->weight, 18), 1e-6);
-  // The map lies in (0,1) and has one channel.
+  expect_gradient_matches(f, x, 1e-6, 20);
+  expect_gradient_matches(f, s->conv->weight, 1e-6, 18);
+  // The map has one channel and is, at every position, the sigmoid of the zero-padded convolution
+  // of [channel mean, channel max] (CBAM's spatial attention), evaluated here by hand.
   torch::NoGradGuard no_grad;
   torch::Tensor m = s->scores(x);
   EXPECT_EQ(m.sizes(), (std::vector<int64_t>{2, 1, 5, 4}));
-  EXPECT_GT(m.min().item<double>(), 0.0);
-  EXPECT_LT(m.max().item<double>(), 1.0);
+  const torch::Tensor w = s->conv->weight, mean = x.mean(1), mx = std::get<0>(x.max(1));
+  const int64_t K = w.size(2), pad = K / 2;
+  ASSERT_EQ(w.sizes(), (std::vector<int64_t>{1, 2, K, K}));
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t h = 0; h < 5; ++h)
+      for (int64_t c = 0; c < 4; ++c) {
+        double z = s->conv->bias.defined() ? s->conv->bias[0].item<double>() : 0.0;
+        for (int64_t i = 0; i < K; ++i)
+          for (int64_t j = 0; j < K; ++j) {
+            const int64_t hh = h + i - pad, cc = c + j - pad;
+            if (hh < 0 || hh >= 5 || cc < 0 || cc >= 4) continue;
+            z += w[0][0][i][j].item<double>() * mean[b][hh][cc].item<double>() +
+                 w[0][1][i][j].item<double>() * mx[b][hh][cc].item<double>();
+          }
+        EXPECT_NEAR(m[b][0][h][c].item<double>(), 1.0 / (1.0 + std::exp(-z)), 1e-12) << b << "," << h << "," << c;
+      }
 }
 
 }  // namespace

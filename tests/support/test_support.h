@@ -2,10 +2,13 @@
 // real `fundus` CLI and the Python oracle (/usr/bin/python3 with Debian's torch) as subprocesses.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "fundus/core/error.h"
 
 namespace fundus::test {
 
@@ -60,5 +63,15 @@ std::string nested_json(int depth);
 /// Runs SQL on a SQLite file directly (to build old schemas or damage a store on purpose); a failure
 /// fails the current test.
 void run_sql(const std::string& db_path, const std::string& sql);
+
+/// The message of the fundus::Error thrown by f ("" when nothing is thrown).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.message();
+  }
+  return "";
+}
 
 }  // namespace fundus::test

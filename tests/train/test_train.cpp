@@ -38,6 +38,37 @@ TrainRequest tiny_request(const std::string& out, const std::vector<std::string>
   return r;
 }
 
+// Micro-averaged chance P@10 of `queries` against `gallery` with same-patient items excluded, from
+// the grade counts alone: a random ranking of n eligible items, R of the query's grade, puts
+// min(10, n) R / n of them in the top 10 (eval/chance.h, evaluated by hand here).
+double chance_p10(const Dataset& queries, const Dataset& gallery) {
+  double sum = 0;
+  int evaluated = 0;
+  for (const CaseRecord& q : queries.records) {
+    double n = 0, R = 0;
+    for (const CaseRecord& g : gallery.records) {
+      if (g.patient_key() == q.patient_key()) continue;
+      ++n;
+      R += g.grade == q.grade;
+    }
+    if (n == 0) continue;
+    sum += std::min(10.0, n) * R / n / 10;
+    ++evaluated;
+  }
+  return sum / evaluated;
+}
+
+// cv.csv's number format: %.6f, "-" for a missing number.
+std::string fmt6(const Json& j) { return j.is_number() ? strprintf("%.6f", j.get<double>()) : "-"; }
+
+// A micro P@10 averages hits / 10 over the queries: 10 x queries x P@10 is a whole number of hits.
+void expect_whole_hits(double p10, size_t queries) {
+  const double hits = p10 * 10 * double(queries);
+  EXPECT_NEAR(hits, std::round(hits), 1e-9) << "P@10 " << p10 << " over " << queries << " queries";
+  EXPECT_GE(hits, 0.0);
+  EXPECT_LE(hits, 10.0 * double(queries));
+}
+
 }  // namespace
 
 TEST(RunConfig, PresetsResolveAndValidate) {
@@ -186,9 +217,9 @@ TEST(Trainer, ResumeReproducesUninterruptedRun) {
   Json summary = load_json_file(dir.file("full/summary.json"));
   EXPECT_TRUE(summary["last_validation"].contains("val_P@10"));
   double p10 = summary["last_validation"]["val_P@10"], chance = summary["last_validation"]["chance_P@10"];
-  EXPECT_GE(p10, 0.0);
-  EXPECT_LE(p10, 1.0);
-  EXPECT_GT(chance, 0.0);
+  const Dataset manifest = load_dataset(synthetic_manifest()).dataset;
+  expect_whole_hits(p10, manifest.subset("val").size());
+  EXPECT_NEAR(chance, chance_p10(manifest.subset("val"), manifest.subset("train")), 1e-12);
 
   // A second run into the same folder must not overwrite it silently.
   EXPECT_THROW(train_model(tiny_request(dir.file("full"))), Error);
@@ -292,11 +323,14 @@ TEST(CrossValidation, FoldsTrainEvaluateAndResume) {
   Dataset all = load_dataset(synthetic_manifest()).dataset;
   for (const auto& run : r.runs) {
     double p10 = run.values["P@10"], chance = run.chance["P@10"];
-    EXPECT_GE(p10, 0.0);
-    EXPECT_GT(chance, 0.05);
-    // The held-out fold is disjoint from its gallery by patient: the manifest says so.
     Dataset fold = load_dataset(dir.file(strprintf("cv/seed%llu/fold%d/manifest.csv", (unsigned long long)run.seed,
                                                    run.fold + 1))).dataset;
+    // The held-out fold (split "test") is queried against every other case.
+    Dataset held_out, others;
+    for (const auto& c : fold.records) (c.split == "test" ? held_out : others).records.push_back(c);
+    expect_whole_hits(p10, held_out.size());
+    EXPECT_NEAR(chance, chance_p10(held_out, others), 1e-12);
+    // The held-out fold is disjoint from its gallery by patient: the manifest says so.
     std::set<std::string> test_patients, train_patients;
     for (const auto& c : fold.records) (c.split == "test" ? test_patients : train_patients).insert(c.patient_key());
     for (const auto& p : test_patients) EXPECT_EQ(train_patients.count(p), 0u) << p;
@@ -308,6 +342,16 @@ TEST(CrossValidation, FoldsTrainEvaluateAndResume) {
   EXPECT_TRUE(s["std"].is_number());
   for (const char* f : {"cv.json", "cv.csv", "cv.md", "cv_config.json", "seed1/fold1/embeddings.npy"})
     EXPECT_TRUE(file_exists(dir.file(std::string("cv/") + f))) << f;
+  // Every metric of the run table reaches each output: runs, summary, cv.csv and cv.md.
+  const std::string csv = read_file(dir.file("cv/cv.csv")), md = read_file(dir.file("cv/cv.md"));
+  ASSERT_EQ(cv_metric_names().size(), 13u);
+  for (const std::string& m : cv_metric_names()) {
+    EXPECT_TRUE(r.runs[0].values.contains(m) && r.runs[0].chance.contains(m)) << m;
+    EXPECT_TRUE(r.summary["none"].contains(m)) << m;
+    EXPECT_NE(csv.find(strprintf("\n1,1,none,%s,%s,", m.c_str(), fmt6(r.runs[0].values[m]).c_str())), std::string::npos)
+        << m << "\n" << csv;
+    EXPECT_NE(md.find("| " + m + " | "), std::string::npos) << m;
+  }
   EXPECT_FALSE(file_exists(dir.file("cv/seed1/fold1/run/checkpoints/last.ckpt"))) << "checkpoints are deleted";
   // Resume: nothing is trained again, and the numbers are the same.
   std::filesystem::remove(dir.file("cv/seed1/fold1/run/summary.json"));  // would be needed to retrain

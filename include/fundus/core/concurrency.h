@@ -1,7 +1,6 @@
 // Concurrency building blocks.
 //  - BoundedQueue<T>: blocking multi-producer/multi-consumer queue with a capacity (back-pressure
 //    for prefetching loaders) and close() for shutdown; pop() returns nullopt once closed and empty.
-//  - ThreadPool: fixed workers running submitted jobs; submit() returns a future.
 //  - parallel_for(n, threads, fn): splits [0, n) into contiguous chunks over up to `threads` threads.
 //    Exceptions thrown by fn are rethrown in the caller (the first one).
 #pragma once
@@ -11,10 +10,8 @@
 #include <deque>
 #include <exception>
 #include <functional>
-#include <future>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <vector>
 
 namespace fundus {
@@ -60,32 +57,6 @@ class BoundedQueue {
   bool closed_ = false;
   mutable std::mutex mu_;
   std::condition_variable not_full_, not_empty_;
-};
-
-class ThreadPool {
- public:
-  explicit ThreadPool(int threads);
-  ~ThreadPool();  // finishes queued jobs, then joins
-  ThreadPool(const ThreadPool&) = delete;
-  ThreadPool& operator=(const ThreadPool&) = delete;
-
-  template <typename F>
-  auto submit(F&& f) -> std::future<decltype(f())> {
-    using R = decltype(f());
-    auto task = std::make_shared<std::packaged_task<R()>>(std::forward<F>(f));
-    auto fut = task->get_future();
-    enqueue([task] { (*task)(); });
-    return fut;
-  }
-  int size() const { return int(workers_.size()); }
-
- private:
-  void enqueue(std::function<void()> job);
-  std::vector<std::thread> workers_;
-  std::deque<std::function<void()>> jobs_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
 };
 
 void parallel_for(int64_t n, int threads, const std::function<void(int64_t begin, int64_t end)>& fn);

@@ -29,17 +29,36 @@ const char* relevance_rule_name(RelevanceRule rule);
 bool is_relevant(int query_grade, int item_grade, RelevanceRule rule);
 double graded_gain(int query_grade, int item_grade);  // 1 - |g_q - g_r| / 4
 
-/// Metric layout of the value vectors: for the cut-offs ks (ascending, >= 1), the families
-/// P@k, mAP@k, AP@k, Recall@k, NDCG@k (each over all ks, in that order), then MAP@R, MRR.
-enum class AtK { precision = 0, authors_map = 1, ap = 2, recall = 3, ndcg = 4 };
-constexpr int kFamiliesAtK = 5;
-inline size_t metric_slot(AtK family, size_t k_position, size_t num_ks) {
-  return size_t(family) * num_ks + k_position;
-}
-inline size_t map_at_r_slot(size_t num_ks) { return kFamiliesAtK * num_ks; }
-inline size_t mrr_slot(size_t num_ks) { return kFamiliesAtK * num_ks + 1; }
-inline size_t num_ranking_metrics(size_t num_ks) { return kFamiliesAtK * num_ks + 2; }
+/// What every ranking metric is computed from: the sums of one ranked list at a cut-off k (chance.h
+/// fills in their expectations under a random ranking). The whole-list fields are the same at every k.
+struct RankSums {
+  double k = 0;                   // the cut-off
+  double hits = 0;                // hits_k
+  double any_hit = 0;             // 1 if hits_k > 0, else 0 (chance: the probability)
+  double precision_sum = 0;       // sum_{r<=k} rel_r hits_r / r
+  double dcg = 0, idcg = 0;       // DCG@k and the ideal IDCG@k
+  double relevant = 0;            // R, over the whole list
+  double precision_sum_at_r = 0;  // precision_sum at rank R (MAP@R)
+  double reciprocal_rank = 0;     // 1 / rank of the first relevant item, 0 when none (chance: expected)
+};
+
+/// The ranking metrics in output order. Adding a metric is adding a row to this table (metrics.cpp):
+/// names, layout, measured values, chance floors, aggregation and every report follow from it.
+struct RankingMetric {
+  const char* name;  // a family ("P" -> "P@5", "P@10", ...) when at_k, else the metric's name
+  bool at_k;         // reported at every cut-off
+  double (*value)(const RankSums& sums);
+};
+const std::vector<RankingMetric>& ranking_metric_table();
+
+/// Layout of the value vectors: the table's rows in order, an at_k row expanded over the cut-offs ks
+/// (ascending, >= 1): P@k, mAP@k, AP@k, Recall@k, NDCG@k (each over all ks), then MAP@R, MRR.
+size_t num_ranking_metrics(size_t num_ks);
 std::vector<std::string> ranking_metric_names(const std::vector<int>& ks);  // "P@5", "mAP@5", ..., "MRR"
+/// Position of `name` ("P@10", "MRR") in that layout; throws when ks or the table has no such metric.
+size_t ranking_metric_index(const std::string& name, const std::vector<int>& ks);
+/// The values in that layout from the sums at each cut-off (sums[i] for ks[i]).
+std::vector<double> ranking_values(const std::vector<RankSums>& sums);
 /// Throws unless ks is non-empty, every k >= 1, strictly ascending.
 void check_cutoffs(const std::vector<int>& ks);
 

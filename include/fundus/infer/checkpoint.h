@@ -23,7 +23,5 @@ struct Checkpoint {
 
 void save_checkpoint(const std::string& path, const Checkpoint& checkpoint);
 Checkpoint load_checkpoint(const std::string& path);
-/// Reads only the meta JSON (still verifies the checksum).
-Json read_checkpoint_meta(const std::string& path);
 
 }  // namespace fundus
