@@ -179,8 +179,8 @@ void phase_store(const Args& a) {
   int64_t model = 0;
   if (!a.checkpoint.empty()) {
     ModelRunner runner(a.checkpoint);
-    FUNDUS_CHECK(runner.descriptor_dim() == a.dim, a.checkpoint << ": descriptor dim " << runner.descriptor_dim()
-                                                                 << " != --dim " << a.dim);
+    FUNDUS_CHECK(runner.descriptor_dim() == a.dim,
+                 a.checkpoint << ": descriptor dim " << runner.descriptor_dim() << " != --dim " << a.dim);
     model = register_model(store, runner);
   } else {
     model = store.register_model("synthetic", "{}", "synthetic-" + std::to_string(a.seed), "{}", a.dim);
@@ -283,9 +283,9 @@ void save_oracle(const Args& a, const Oracle& o) {
 Oracle load_oracle(const Args& a) {
   std::string bytes = read_framed_file(truth_path(a), "FNDTRUTH", 1, "oracle");
   BinaryReader r(bytes, truth_path(a));
-  FUNDUS_CHECK(r.get<int64_t>() == a.n && r.get<int64_t>() == a.queries && r.get<int32_t>() == a.k &&
-                   r.get_string() == a.data,
-               truth_path(a) << ": computed for other --n/--queries/--k/--data");
+  FUNDUS_CHECK(
+      r.get<int64_t>() == a.n && r.get<int64_t>() == a.queries && r.get<int32_t>() == a.k && r.get_string() == a.data,
+      truth_path(a) << ": computed for other --n/--queries/--k/--data");
   Oracle o;
   for (size_t f = 0; f < filter_cases().size(); ++f) {
     SearchResult s;
@@ -557,7 +557,8 @@ void phase_compressed(const Args& a) {
     for (int64_t q = 0; q < a.queries; ++q) {
       auto& b = best[size_t(q)];
       for (int i = 0; i < a.k; ++i) b.push_back({r.scores_row(q)[i], r.ids_row(q)[i]});
-      std::sort(b.begin(), b.end(), [](auto& x, auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); });
+      std::sort(b.begin(), b.end(),
+                [](auto& x, auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); });
       b.resize(size_t(a.k));
     }
     t_truth += now() - t;

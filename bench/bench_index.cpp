@@ -166,7 +166,9 @@ double read_bandwidth(const std::vector<float>& buf, int threads) {
   return best;
 }
 
-bool skipped(const Args& a, const std::string& what) { return ("," + a.skip + ",").find("," + what + ",") != std::string::npos; }
+bool skipped(const Args& a, const std::string& what) {
+  return ("," + a.skip + ",").find("," + what + ",") != std::string::npos;
+}
 
 void run_size(const Args& a, int64_t n, Json& out) {
   const int dim = a.dim, k = 10;
@@ -272,7 +274,7 @@ void run_size(const Args& a, int64_t n, Json& out) {
       p.m = m;
       p.nbits = 8;
       IvfPqIndex ivf(dim, p);
-        t = now();
+      t = now();
       ivf.add(ids, data);
       double build = now() - t;
       // Computed payload (codes + ids + coarse centroids + PQ codebooks): RSS growth is meaningless
@@ -295,8 +297,14 @@ void run_size(const Args& a, int64_t n, Json& out) {
   Json rows = Json::array();
   for (auto& r : g_rows)
     if (r.n == n)
-      rows.push_back({{"index", r.index}, {"setting", r.setting}, {"build_s", r.build_s}, {"mem_mb", r.mem_mb},
-                      {"p50_ms", r.p50_ms}, {"p99_ms", r.p99_ms}, {"qps", r.qps}, {"recall_at_10", r.recall}});
+      rows.push_back({{"index", r.index},
+                      {"setting", r.setting},
+                      {"build_s", r.build_s},
+                      {"mem_mb", r.mem_mb},
+                      {"p50_ms", r.p50_ms},
+                      {"p99_ms", r.p99_ms},
+                      {"qps", r.qps},
+                      {"recall_at_10", r.recall}});
   out["sizes"][std::to_string(n)] = rows;
   out["loadavg_after_" + std::to_string(n)] = loadavg();
   std::fprintf(stderr, "[n=%lld] done; load average %s\n", (long long)n, loadavg().c_str());
@@ -332,7 +340,9 @@ int main(int argc, char** argv) {
                 double(n) * a.dim * 4 / (bw * 1e9) * 1e3, double(n) * a.dim * 4 / 1e6);
   std::printf("\n| %8s | %-19s | %-26s | %8s | %7s | %8s | %8s | %9s | %6s |\n", "n", "index", "setting", "build s",
               "mem MB", "p50 ms", "p99 ms", "batch q/s", "R@10");
-  std::printf("|---------:|:--------------------|:---------------------------|---------:|--------:|---------:|---------:|----------:|-------:|\n");
+  std::printf(
+      "|---------:|:--------------------|:---------------------------|---------:|--------:|---------:|---------:|------"
+      "----:|-------:|\n");
   for (int64_t n : a.sizes) run_size(a, n, out);
   return 0;
 }

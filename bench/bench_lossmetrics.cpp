@@ -51,14 +51,18 @@ int main(int argc, char** argv) {
                                               torch::nn::functional::NormalizeFuncOptions().dim(1));
     auto g = torch::randint(0, 5, {batch}, torch::kLong);
     auto r = torch::rand({batch}) * 0.8 + 0.2;
-    double ftl = median_ms([&] {
-      auto xi = x.clone().requires_grad_(true);
-      fine_triplet_loss(xi, r, g).backward();
-    }, 200);
-    double bh = median_ms([&] {
-      auto xi = x.clone().requires_grad_(true);
-      batch_hard_triplet_loss(xi, g, 0.1).backward();
-    }, 200);
+    double ftl = median_ms(
+        [&] {
+          auto xi = x.clone().requires_grad_(true);
+          fine_triplet_loss(xi, r, g).backward();
+        },
+        200);
+    double bh = median_ms(
+        [&] {
+          auto xi = x.clone().requires_grad_(true);
+          batch_hard_triplet_loss(xi, g, 0.1).backward();
+        },
+        200);
     std::printf("  B=%-3lld FTL %.3f  batch-hard %.3f\n", (long long)batch, ftl, bh);
   }
 

@@ -1,8 +1,8 @@
 // Preprocessing throughput: real JPEG -> size x size float tensor [3,H,W] (decode, reduced when the rule
 // allows, FOV, crop, pad, INTER_AREA resize, mask, ImageNet normalisation), cold (no cache: every image
-// decoded; also with decode_oversample 1.25) and warm (preprocessed-image cache hit), with 1 and 2 threads. The Python peer is
-// bench/bench_preprocess.py; bench/run_bench_preprocess.sh runs both and prints the table.
-// Results: docs/bench-preprocess.md.
+// decoded; also with decode_oversample 1.25) and warm (preprocessed-image cache hit), with 1 and 2 threads. The Python
+// peer is bench/bench_preprocess.py; bench/run_bench_preprocess.sh runs both and prints the table. Results:
+// docs/bench-preprocess.md.
 //
 //   build/bench/bench_preprocess [--data DIR] [--size 256] [--limit 0] [--reps 3]
 // Prints one JSON object per line: {"impl":"cpp","mode":"cold","threads":1,"images":356,...}.
@@ -47,7 +47,8 @@ Timing best_of(const std::vector<std::string>& paths, int threads, int reps, int
     double t0 = now(), c0 = cpu_now();
     parallel_for(int64_t(paths.size()), threads, [&](int64_t b, int64_t e) {
       torch::Tensor out = torch::empty({3, size, size}, torch::kFloat32);
-      for (int64_t i = b; i < e; ++i) image_to_chw(load(paths[size_t(i)]), out.data_ptr<float>(), Normalization::imagenet());
+      for (int64_t i = b; i < e; ++i)
+        image_to_chw(load(paths[size_t(i)]), out.data_ptr<float>(), Normalization::imagenet());
     });
     best.wall = std::min(best.wall, now() - t0);
     best.cpu = std::min(best.cpu, cpu_now() - c0);
@@ -56,9 +57,10 @@ Timing best_of(const std::vector<std::string>& paths, int threads, int reps, int
 }
 
 void report(const char* mode, int threads, size_t n, Timing t, int reduce) {
-  std::printf("{\"impl\":\"cpp\",\"mode\":\"%s\",\"threads\":%d,\"images\":%zu,\"seconds\":%.4f,\"images_per_s\":%.1f,"
-              "\"cpu_ms_per_image\":%.3f,\"reduce\":%d}\n",
-              mode, threads, n, t.wall, double(n) / t.wall, 1e3 * t.cpu / double(n), reduce);
+  std::printf(
+      "{\"impl\":\"cpp\",\"mode\":\"%s\",\"threads\":%d,\"images\":%zu,\"seconds\":%.4f,\"images_per_s\":%.1f,"
+      "\"cpu_ms_per_image\":%.3f,\"reduce\":%d}\n",
+      mode, threads, n, t.wall, double(n) / t.wall, 1e3 * t.cpu / double(n), reduce);
   std::fflush(stdout);
 }
 }  // namespace
@@ -90,7 +92,8 @@ int main(int argc, char** argv) {
   for (const auto& p : paths) read_file(p);  // page cache warm: we time decoding, not the disk
 
   for (int threads : {1, 2}) {
-    Timing s = best_of(paths, threads, reps, size, [&](const std::string& p) { return preprocess_fundus_file(p, o).image; });
+    Timing s =
+        best_of(paths, threads, reps, size, [&](const std::string& p) { return preprocess_fundus_file(p, o).image; });
     report("cold", threads, paths.size(), s, reduce);
   }
   // The same with a 1.25x decode margin (decode_oversample): DCT-reduced decoding kicks in at 256 px.
@@ -98,7 +101,8 @@ int main(int argc, char** argv) {
   fast.decode_oversample = 1.25;
   const int fast_reduce = preprocess_fundus_file(paths[0], fast).reduce;
   for (int threads : {1, 2}) {
-    Timing s = best_of(paths, threads, reps, size, [&](const std::string& p) { return preprocess_fundus_file(p, fast).image; });
+    Timing s = best_of(paths, threads, reps, size,
+                       [&](const std::string& p) { return preprocess_fundus_file(p, fast).image; });
     report("cold-oversample-1.25", threads, paths.size(), s, fast_reduce);
   }
   std::string dir = "/tmp/fundus-bench-preprocess-cache";

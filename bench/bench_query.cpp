@@ -134,20 +134,17 @@ int main(int argc, char** argv) {
       search.push_back(r.timing_ms["search"].get<double>());
       total.push_back(ms(a, c));
     }
-    Json j = {{"images_in_store", engine.size()},
-              {"queries", total.size()},
-              {"threads", threads},
-              {"index", index_spec},
-              {"startup_embed_s", startup_s},
-              {"checkpoint", ckpt}};
+    Json j = {
+        {"images_in_store", engine.size()}, {"queries", total.size()}, {"threads", threads}, {"index", index_spec},
+        {"startup_embed_s", startup_s},     {"checkpoint", ckpt}};
     std::printf("%-26s %9s %9s %9s\n", "stage (ms)", "p50", "p99", "mean");
-    for (auto& [name, v] : std::vector<std::pair<std::string, std::vector<double>*>>{
-             {"read file", &read},
-             {"decode (JPEG, reduced)", &decode},
-             {"preprocess (FOV, resize)", &preprocess},
-             {"embed (3 views)", &embed},
-             {"search + case lookup", &search},
-             {"total", &total}}) {
+    for (auto& [name, v] :
+         std::vector<std::pair<std::string, std::vector<double>*>>{{"read file", &read},
+                                                                   {"decode (JPEG, reduced)", &decode},
+                                                                   {"preprocess (FOV, resize)", &preprocess},
+                                                                   {"embed (3 views)", &embed},
+                                                                   {"search + case lookup", &search},
+                                                                   {"total", &total}}) {
       Stats s = stats(*v);
       std::printf("%-26s %9.2f %9.2f %9.2f\n", name.c_str(), s.p50, s.p99, s.mean);
       j["ms"][name] = {{"p50", s.p50}, {"p99", s.p99}, {"mean", s.mean}};

@@ -123,8 +123,8 @@ int main(int argc, char** argv) try {
         double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
         if (!r || r->status != 200) {
           ++failures;
-          std::cerr << "query failed: " << (r ? std::to_string(r->status) + " " + r->body : httplib::to_string(r.error()))
-                    << "\n";
+          std::cerr << "query failed: "
+                    << (r ? std::to_string(r->status) + " " + r->body : httplib::to_string(r.error())) << "\n";
         } else {
           mine.push_back(ms);
         }
@@ -171,8 +171,7 @@ int main(int argc, char** argv) try {
   double load1 = 0;
   try {
     load1 = std::stod(fundus::read_file("/proc/loadavg"));
-  } catch (const std::exception&) {
-  }
+  } catch (const std::exception&) {}
 
   std::cout << fundus::strprintf(
                    "%-28s clients %d writers %d: %6.2f queries/s  p50 %7.1f ms  p90 %7.1f ms  p99 %7.1f ms  "
@@ -182,13 +181,22 @@ int main(int argc, char** argv) try {
                    (long long)failures.load(), consistent ? "consistent" : "INCONSISTENT", (long long)stored,
                    (long long)indexed)
             << "\n";
-  fundus::Json out = {{"label", a.label},         {"clients", a.clients},
-                      {"writers", a.writers},     {"seconds", elapsed},
-                      {"queries", latencies.size()}, {"qps", qps},
-                      {"p50_ms", percentile(latencies, 50)}, {"p90_ms", percentile(latencies, 90)},
-                      {"p99_ms", percentile(latencies, 99)}, {"adds", adds.load()},
-                      {"deletes", deletes.load()}, {"failures", failures.load()},
-                      {"consistent", consistent}, {"cases", stored}, {"indexed", indexed}, {"expected", expected},
+  fundus::Json out = {{"label", a.label},
+                      {"clients", a.clients},
+                      {"writers", a.writers},
+                      {"seconds", elapsed},
+                      {"queries", latencies.size()},
+                      {"qps", qps},
+                      {"p50_ms", percentile(latencies, 50)},
+                      {"p90_ms", percentile(latencies, 90)},
+                      {"p99_ms", percentile(latencies, 99)},
+                      {"adds", adds.load()},
+                      {"deletes", deletes.load()},
+                      {"failures", failures.load()},
+                      {"consistent", consistent},
+                      {"cases", stored},
+                      {"indexed", indexed},
+                      {"expected", expected},
                       {"load1", load1}};
   std::cout << out.dump() << "\n";
   return failures == 0 && consistent ? 0 : 1;

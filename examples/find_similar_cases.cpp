@@ -25,10 +25,8 @@ int main(int argc, char** argv) try {
   std::string work = "example-work", pretrained;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--pretrained" && i + 1 < argc)
-      pretrained = argv[++i];
-    else
-      work = a;
+    if (a == "--pretrained" && i + 1 < argc) pretrained = argv[++i];
+    else work = a;
   }
   fundus::set_compute_threads(0);  // Debian's LibTorch starts with one thread: use every core
   fundus::make_dirs(work);
@@ -52,10 +50,8 @@ int main(int argc, char** argv) try {
   // Without ImageNet weights a ResNet-18 trains from scratch more gracefully than MobileNetV2, whose
   // ReLU6 activations saturate after one short epoch and make every descriptor alike.
   std::vector<std::string> overrides = {"train.epochs=1"};
-  if (pretrained.empty())
-    overrides.push_back("model.backbone=\"resnet18\"");
-  else
-    overrides.push_back("model.pretrained=\"" + pretrained + "\"");
+  if (pretrained.empty()) overrides.push_back("model.backbone=\"resnet18\"");
+  else overrides.push_back("model.pretrained=\"" + pretrained + "\"");
   train.config = fundus::resolve_run_config("tiny", "", overrides);
   train.data = manifest;
   train.out_dir = fundus::join_path(work, "run");

@@ -73,7 +73,7 @@ int main(int argc, char** argv) try {
       std::cout << " " << nearest.ids_row(0)[i] << " (" << nearest.scores_row(0)[i] << ")";
     std::cout << "\n";
     if (nearest.ids_row(0)[0] != vectors.case_ids[0]) return 1;  // a vector is its own nearest neighbour
-  }  // the store closes; the engine below opens it again
+  }                                                              // the store closes; the engine below opens it again
 
   // 4. The search engine: model + store + index loaded once; queries from image files or bytes.
   fundus::EngineOptions engine_options;

@@ -58,12 +58,9 @@ int main(int argc, char** argv) try {
   int epochs = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--data" && i + 1 < argc)
-      data = argv[++i];
-    else if (a == "--epochs" && i + 1 < argc)
-      epochs = std::stoi(argv[++i]);
-    else
-      work = a;
+    if (a == "--data" && i + 1 < argc) data = argv[++i];
+    else if (a == "--epochs" && i + 1 < argc) epochs = std::stoi(argv[++i]);
+    else work = a;
   }
   fundus::set_compute_threads(0);  // Debian's LibTorch starts with one thread: use every core
   fundus::make_dirs(work);

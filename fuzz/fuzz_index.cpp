@@ -24,10 +24,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   const std::string path = fuzz::temp_dir() + "/fuzz.fidx";
   std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  if (data[0] & 1)
-    write_framed_file(path, "FNDINDX1", 2, rest);
-  else
-    fuzz::write_bytes(path, data + 1, size - 1);
+  if (data[0] & 1) write_framed_file(path, "FNDINDX1", 2, rest);
+  else fuzz::write_bytes(path, data + 1, size - 1);
   fuzz::expect_only_fundus_errors([&] { (void)read_index_info(path); });
   fuzz::expect_only_fundus_errors([&] {
     LoadedIndex loaded = load_index(path);

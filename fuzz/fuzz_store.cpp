@@ -39,8 +39,8 @@ void remove_store() {
 bool sql_allowed(const std::string& sql) {
   std::string lower(sql);
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  for (const char* word : {"vacuum", "attach", "detach", "load_extension", "temp_store_directory", "data_store_directory",
-                           "readfile", "writefile"})
+  for (const char* word : {"vacuum", "attach", "detach", "load_extension", "temp_store_directory",
+                           "data_store_directory", "readfile", "writefile"})
     if (lower.find(word) != std::string::npos) return false;
   return true;
 }

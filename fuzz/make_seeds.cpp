@@ -117,7 +117,8 @@ void store_seeds(const std::string& tmp) {
       "DELETE FROM store_info",
       "UPDATE cases SET grade=7 WHERE id=1",
       "UPDATE cases SET grade='x' WHERE id=2",
-      "UPDATE cases SET meta='[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]"
+      "UPDATE cases SET "
+      "meta='[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]"
       "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]'",
       "UPDATE cases SET meta=x'7b2261223a22e9227d'",
       "UPDATE cases SET external_id=x'1b5b33316d'",
@@ -170,12 +171,19 @@ std::string multipart(const std::string& path, const std::vector<std::pair<std::
 
 void api_seeds() {
   seed("fuzz_api", "query.http",
-       multipart("/api/query", {{"image", "\xff\xd8\xff\xd9"}, {"k", "5"}, {"grades", "0, 2,4"},
-                                {"exclude_patient", "p1"}, {"attention", "false"}}),
+       multipart("/api/query", {{"image", "\xff\xd8\xff\xd9"},
+                                {"k", "5"},
+                                {"grades", "0, 2,4"},
+                                {"exclude_patient", "p1"},
+                                {"attention", "false"}}),
        0);
   seed("fuzz_api", "add.http",
-       multipart("/api/cases", {{"image", "\xff\xd8\xff\xd9"}, {"grade", "3"}, {"id", "case-9"}, {"patient", "p9"},
-                                {"eye", "left"}, {"meta", R"({"site":"b","visit":{"n":2,"tags":["x"]}})"}}),
+       multipart("/api/cases", {{"image", "\xff\xd8\xff\xd9"},
+                                {"grade", "3"},
+                                {"id", "case-9"},
+                                {"patient", "p9"},
+                                {"eye", "left"},
+                                {"meta", R"({"site":"b","visit":{"n":2,"tags":["x"]}})"}}),
        0);
   seed("fuzz_api", "bad_fields.http",
        multipart("/api/cases", {{"grade", "0x2"}, {"id", "a\x1b[31m"}, {"eye", "OD"}, {"meta", "[[[[1]]]]"}}), 0);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent installer of everything Fundus Retrieval needs on Debian 12.
 # Usage: scripts/install-deps.sh [--with-browser]
-#   --with-browser  also installs chromium + playwright-core for the web-page tests.
+#   --with-browser  also installs what the tests need: chromium + playwright-core for the web-page
+#                   tests, clang-format for the format check.
 # Prints one line per phase; apt's and npm's full output goes to build/install-deps.log
 # (or $FUNDUS_INSTALL_LOG), whose last lines are shown when a phase fails.
 set -euo pipefail
@@ -47,7 +48,9 @@ pkgs=(build-essential cmake ninja-build pkg-config ccache git ca-certificates
       libgtest-dev libgmock-dev libbenchmark-dev
       python3 python3-torch python3-torchvision python3-opencv python3-numpy)
 if [ "$want_browser" = 1 ]; then
-  pkgs+=(chromium)
+  # What the test suite needs beyond the build: the browser for the web page, clang-format for
+  # the format check (the `format` ctest).
+  pkgs+=(chromium clang-format)
   # Node.js may come from another source (e.g. nodesource's nodejs bundles npm and conflicts
   # with Debian's npm package): only ask apt for what is really absent.
   command -v node >/dev/null 2>&1 || pkgs+=(nodejs)

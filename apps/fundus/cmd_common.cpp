@@ -55,8 +55,9 @@ std::optional<DistributedOptions> launch_or_join(const LaunchOptions& options) {
   if (plan.role != LaunchRole::launcher) return plan.world;
   const int status = run_local_workers(plan);
   FUNDUS_CHECK(status == 0, "distributed run failed: a worker ended with status "
-                                << status << " (its error is above); the others were stopped. Restart from the last "
-                                             "checkpoint with --resume (docs/scaling.md)");
+                                << status
+                                << " (its error is above); the others were stopped. Restart from the last "
+                                   "checkpoint with --resume (docs/scaling.md)");
   return std::nullopt;
 }
 

@@ -51,7 +51,8 @@ Dataset usable_dataset(const SourceOptions& o) {
 
 void add_validate(CLI::App& parent) {
   auto o = std::make_shared<SourceOptions>();
-  CLI::App* cmd = parent.add_subcommand("validate", "Report every problem (file:line): grades, ids, missing or corrupt images");
+  CLI::App* cmd =
+      parent.add_subcommand("validate", "Report every problem (file:line): grades, ids, missing or corrupt images");
   add_source_options(cmd, *o, true);
   cmd->callback([o] {
     ValidationResult v = validate_dataset(o->path, o->load(), o->validate());
@@ -94,7 +95,8 @@ void add_split(CLI::App& parent) {
   add_source_options(cmd, *o, true);
   cmd->add_option("--out", *out, "Output folder: manifest.csv, train.csv, val.csv, test.csv, split.json")->required();
   cmd->add_option("--mode", *mode, "patient (disjoint, stratified by worst-eye grade) or image")->capture_default_str();
-  cmd->add_option("--val", s->val_fraction, "Validation fraction (image mode: of the non-test images)")->capture_default_str();
+  cmd->add_option("--val", s->val_fraction, "Validation fraction (image mode: of the non-test images)")
+      ->capture_default_str();
   cmd->add_option("--test", s->test_fraction, "Test fraction")->capture_default_str();
   cmd->add_option("--seed", s->seed, "Seed (image mode: of the test split)")->capture_default_str();
   cmd->add_option("--seed2", s->seed2, "Image mode: seed of the val split")->capture_default_str();
@@ -105,14 +107,17 @@ void add_split(CLI::App& parent) {
     SplitSummary summary = summarize_split(split, options);
     write_split(*out, split, summary);
     if (o->json) std::cout << split_summary_to_json(summary).dump(2) << "\n";
-    else std::cout << format_split_summary(summary) << "wrote " << *out << "/{manifest,train,val,test}.csv and split.json\n";
+    else
+      std::cout << format_split_summary(summary) << "wrote " << *out
+                << "/{manifest,train,val,test}.csv and split.json\n";
   });
 }
 
 void add_import(CLI::App& parent) {
   auto o = std::make_shared<SourceOptions>();
   auto out = std::make_shared<std::string>();
-  CLI::App* cmd = parent.add_subcommand("import", "Validate a dataset in any supported format and write our manifest CSV");
+  CLI::App* cmd =
+      parent.add_subcommand("import", "Validate a dataset in any supported format and write our manifest CSV");
   add_source_options(cmd, *o, true);
   cmd->add_option("--out", *out, "Manifest CSV to write (image paths relative to its folder)")->required();
   cmd->callback([o, out] {

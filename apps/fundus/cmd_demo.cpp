@@ -10,7 +10,8 @@ namespace fundus::cli {
 
 void add_demo_command(CLI::App& app) {
   auto opt = std::make_shared<DemoOptions>();
-  auto* cmd = app.add_subcommand("demo", "Run the whole pipeline on synthetic data (synth, split, train, index, query, eval)");
+  auto* cmd =
+      app.add_subcommand("demo", "Run the whole pipeline on synthetic data (synth, split, train, index, query, eval)");
   cmd->add_option("--out", opt->out, "Output folder")->capture_default_str();
   cmd->add_option("--count", opt->count, "Synthetic images")->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Random seed")->capture_default_str();

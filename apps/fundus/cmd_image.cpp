@@ -52,10 +52,8 @@ void add_image_commands(CLI::App& app) {
     }
     FUNDUS_CHECK(!inputs.empty(), "preprocess: no images given (pass image files and/or --data)");
     Json images = write_preprocess_inspection(inputs, o, a->out, a->threads);
-    if (a->json)
-      std::cout << images.dump(2) << "\n";
-    else
-      std::cout << format_inspection_table(images) << "wrote " << a->out << "/fov.json\n";
+    if (a->json) std::cout << images.dump(2) << "\n";
+    else std::cout << format_inspection_table(images) << "wrote " << a->out << "/fov.json\n";
     int failed = 0;
     for (const Json& row : images) failed += row.contains("error");
     FUNDUS_CHECK(failed == 0, failed << " of " << images.size() << " images could not be preprocessed (see above)");

@@ -50,7 +50,9 @@ void add_embed(CLI::App& app) {
   cmd->add_option("--model", a->model, "Checkpoint (RUN/checkpoints/best.ckpt)")->required();
   cmd->add_option("--store", a->store, "Case store database")->required();
   cmd->add_option("--split", a->options.splits, "Only cases of these splits (comma-separated; default all)");
-  cmd->add_option("--batch", a->options.batch_size, "Images per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", a->options.batch_size, "Images per forward pass")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--workers", a->options.workers, "Decode/preprocess threads")->capture_default_str();
   cmd->add_option("--cache", a->options.cache_dir, "Preprocessed-image cache folder");
   cmd->add_option("--commit-every", a->options.commit_every, "Images per committed transaction")->capture_default_str();
@@ -83,10 +85,8 @@ void add_embed(CLI::App& app) {
       r = embed_store(store, model, a->options);
     });
     if (!world->is_main()) return;
-    if (a->json)
-      std::cout << r.to_json().dump(2) << "\n";
-    else
-      std::cout << r.summary() << "\n";
+    if (a->json) std::cout << r.to_json().dump(2) << "\n";
+    else std::cout << r.summary() << "\n";
   });
 }
 
@@ -155,8 +155,9 @@ void add_query(CLI::App& app) {
         continue;
       }
       std::cout << "query: " << image
-                << strprintf("  (decode %.0f ms, embed %.0f ms, search %.1f ms)\n", j["timing_ms"]["decode"].get<double>(),
-                             j["timing_ms"]["embed"].get<double>(), j["timing_ms"]["search"].get<double>())
+                << strprintf("  (decode %.0f ms, embed %.0f ms, search %.1f ms)\n",
+                             j["timing_ms"]["decode"].get<double>(), j["timing_ms"]["embed"].get<double>(),
+                             j["timing_ms"]["search"].get<double>())
                 << format_query_result(r);
       if (j.contains("sheet")) std::cout << "wrote " << j["sheet"].get<std::string>() << "\n";
       if (j.contains("attention")) std::cout << "wrote " << j["attention"].get<std::string>() << "\n";
@@ -217,7 +218,8 @@ void add_explain(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
-      "explain", "Attention maps (mirror attention, or Grad-CAM) for an image; --localisation measures them on lesion masks");
+      "explain",
+      "Attention maps (mirror attention, or Grad-CAM) for an image; --localisation measures them on lesion masks");
   cmd->add_option("image", a->image, "Fundus image");
   cmd->add_option("--model", a->model, "Checkpoint")->required();
   cmd->add_option("-o,--out", a->out, "Output panel (PNG/JPEG): preprocessed | overlay | branch maps");
@@ -273,7 +275,10 @@ void add_explain(CLI::App& app) {
       reference_id.clear();
     }
     if (a->json)
-      std::cout << Json{{"image", a->image}, {"method", e.method}, {"out", a->out}, {"reference", reference_id},
+      std::cout << Json{{"image", a->image},
+                        {"method", e.method},
+                        {"out", a->out},
+                        {"reference", reference_id},
                         {"feature_grid", {e.feature_grid.width, e.feature_grid.height}}}
                        .dump(2)
                 << "\n";

@@ -25,13 +25,19 @@ void add_serve_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("serve", "HTTP API and web page for similar-case search (docs/api.md)");
   cmd->add_option("--store", a->engine.store_path, "Case store database (SQLite)")->required();
   cmd->add_option("--model", a->engine.checkpoint_path, "Model checkpoint (.ckpt)")->required();
-  cmd->add_option("--host", a->server.host, "Address to bind (keep 127.0.0.1 unless behind a proxy)")->capture_default_str();
-  cmd->add_option("--port", a->server.port, "Port (0 = any free port)")->capture_default_str()->check(CLI::Range(0, 65535));
+  cmd->add_option("--host", a->server.host, "Address to bind (keep 127.0.0.1 unless behind a proxy)")
+      ->capture_default_str();
+  cmd->add_option("--port", a->server.port, "Port (0 = any free port)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
   cmd->add_option("--token", a->server.token,
                   "Token required for writes (POST/DELETE /api/cases); default: $FUNDUS_TOKEN if set");
-  cmd->add_option("--workers", a->server.workers, "HTTP worker threads")->capture_default_str()->check(CLI::Range(1, 256));
-  cmd->add_option("--replicas", a->replicas,
-                  "Model copies for concurrent queries (0 = one per core, up to 4, each on one thread unless --threads)")
+  cmd->add_option("--workers", a->server.workers, "HTTP worker threads")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  cmd->add_option(
+         "--replicas", a->replicas,
+         "Model copies for concurrent queries (0 = one per core, up to 4, each on one thread unless --threads)")
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
   cmd->add_option("--max-upload-mb", a->max_upload_mb, "Largest request body in MB (413 above)")
@@ -84,8 +90,8 @@ void add_serve_command(CLI::App& app) {
     Server server(*backend, so);
     server.start();
     std::cout << "fundus serve: " << engine.size() << " cases indexed, " << eo.inference_replicas
-              << " model replica(s), listening on http://"
-              << (so.host == "0.0.0.0" ? "127.0.0.1" : so.host) << ":" << server.port() << "/\n"
+              << " model replica(s), listening on http://" << (so.host == "0.0.0.0" ? "127.0.0.1" : so.host) << ":"
+              << server.port() << "/\n"
               << "Research tool, not a diagnostic device. Ctrl-C stops.\n"
               << std::flush;
     int signal = serve_until_signal(server);

@@ -49,9 +49,11 @@ void add_add(CLI::App& parent) {
   auto quick = std::make_shared<bool>(false);
   auto threads = std::make_shared<int>(0);
   CLI::App* cmd = parent.add_subcommand(
-      "add", "Import a dataset (manifest, labels CSV or folder) into the store; identical cases already there are skipped");
+      "add",
+      "Import a dataset (manifest, labels CSV or folder) into the store; identical cases already there are skipped");
   add_store_option(cmd, *a, true);
-  cmd->add_option("--data", *data, "Manifest, labels CSV or dataset folder (any format `fundus dataset` reads)")->required();
+  cmd->add_option("--data", *data, "Manifest, labels CSV or dataset folder (any format `fundus dataset` reads)")
+      ->required();
   cmd->add_option("--format", *format, "auto|generic|eyepacs|aptos|idrid|folders|manifest")->capture_default_str();
   cmd->add_flag("--skip-bad", *skip_bad, "Leave out rows with problems instead of failing");
   cmd->add_flag("--quick", *quick, "Only check that image files exist; do not decode them");
@@ -64,7 +66,8 @@ void add_add(CLI::App& parent) {
     AddCasesResult r = store->add_cases(dataset, *threads);
     int64_t total = store->stats().cases;
     if (a->json)
-      std::cout << Json{{"store", a->path}, {"added", r.added}, {"skipped", r.skipped}, {"cases", total}}.dump(2) << "\n";
+      std::cout << Json{{"store", a->path}, {"added", r.added}, {"skipped", r.skipped}, {"cases", total}}.dump(2)
+                << "\n";
     else
       std::cout << "added " << r.added << " cases, skipped " << r.skipped << " already in the store; " << a->path
                 << " now holds " << total << " cases\n";
@@ -123,8 +126,9 @@ void add_export(CLI::App& parent) {
 void add_check(CLI::App& parent) {
   auto a = std::make_shared<StoreArgs>();
   CLI::App* cmd = parent.add_subcommand(
-      "check", "Every invariant the readers rely on: SQLite integrity and foreign keys, schema, grades, text, meta JSON "
-               "(depth included), model dimensions, vector sizes and finite values. Reads only");
+      "check",
+      "Every invariant the readers rely on: SQLite integrity and foreign keys, schema, grades, text, meta JSON "
+      "(depth included), model dimensions, vector sizes and finite values. Reads only");
   add_store_option(cmd, *a);
   cmd->callback([=] {
     StoreCheck c = a->open(StoreArgs::read_only)->check();
@@ -154,7 +158,8 @@ void add_index_build(CLI::App& parent) {
   CLI::App* cmd = parent.add_subcommand("build", "Build a vector index of a model's embeddings and save it");
   add_store_option(cmd, *a);
   cmd->add_option("--model", *model, "Model id (see `fundus store stats`)")->required();
-  cmd->add_option("--type", *type, "exact | hnsw[:M=32,efc=200,ef=64] | ivfpq[:nlist=1024,m=64,nbits=8,nprobe=16,rerank=100]")
+  cmd->add_option("--type", *type,
+                  "exact | hnsw[:M=32,efc=200,ef=64] | ivfpq[:nlist=1024,m=64,nbits=8,nprobe=16,rerank=100]")
       ->capture_default_str();
   cmd->add_option("--out", *out, "Index file to write")->required();
   add_threads_option(*cmd, *threads);
@@ -165,8 +170,8 @@ void add_index_build(CLI::App& parent) {
     auto index = build_index(*store, *model, *type, *threads);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     index->save(*out, provenance);
-    std::cout << "built " << index->describe() << " over " << index->size() << " vectors of model " << *model
-              << " in " << strprintf("%.2f s", seconds) << "; wrote " << *out << "\n";
+    std::cout << "built " << index->describe() << " over " << index->size() << " vectors of model " << *model << " in "
+              << strprintf("%.2f s", seconds) << "; wrote " << *out << "\n";
   });
 }
 

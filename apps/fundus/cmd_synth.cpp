@@ -29,7 +29,8 @@ void add_synth_command(CLI::App& app) {
     o.grade_weights = parse_grade_weights(*grades, "--grades");
     o.both_eyes = !*single_eye;
     std::vector<std::string> q = split(*quality, ',');
-    FUNDUS_CHECK(q.size() == 1 || q.size() == 2, "--jpeg-quality: expected MIN,MAX or one value, got '" << *quality << "'");
+    FUNDUS_CHECK(q.size() == 1 || q.size() == 2,
+                 "--jpeg-quality: expected MIN,MAX or one value, got '" << *quality << "'");
     o.jpeg_quality_min = int(parse_int(q[0], "--jpeg-quality"));
     o.jpeg_quality_max = int(parse_int(q.back(), "--jpeg-quality"));
     SynthDatasetResult result = generate_synthetic_dataset(o);

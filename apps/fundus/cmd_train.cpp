@@ -47,10 +47,8 @@ void add_train_commands(CLI::App& app) {
     if (preset.empty() && config.empty()) {
       // --resume without a config continues with the run's own; a new run defaults to the cpu preset.
       std::string saved = opt->out + "/config.json";
-      if (opt->resume)
-        config = saved;
-      else
-        preset = "cpu";
+      if (opt->resume) config = saved;
+      else preset = "cpu";
     }
     req.config = resolve_run_config(preset, config, overrides);
     if (opt->print_config) {
@@ -74,11 +72,11 @@ void add_train_commands(CLI::App& app) {
     TrainSummary s;
     run_as_rank(*world, [&] { s = train_model(req); });
     if (!world->is_main()) return;
-    std::cout << (s.interrupted ? "interrupted" : "finished") << ": " << s.steps << " steps, "
-              << s.epochs_completed << " epochs, " << strprintf("%.1f", s.images_per_second) << " img/s";
+    std::cout << (s.interrupted ? "interrupted" : "finished") << ": " << s.steps << " steps, " << s.epochs_completed
+              << " epochs, " << strprintf("%.1f", s.images_per_second) << " img/s";
     if (world->distributed())
-      std::cout << " (" << world->world_size << " processes, communication "
-                << strprintf("%.1f", s.comm_ms_per_step) << " ms/step)";
+      std::cout << " (" << world->world_size << " processes, communication " << strprintf("%.1f", s.comm_ms_per_step)
+                << " ms/step)";
     std::cout << "\n";
     if (s.best_epoch > 0)
       std::cout << "best " << s.select << " = " << strprintf("%.4f", s.best_value) << " at epoch " << s.best_epoch

@@ -12,16 +12,16 @@
 
 namespace fundus::cli {
 
-void add_dataset_commands(CLI::App& app);    // dataset validate|stats|split
-void add_image_commands(CLI::App& app);      // preprocess
-void add_synth_command(CLI::App& app);       // synth
-void add_model_commands(CLI::App& app);      // model info|presets
-void add_train_commands(CLI::App& app);      // train
-void add_cv_command(CLI::App& app);          // cv
-void add_store_commands(CLI::App& app);      // store add|remove|stats|export|check, index build|info
-void add_search_commands(CLI::App& app);     // embed, query, eval, explain (cmd_search.cpp)
-void add_serve_command(CLI::App& app);       // serve (cmd_serve.cpp)
-void add_demo_command(CLI::App& app);        // demo
+void add_dataset_commands(CLI::App& app);  // dataset validate|stats|split
+void add_image_commands(CLI::App& app);    // preprocess
+void add_synth_command(CLI::App& app);     // synth
+void add_model_commands(CLI::App& app);    // model info|presets
+void add_train_commands(CLI::App& app);    // train
+void add_cv_command(CLI::App& app);        // cv
+void add_store_commands(CLI::App& app);    // store add|remove|stats|export|check, index build|info
+void add_search_commands(CLI::App& app);   // embed, query, eval, explain (cmd_search.cpp)
+void add_serve_command(CLI::App& app);     // serve (cmd_serve.cpp)
+void add_demo_command(CLI::App& app);      // demo
 
 /// Makes every integer and floating-point option of `app` and its subcommands accept decimal numbers
 /// only (no hex, octal or exponent readings of "0x10", "010", "1e2"). Call once all are registered.

@@ -88,8 +88,8 @@ void run_demo_retrieval(const DemoOptions& o, const std::string& split_dir, cons
                            r.report.chance("micro", metric));
   std::cout << strprintf("%-12s %8.3f %8.3f\n", "macro P@10", r.report.value("macro", "P@10"),
                          r.report.chance("macro", "P@10"))
-            << strprintf("%-12s %8.3f %8.3f\n", "kNN QWK", r.report.knn_qwk, r.report.chance_knn_qwk)
-            << "(" << r.report.queries << " test queries, " << r.report.gallery
+            << strprintf("%-12s %8.3f %8.3f\n", "kNN QWK", r.report.knn_qwk, r.report.chance_knn_qwk) << "("
+            << r.report.queries << " test queries, " << r.report.gallery
             << " gallery cases, same-patient cases excluded)\n";
   for (const std::string& f : r.files)
     if (ends_with(f, ".html") || ends_with(f, ".md")) std::cout << "wrote " << f << "\n";

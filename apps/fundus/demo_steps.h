@@ -9,7 +9,7 @@ struct DemoOptions {
   std::string out = "demo-out";
   int count = 240;
   uint64_t seed = 7;
-  int epochs = 0;          // 0 = the recipe's demo default (cpu: 4, scratch: 8)
+  int epochs = 0;  // 0 = the recipe's demo default (cpu: 4, scratch: 8)
   int input_size = 128;
   std::string pretrained;  // "" = look in the usual places; "none" = train from scratch
   int threads = 0;

@@ -18,8 +18,9 @@ void ensure_passive_openmp(char** argv) {
 
 int main(int argc, char** argv) {
   ensure_passive_openmp(argv);
-  CLI::App app{"fundus: similar-case retrieval for retinal (fundus) photographs.\n"
-               "Research tool, not a diagnostic device."};
+  CLI::App app{
+      "fundus: similar-case retrieval for retinal (fundus) photographs.\n"
+      "Research tool, not a diagnostic device."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "fundus 0.1.0");
   fundus::cli::add_demo_command(app);

@@ -45,9 +45,9 @@ void check_encoding(const std::string& text, const std::string& source) {
   auto starts = [&](const char* magic, size_t n) { return text.compare(0, n, magic, n) == 0; };
   const char* kind = starts("\xFF\xFE\0\0", 4)   ? "UTF-32 (little-endian byte order mark FF FE 00 00)"
                      : starts("\0\0\xFE\xFF", 4) ? "UTF-32 (big-endian byte order mark 00 00 FE FF)"
-                     : starts("\xFF\xFE", 2)       ? "UTF-16 (little-endian byte order mark FF FE)"
-                     : starts("\xFE\xFF", 2)       ? "UTF-16 (big-endian byte order mark FE FF)"
-                                                    : nullptr;
+                     : starts("\xFF\xFE", 2)     ? "UTF-16 (little-endian byte order mark FF FE)"
+                     : starts("\xFE\xFF", 2)     ? "UTF-16 (big-endian byte order mark FE FF)"
+                                                 : nullptr;
   // Without a byte order mark, ASCII text in UTF-16 has a NUL beside every character.
   if (!kind && text.size() >= 4 && text[0] != '\0' && text[1] == '\0' && text[3] == '\0')
     kind = "UTF-16 (little-endian, no byte order mark: every other byte is NUL)";

@@ -13,8 +13,6 @@ static std::string with_location(const std::string& message, const char* file, i
 Error::Error(const std::string& message, const char* file, int line)
     : std::runtime_error(with_location(escape_control(message), file, line)), message_(escape_control(message)) {}
 
-void throw_error(const char* file, int line, const std::string& message) {
-  throw Error(message, file, line);
-}
+void throw_error(const char* file, int line, const std::string& message) { throw Error(message, file, line); }
 
 }  // namespace fundus

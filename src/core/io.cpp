@@ -161,16 +161,15 @@ void write_framed_file(const std::string& path, std::string_view magic, uint32_t
   });
 }
 
-void write_framed_file(const std::string& path, std::string_view magic, uint32_t version,
-                       std::string_view payload) {
+void write_framed_file(const std::string& path, std::string_view magic, uint32_t version, std::string_view payload) {
   write_framed_file(path, magic, version,
                     [&](std::ostream& out) { out.write(payload.data(), std::streamsize(payload.size())); });
 }
 
 namespace {
 // Validates the fixed-size header against the file size; the payload checksum is checked by callers.
-FramedInfo parse_framed_header(const char* header, uint64_t file_size, const std::string& path,
-                               std::string_view magic, uint32_t max_version, const std::string& what) {
+FramedInfo parse_framed_header(const char* header, uint64_t file_size, const std::string& path, std::string_view magic,
+                               uint32_t max_version, const std::string& what) {
   FUNDUS_CHECK(file_size >= kHeaderSize, path << ": not a " << what << " file (only " << file_size << " bytes)");
   FUNDUS_CHECK(std::string_view(header, 8) == magic,
                path << ": not a " << what << " file (bad magic; expected '" << magic << "')");
@@ -183,8 +182,8 @@ FramedInfo parse_framed_header(const char* header, uint64_t file_size, const std
                     << " is not supported (this build reads up to " << max_version << ")");
   uint64_t expected = kHeaderSize + info.payload_size + kTrailerSize;
   FUNDUS_CHECK(info.payload_size <= file_size && file_size == expected,
-               path << ": " << what << " is truncated or has trailing bytes (" << file_size
-                    << " bytes, header says " << expected << ")");
+               path << ": " << what << " is truncated or has trailing bytes (" << file_size << " bytes, header says "
+                    << expected << ")");
   return info;
 }
 

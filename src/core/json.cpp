@@ -31,8 +31,7 @@ std::optional<Json> parse_bounded(const std::string& text, int max_depth, std::s
   // nlohmann's parser is iterative, but copying, comparing and dumping a value recurse once per
   // level: refuse depth while parsing, through the callback that reports it.
   const Json::parser_callback_t bound = [max_depth](int depth, Json::parse_event_t event, Json&) {
-    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
-        depth >= max_depth)
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) && depth >= max_depth)
       throw TooDeep{};
     return true;
   };

@@ -36,8 +36,12 @@ std::string format_duration(double s) {
 }
 
 Progress::Progress(std::string label, int64_t total, std::string unit)
-    : label_(std::move(label)), unit_(std::move(unit)), total_(total),
-      start_(std::chrono::steady_clock::now()), last_draw_(start_), tty_(::isatty(2) == 1) {}
+    : label_(std::move(label)),
+      unit_(std::move(unit)),
+      total_(total),
+      start_(std::chrono::steady_clock::now()),
+      last_draw_(start_),
+      tty_(::isatty(2) == 1) {}
 
 Progress::~Progress() {
   if (!finished_) finish();
@@ -90,8 +94,8 @@ void Progress::draw(bool final_line) {
     bar += std::string(size_t(width - filled), '.');
     double eta = r > 0 ? double(total_ - done_) / r : NAN;
     std::snprintf(line, sizeof line, "%s [%s] %lld/%lld %5.1f%% %.1f %s/s %s %s %s", label_.c_str(), bar.c_str(),
-                  (long long)done_, (long long)total_, 100.0 * frac, r, unit_.c_str(),
-                  final_line ? "in" : "ETA", format_duration(final_line ? elapsed : eta).c_str(), suffix_.c_str());
+                  (long long)done_, (long long)total_, 100.0 * frac, r, unit_.c_str(), final_line ? "in" : "ETA",
+                  format_duration(final_line ? elapsed : eta).c_str(), suffix_.c_str());
   } else {
     std::snprintf(line, sizeof line, "%s %lld %s %.1f %s/s %s %s", label_.c_str(), (long long)done_, unit_.c_str(), r,
                   unit_.c_str(), format_duration(elapsed).c_str(), suffix_.c_str());

@@ -10,7 +10,8 @@
 namespace fundus {
 
 void AugmentOptions::validate() const {
-  FUNDUS_CHECK(rotation_deg >= 0 && rotation_deg <= 180, "augment.rotation_deg: must be in [0, 180], got " << rotation_deg);
+  FUNDUS_CHECK(rotation_deg >= 0 && rotation_deg <= 180,
+               "augment.rotation_deg: must be in [0, 180], got " << rotation_deg);
   FUNDUS_CHECK(scale >= 0 && scale < 1, "augment.scale: must be in [0, 1), got " << scale);
   FUNDUS_CHECK(brightness >= 0 && brightness < 1, "augment.brightness: must be in [0, 1), got " << brightness);
   FUNDUS_CHECK(contrast >= 0 && contrast < 1, "augment.contrast: must be in [0, 1), got " << contrast);
@@ -20,8 +21,13 @@ void AugmentOptions::validate() const {
 }
 
 Json AugmentOptions::to_json() const {
-  return Json{{"rotation_deg", rotation_deg}, {"scale", scale}, {"brightness", brightness}, {"contrast", contrast},
-              {"gamma", gamma},               {"hflip", hflip}, {"vflip", vflip}};
+  return Json{{"rotation_deg", rotation_deg},
+              {"scale", scale},
+              {"brightness", brightness},
+              {"contrast", contrast},
+              {"gamma", gamma},
+              {"hflip", hflip},
+              {"vflip", vflip}};
 }
 
 AugmentOptions AugmentOptions::from_json(const Json& j) {
@@ -62,7 +68,8 @@ AugmentParams sample_augment(const AugmentOptions& o, Rng& rng) {
 }
 
 cv::Mat apply_augment(const cv::Mat& image, const AugmentParams& p) {
-  FUNDUS_CHECK(!image.empty() && image.type() == CV_8UC3, "apply_augment: expected a CV_8UC3 image, got type " << image.type());
+  FUNDUS_CHECK(!image.empty() && image.type() == CV_8UC3,
+               "apply_augment: expected a CV_8UC3 image, got type " << image.type());
   cv::Mat out;  // never an alias of `image` before an OpenCV call writes into it
   if (p.angle_deg != 0 || p.scale != 1) {
     cv::Point2f centre(float(image.cols - 1) / 2.f, float(image.rows - 1) / 2.f);  // exact image centre

@@ -97,7 +97,8 @@ DatasetFormat parse_dataset_format(const std::string& name) {
   std::string n = to_lower(trim(name));
   for (int i = 0; i < int(std::size(kFormatNames)); ++i)
     if (n == kFormatNames[i]) return DatasetFormat(i);
-  FUNDUS_THROW("unknown dataset format '" << name << "' (use auto, generic, eyepacs, aptos, idrid, folders or manifest)");
+  FUNDUS_THROW("unknown dataset format '" << name
+                                          << "' (use auto, generic, eyepacs, aptos, idrid, folders or manifest)");
 }
 
 bool normalize_eye(const std::string& text, std::string& eye) {
@@ -132,7 +133,8 @@ class ImageResolver {
     dirs_.push_back(base_dir_);
     if (search_subdirs)
       for (const char* sub : kImageSubdirs)
-        if (is_directory(join_path(base_dir_.empty() ? "." : base_dir_, sub))) dirs_.push_back(join_path(base_dir_, sub));
+        if (is_directory(join_path(base_dir_.empty() ? "." : base_dir_, sub)))
+          dirs_.push_back(join_path(base_dir_, sub));
   }
 
   // The resolved path, or nullopt with `why` set.
@@ -271,8 +273,12 @@ CsvLayout layout_for(const CsvTable& t, DatasetFormat format, const ColumnNames&
       use("image", "level");
       L.names_carry_patient_eye = true;
       break;
-    case DatasetFormat::aptos: use("id_code", "diagnosis"); break;
-    case DatasetFormat::idrid: use("Image name", "Retinopathy grade"); break;
+    case DatasetFormat::aptos:
+      use("id_code", "diagnosis");
+      break;
+    case DatasetFormat::idrid:
+      use("Image name", "Retinopathy grade");
+      break;
     case DatasetFormat::manifest:
       for (const auto& name : kManifestColumns) require_column(t, name, format);
       use("image", "grade");
@@ -317,8 +323,8 @@ void read_csv_rows(const CsvTable& t, const CsvLayout& L, ImageResolver& resolve
 
     // Control characters (ESC, BEL, ...) are never part of a name or id, and would reach terminals
     // through every report that quotes the field. Other columns (free-text notes) are not read.
-    for (std::optional<size_t> c : {std::optional<size_t>(L.image), std::optional<size_t>(L.grade), L.patient, L.eye,
-                                    L.split, L.id}) {
+    for (std::optional<size_t> c :
+         {std::optional<size_t>(L.image), std::optional<size_t>(L.grade), L.patient, L.eye, L.split, L.id}) {
       if (!c) continue;
       const std::string value = trim(t.field(row, *c));
       size_t at = find_control_char(value);
@@ -333,8 +339,8 @@ void read_csv_rows(const CsvTable& t, const CsvLayout& L, ImageResolver& resolve
       problem(ProblemKind::bad_field,
               "eye '" + trim(t.field(row, *L.eye)) + "' is not L or R (column '" + t.header[*L.eye] + "')");
     if (L.split && !normalize_split(t.field(row, *L.split), r.split))
-      problem(ProblemKind::bad_field, "split '" + trim(t.field(row, *L.split)) + "' is not train, val or test (column '" +
-                                          t.header[*L.split] + "')");
+      problem(ProblemKind::bad_field, "split '" + trim(t.field(row, *L.split)) +
+                                          "' is not train, val or test (column '" + t.header[*L.split] + "')");
     if (L.names_carry_patient_eye) parse_patient_eye(image_stem(image), r.patient, r.eye);
 
     if (image.empty()) {
@@ -346,7 +352,8 @@ void read_csv_rows(const CsvTable& t, const CsvLayout& L, ImageResolver& resolve
     }
     if (!r.id.empty()) {
       auto [it, inserted] = first_line_of_id.emplace(r.id, row.line);
-      if (!inserted) problem(ProblemKind::duplicate_id, strprintf("duplicate id '%s' (first on line %d)", r.id.c_str(), it->second));
+      if (!inserted)
+        problem(ProblemKind::duplicate_id, strprintf("duplicate id '%s' (first on line %d)", r.id.c_str(), it->second));
     }
     if (out.problems.size() == problems_before) out.dataset.records.push_back(std::move(r));
   }
@@ -372,7 +379,8 @@ LoadResult load_csv(const std::string& path, DatasetFormat format, const ColumnN
   // Only there: elsewhere a same-stem file in another folder (a preprocessed copy) must not silently
   // stand in for a missing image.
   std::string index_root;
-  if (format == DatasetFormat::idrid) index_root = fs::absolute(path).lexically_normal().parent_path().parent_path().string();
+  if (format == DatasetFormat::idrid)
+    index_root = fs::absolute(path).lexically_normal().parent_path().parent_path().string();
   std::string name = to_lower(base_name(path)), hint;
   if (name.find("test") != std::string::npos) hint = "test";
   else if (name.find("train") != std::string::npos) hint = "train";
@@ -423,8 +431,9 @@ LoadResult load_folders(const std::string& root) {
     int grade = leading_number(name);
     if (grade < 0) continue;  // masks/, docs/ and the like
     if (grade >= kNumGrades) {
-      out.problems.push_back({join_path(root, name), 0, "", ProblemKind::bad_grade,
-                              strprintf("folder '%s' names grade %d, outside 0-4 (its images are not read)", name.c_str(), grade)});
+      out.problems.push_back(
+          {join_path(root, name), 0, "", ProblemKind::bad_grade,
+           strprintf("folder '%s' names grade %d, outside 0-4 (its images are not read)", name.c_str(), grade)});
       continue;
     }
     folders.emplace_back(grade, name);
@@ -473,7 +482,8 @@ DatasetFormat detect_dataset_format(const std::string& path, const ColumnNames& 
   }
   CsvTable t = read_csv(path);
   auto detected = format_from_header(t, columns);
-  FUNDUS_CHECK(detected, path << ":1: cannot tell the dataset format from the columns (" << columns_list(t.header) << ")");
+  FUNDUS_CHECK(detected,
+               path << ":1: cannot tell the dataset format from the columns (" << columns_list(t.header) << ")");
   return *detected;
 }
 
@@ -490,7 +500,8 @@ LoadResult load_dataset(const std::string& path, const DatasetLoadOptions& optio
         file = join_path(path, name);
         found = true;
       }
-    FUNDUS_CHECK(found, path << ": no grade folders (0-4) and none of manifest.csv, labels.csv, trainLabels.csv, train.csv");
+    FUNDUS_CHECK(found,
+                 path << ": no grade folders (0-4) and none of manifest.csv, labels.csv, trainLabels.csv, train.csv");
   }
   FUNDUS_CHECK(format != DatasetFormat::folders, path << ": format 'folders' needs a directory with grade subfolders");
   return load_csv(file, format, options.columns);

@@ -6,13 +6,20 @@ namespace fundus {
 
 const char* problem_kind_name(ProblemKind kind) {
   switch (kind) {
-    case ProblemKind::bad_field: return "bad_field";
-    case ProblemKind::bad_grade: return "bad_grade";
-    case ProblemKind::missing_image: return "missing_image";
-    case ProblemKind::corrupt_image: return "corrupt_image";
-    case ProblemKind::no_field_of_view: return "no_field_of_view";
-    case ProblemKind::duplicate_id: return "duplicate_id";
-    case ProblemKind::empty_dataset: return "empty_dataset";
+    case ProblemKind::bad_field:
+      return "bad_field";
+    case ProblemKind::bad_grade:
+      return "bad_grade";
+    case ProblemKind::missing_image:
+      return "missing_image";
+    case ProblemKind::corrupt_image:
+      return "corrupt_image";
+    case ProblemKind::no_field_of_view:
+      return "no_field_of_view";
+    case ProblemKind::duplicate_id:
+      return "duplicate_id";
+    case ProblemKind::empty_dataset:
+      return "empty_dataset";
   }
   return "unknown";
 }
@@ -31,7 +38,10 @@ std::map<std::string, int> count_problem_kinds(const std::vector<DatasetProblem>
 Json problems_to_json(const std::vector<DatasetProblem>& problems) {
   Json out = Json::array();
   for (const DatasetProblem& p : problems)
-    out.push_back({{"source", p.source}, {"line", p.line}, {"id", p.id}, {"kind", problem_kind_name(p.kind)},
+    out.push_back({{"source", p.source},
+                   {"line", p.line},
+                   {"id", p.id},
+                   {"kind", problem_kind_name(p.kind)},
                    {"message", p.message}});
   return out;
 }

@@ -71,7 +71,8 @@ DatasetStats compute_dataset_stats(const Dataset& dataset, const StatsOptions& o
     std::vector<char> ok(dataset.records.size(), 0);
     int threads = options.threads > 0 ? options.threads : available_cores();
     parallel_for(int64_t(infos.size()), threads, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) ok[size_t(i)] = header_info(dataset.records[size_t(i)].image_path, infos[size_t(i)]);
+      for (int64_t i = b; i < e; ++i)
+        ok[size_t(i)] = header_info(dataset.records[size_t(i)].image_path, infos[size_t(i)]);
     });
     std::vector<int> widths, heights;
     for (size_t i = 0; i < infos.size(); ++i) {
@@ -124,13 +125,16 @@ std::string format_stats(const DatasetStats& st) {
   auto pct = [&](int64_t n) { return st.images ? 100.0 * double(n) / double(st.images) : 0.0; };
   std::string out = strprintf("%-5s %-9s %7s %7s\n", "grade", "name", "images", "share");
   for (int g = 0; g < kNumGrades; ++g)
-    out += strprintf("%-5d %-9s %7lld %6.1f%%\n", g, grade_name(g), (long long)st.grades[size_t(g)], pct(st.grades[size_t(g)]));
+    out += strprintf("%-5d %-9s %7lld %6.1f%%\n", g, grade_name(g), (long long)st.grades[size_t(g)],
+                     pct(st.grades[size_t(g)]));
   out += strprintf("%-15s %7lld\n\n", "all", (long long)st.images);
   out += strprintf("patients: %lld (%lld with both eyes; %lld images without a patient id)\n", (long long)st.patients,
                    (long long)st.patients_with_both_eyes, (long long)st.images_without_patient);
-  out += strprintf("eyes: L %lld, R %lld, unknown %lld\n", (long long)st.left, (long long)st.right, (long long)st.eye_unknown);
+  out += strprintf("eyes: L %lld, R %lld, unknown %lld\n", (long long)st.left, (long long)st.right,
+                   (long long)st.eye_unknown);
   std::vector<std::string> splits;
-  for (const auto& [name, n] : st.splits) splits.push_back(strprintf("%s %lld", name.empty() ? "none" : name.c_str(), (long long)n));
+  for (const auto& [name, n] : st.splits)
+    splits.push_back(strprintf("%s %lld", name.empty() ? "none" : name.c_str(), (long long)n));
   out += "splits: " + join(splits, ", ") + "\n";
   if (st.images_read + st.unreadable > 0) {
     out += strprintf("image size (px): width %d / %d / %d, height %d / %d / %d (min / median / max of %lld images)\n",
@@ -139,12 +143,14 @@ std::string format_stats(const DatasetStats& st) {
     std::vector<std::string> formats;
     for (const auto& [name, n] : st.formats) formats.push_back(strprintf("%s %lld", name.c_str(), (long long)n));
     out += "formats: " + join(formats, ", ") + "\n";
-    if (st.unreadable) out += strprintf("unreadable headers: %lld (run `fundus dataset validate`)\n", (long long)st.unreadable);
+    if (st.unreadable)
+      out += strprintf("unreadable headers: %lld (run `fundus dataset validate`)\n", (long long)st.unreadable);
   }
   if (!st.left_out.empty())
-    out += strprintf("\n%zu row%s left out of these counts (fix %s; `fundus dataset validate` also checks the images):\n",
-                     st.left_out.size(), st.left_out.size() == 1 ? "" : "s", st.left_out.size() == 1 ? "it" : "them") +
-           format_problems(st.left_out, 20);
+    out +=
+        strprintf("\n%zu row%s left out of these counts (fix %s; `fundus dataset validate` also checks the images):\n",
+                  st.left_out.size(), st.left_out.size() == 1 ? "" : "s", st.left_out.size() == 1 ? "it" : "them") +
+        format_problems(st.left_out, 20);
   return out;
 }
 

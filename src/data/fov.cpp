@@ -121,9 +121,11 @@ FovResult detect_fov(const cv::Mat& image, const FovOptions& o, bool full_mask) 
   const cv::Size full = image.size();
   const int shorter = std::min(full.width, full.height), longer = std::max(full.width, full.height);
   if (shorter < o.min_side)
-    return no_fov(full, strprintf("an image of %dx%d pixels is too small for a fundus photograph", full.width, full.height));
+    return no_fov(full,
+                  strprintf("an image of %dx%d pixels is too small for a fundus photograph", full.width, full.height));
   if (longer > o.max_aspect * shorter)
-    return no_fov(full, strprintf("an image of %dx%d pixels is too elongated for a fundus photograph", full.width, full.height));
+    return no_fov(
+        full, strprintf("an image of %dx%d pixels is too elongated for a fundus photograph", full.width, full.height));
 
   // 1. Channel max on a copy downscaled by an integer step: INTER_AREA's fast path (4x faster than a
   //    fractional scale); the last (size % step) rows and columns are left out of the detection.
@@ -132,9 +134,9 @@ FovResult detect_fov(const cv::Mat& image, const FovOptions& o, bool full_mask) 
                       std::min(full.height, std::max(1, full.height / step) * step));
   cv::Mat small;
   if (step > 1)
-    cv::resize(image(used), small, cv::Size(std::max(1, full.width / step), std::max(1, full.height / step)), 0, 0, cv::INTER_AREA);
-  else
-    small = image;
+    cv::resize(image(used), small, cv::Size(std::max(1, full.width / step), std::max(1, full.height / step)), 0, 0,
+               cv::INTER_AREA);
+  else small = image;
   cv::Mat level;
   if (small.channels() == 3) {
     cv::Mat ch[3];
@@ -201,7 +203,8 @@ FovResult detect_fov(const cv::Mat& image, const FovOptions& o, bool full_mask) 
     r.mask = filled;
     r.mask_step = step;
     cv::Rect b = cv::boundingRect(filled);  // scaled up; a box touching the right/bottom edge keeps touching it
-    int x1 = b.br().x == small.cols ? full.width : b.br().x * step, y1 = b.br().y == small.rows ? full.height : b.br().y * step;
+    int x1 = b.br().x == small.cols ? full.width : b.br().x * step,
+        y1 = b.br().y == small.rows ? full.height : b.br().y * step;
     r.bbox = cv::Rect(b.x * step, b.y * step, x1 - b.x * step, y1 - b.y * step);
   }
 
@@ -223,10 +226,11 @@ FovResult detect_fov(const cv::Mat& image, const FovOptions& o, bool full_mask) 
     // Not a disc: a page, a screen, a gradient, or retina cropped so that no rim is left. Only the colour
     // can tell; a retina-coloured image is used whole rather than cut to a meaningless circle.
     if (!retina_coloured)
-      return no_fov(full, outline_error < 1 ? strprintf("the bright region is not a disc, its outline strays %.0f%% of the radius "
-                                                        "from a circle, and its colours are not a retina's",
-                                                        100 * outline_error)
-                                            : "the bright region has no circular rim, and its colours are not a retina's");
+      return no_fov(full, outline_error < 1
+                              ? strprintf("the bright region is not a disc, its outline strays %.0f%% of the radius "
+                                          "from a circle, and its colours are not a retina's",
+                                          100 * outline_error)
+                              : "the bright region has no circular rim, and its colours are not a retina's");
     return whole_image_fov(full, "no disc-shaped field of view, using the whole image");
   }
   r.outline_error = outline_error;

@@ -28,25 +28,39 @@ namespace fundus {
 
 const char* image_format_name(ImageFormat f) {
   switch (f) {
-    case ImageFormat::jpeg: return "jpeg";
-    case ImageFormat::png: return "png";
-    case ImageFormat::tiff: return "tiff";
-    case ImageFormat::bmp: return "bmp";
-    default: return "unknown";
+    case ImageFormat::jpeg:
+      return "jpeg";
+    case ImageFormat::png:
+      return "png";
+    case ImageFormat::tiff:
+      return "tiff";
+    case ImageFormat::bmp:
+      return "bmp";
+    default:
+      return "unknown";
   }
 }
 
 const char* image_problem_name(ImageProblem p) {
   switch (p) {
-    case ImageProblem::missing: return "missing";
-    case ImageProblem::not_a_file: return "not_a_file";
-    case ImageProblem::unreadable: return "unreadable";
-    case ImageProblem::empty: return "empty";
-    case ImageProblem::not_an_image: return "not_an_image";
-    case ImageProblem::truncated: return "truncated";
-    case ImageProblem::corrupt: return "corrupt";
-    case ImageProblem::too_many_pixels: return "too_many_pixels";
-    case ImageProblem::no_field_of_view: return "no_field_of_view";
+    case ImageProblem::missing:
+      return "missing";
+    case ImageProblem::not_a_file:
+      return "not_a_file";
+    case ImageProblem::unreadable:
+      return "unreadable";
+    case ImageProblem::empty:
+      return "empty";
+    case ImageProblem::not_an_image:
+      return "not_an_image";
+    case ImageProblem::truncated:
+      return "truncated";
+    case ImageProblem::corrupt:
+      return "corrupt";
+    case ImageProblem::too_many_pixels:
+      return "too_many_pixels";
+    case ImageProblem::no_field_of_view:
+      return "no_field_of_view";
   }
   return "corrupt";
 }
@@ -146,18 +160,22 @@ HeaderWalk walk_jpeg(std::string_view b, bool to_end) {
     // then any 0xFF fill bytes.
     while (i < n && u8(i) != 0xFF) ++i;
     while (i < n && u8(i) == 0xFF) ++i;
-    if (i >= n) return w.fail(ImageProblem::truncated, frame ? kJpegTruncated : "truncated JPEG (ends before its frame header)");
+    if (i >= n)
+      return w.fail(ImageProblem::truncated, frame ? kJpegTruncated : "truncated JPEG (ends before its frame header)");
     const uint8_t m = u8(i++);
     if (m == 0xD9) {  // EOI
-      if (!frame) return w.fail(ImageProblem::corrupt, "corrupt JPEG header (end-of-image marker before the frame header)");
+      if (!frame)
+        return w.fail(ImageProblem::corrupt, "corrupt JPEG header (end-of-image marker before the frame header)");
       return w;
     }
     if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // TEM, RSTn: no length
     if (m == 0xD8) return w.fail(ImageProblem::corrupt, "corrupt JPEG structure (a second start-of-image marker)");
     if (n - i < 2) return w.fail(ImageProblem::truncated, kJpegTruncated);
     const size_t len = be16(b, i);
-    if (len < 2) return w.fail(ImageProblem::corrupt, strprintf("corrupt JPEG header (segment 0x%02X of length %zu)", m, len));
-    if (len > n - i) return w.fail(ImageProblem::truncated, frame ? kJpegTruncated : "truncated JPEG (ends before its frame header)");
+    if (len < 2)
+      return w.fail(ImageProblem::corrupt, strprintf("corrupt JPEG header (segment 0x%02X of length %zu)", m, len));
+    if (len > n - i)
+      return w.fail(ImageProblem::truncated, frame ? kJpegTruncated : "truncated JPEG (ends before its frame header)");
     const std::string_view seg = b.substr(i + 2, len - 2);
     i += len;
     const bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
@@ -166,8 +184,9 @@ HeaderWalk walk_jpeg(std::string_view b, bool to_end) {
       w.height = be16(seg, 1);
       w.width = be16(seg, 3);
       if (w.width == 0 || w.height == 0)
-        return w.fail(ImageProblem::corrupt, strprintf("JPEG header: invalid size %lldx%lld (a side of 0 is not supported)",
-                                                       (long long)w.width, (long long)w.height));
+        return w.fail(ImageProblem::corrupt,
+                      strprintf("JPEG header: invalid size %lldx%lld (a side of 0 is not supported)",
+                                (long long)w.width, (long long)w.height));
       frame = true;
       if (!to_end) return w;
     } else if (m == 0xE1 && w.orientation == 1 && seg.substr(0, 6) == std::string_view("Exif\0\0", 6)) {
@@ -196,12 +215,14 @@ HeaderWalk walk_png(std::string_view b, bool to_end) {
   HeaderWalk w;
   const size_t n = b.size();
   if (n < 33) return w.fail(ImageProblem::truncated, "truncated PNG (no complete IHDR chunk)");
-  if (be32(b, 8) != 13 || b.substr(12, 4) != "IHDR") return w.fail(ImageProblem::corrupt, "corrupt PNG header (IHDR is not the first chunk)");
+  if (be32(b, 8) != 13 || b.substr(12, 4) != "IHDR")
+    return w.fail(ImageProblem::corrupt, "corrupt PNG header (IHDR is not the first chunk)");
   w.width = be32(b, 16);
   w.height = be32(b, 20);
   if (w.width == 0 || w.height == 0 || w.width > 0x7fffffff || w.height > 0x7fffffff)
-    return w.fail(ImageProblem::corrupt, strprintf("PNG header: invalid size %lldx%lld (each side must be 1 to 2147483647)",
-                                                   (long long)w.width, (long long)w.height));
+    return w.fail(ImageProblem::corrupt,
+                  strprintf("PNG header: invalid size %lldx%lld (each side must be 1 to 2147483647)",
+                            (long long)w.width, (long long)w.height));
   for (size_t i = 33;;) {
     if (n - i < 12) {
       if (to_end) return w.fail(ImageProblem::truncated, "truncated PNG (no IEND chunk)");
@@ -262,19 +283,25 @@ HeaderWalk walk_bmp(std::string_view b) {
     if (w.height < 0) w.height = -w.height;  // top-down rows
   }
   if (w.width <= 0 || w.height <= 0 || w.width > 0x7fffffff || w.height > 0x7fffffff)
-    return w.fail(ImageProblem::corrupt, strprintf("BMP header: invalid size %lldx%lld", (long long)w.width, (long long)w.height));
+    return w.fail(ImageProblem::corrupt,
+                  strprintf("BMP header: invalid size %lldx%lld", (long long)w.width, (long long)w.height));
   return w;
 }
 
 HeaderWalk walk_header(std::string_view b, ImageFormat f, bool to_end) {
   switch (f) {
-    case ImageFormat::jpeg: return walk_jpeg(b, to_end);
-    case ImageFormat::png: return walk_png(b, to_end);
-    case ImageFormat::tiff: return walk_tiff(b);
-    case ImageFormat::bmp: return walk_bmp(b);
+    case ImageFormat::jpeg:
+      return walk_jpeg(b, to_end);
+    case ImageFormat::png:
+      return walk_png(b, to_end);
+    case ImageFormat::tiff:
+      return walk_tiff(b);
+    case ImageFormat::bmp:
+      return walk_bmp(b);
     default: {
       HeaderWalk w;
-      return b.empty() ? w.fail(ImageProblem::empty, "empty file") : w.fail(ImageProblem::not_an_image, "not an image (unknown format)");
+      return b.empty() ? w.fail(ImageProblem::empty, "empty file")
+                       : w.fail(ImageProblem::not_an_image, "not an image (unknown format)");
     }
   }
 }
@@ -296,8 +323,10 @@ ImageFormat sniff_image_format(std::string_view bytes) { return sniff(bytes); }
 std::string read_image_file(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT || errno == ENOTDIR) FUNDUS_IMAGE_ERROR(ImageProblem::missing, path << ": image file not found");
-    FUNDUS_IMAGE_ERROR(ImageProblem::unreadable, path << ": cannot access the image file (" << std::strerror(errno) << ")");
+    if (errno == ENOENT || errno == ENOTDIR)
+      FUNDUS_IMAGE_ERROR(ImageProblem::missing, path << ": image file not found");
+    FUNDUS_IMAGE_ERROR(ImageProblem::unreadable,
+                       path << ": cannot access the image file (" << std::strerror(errno) << ")");
   }
   if (S_ISDIR(st.st_mode)) FUNDUS_IMAGE_ERROR(ImageProblem::not_a_file, path << ": is a directory, not an image file");
   if (!S_ISREG(st.st_mode)) FUNDUS_IMAGE_ERROR(ImageProblem::not_a_file, path << ": is not a regular file");
@@ -409,7 +438,8 @@ int jpeg_job_rows(JpegJob* j, unsigned char* out, size_t step) {
   if (setjmp(j->jump)) return 1;
   jpeg_decompress_struct* c = &j->cinfo;
   JSAMPARRAY cmyk_row =
-      j->cmyk ? (*c->mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(c), JPOOL_IMAGE, c->output_width * 4, 1) : nullptr;
+      j->cmyk ? (*c->mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(c), JPOOL_IMAGE, c->output_width * 4, 1)
+              : nullptr;
   while (c->output_scanline < c->output_height) {
     unsigned char* dst = out + step * c->output_scanline;
     JSAMPROW row = j->cmyk ? cmyk_row[0] : dst;
@@ -444,8 +474,9 @@ std::string jpeg_decode(std::string_view bytes, int denom, cv::Mat& out, std::st
     failed = jpeg_job_rows(job.get(), out.data, out.step);
   }
   if (job->harmless_count > 0)
-    harmless = job->harmless_count == 1 ? std::string(job->harmless)
-                                        : strprintf("%s (and %d more warnings)", job->harmless, job->harmless_count - 1);
+    harmless = job->harmless_count == 1
+                   ? std::string(job->harmless)
+                   : strprintf("%s (and %d more warnings)", job->harmless, job->harmless_count - 1);
   if (!failed) return "";
   out.release();
   return job->corrupt ? std::string("corrupt JPEG data (") + job->problem + ")"
@@ -547,14 +578,32 @@ std::string png_decode(std::string_view bytes, cv::Mat& out, std::string& warnin
 // OpenCV's ApplyExifOrientation (loadsave.cpp), so that decoded pixels match imdecode's.
 void apply_orientation(cv::Mat& img, int orientation) {
   switch (orientation) {
-    case 2: cv::flip(img, img, 1); break;
-    case 3: cv::flip(img, img, -1); break;
-    case 4: cv::flip(img, img, 0); break;
-    case 5: cv::transpose(img, img); break;
-    case 6: cv::transpose(img, img); cv::flip(img, img, 1); break;
-    case 7: cv::transpose(img, img); cv::flip(img, img, -1); break;
-    case 8: cv::transpose(img, img); cv::flip(img, img, 0); break;
-    default: break;
+    case 2:
+      cv::flip(img, img, 1);
+      break;
+    case 3:
+      cv::flip(img, img, -1);
+      break;
+    case 4:
+      cv::flip(img, img, 0);
+      break;
+    case 5:
+      cv::transpose(img, img);
+      break;
+    case 6:
+      cv::transpose(img, img);
+      cv::flip(img, img, 1);
+      break;
+    case 7:
+      cv::transpose(img, img);
+      cv::flip(img, img, -1);
+      break;
+    case 8:
+      cv::transpose(img, img);
+      cv::flip(img, img, 0);
+      break;
+    default:
+      break;
   }
 }
 
@@ -600,7 +649,8 @@ cv::Mat decode_image_rgb_bytes(std::string_view bytes, const std::string& source
   if (!problem.empty()) FUNDUS_IMAGE_ERROR(ImageProblem::corrupt, source << ": " << problem);
   if (info.format == ImageFormat::jpeg || info.format == ImageFormat::png) apply_orientation(rgb, info.orientation);
   if (info.format != ImageFormat::jpeg && reduce > 1)
-    cv::resize(rgb, rgb, cv::Size(std::max(1, rgb.cols / reduce), std::max(1, rgb.rows / reduce)), 0, 0, cv::INTER_AREA);
+    cv::resize(rgb, rgb, cv::Size(std::max(1, rgb.cols / reduce), std::max(1, rgb.rows / reduce)), 0, 0,
+               cv::INTER_AREA);
   if (info_out) *info_out = info;
   return rgb;
 }
@@ -610,17 +660,18 @@ cv::Mat decode_image_rgb(const std::string& path, int reduce, const ImageLimits&
 }
 
 void write_image_rgb(const std::string& path, const cv::Mat& image, int jpeg_quality) {
-  FUNDUS_CHECK(image.type() == CV_8UC3 || image.type() == CV_8UC1, path << ": write_image_rgb expects CV_8UC3 or CV_8UC1");
-  std::string ext = to_lower(path.substr(path.find_last_of('.') == std::string::npos ? path.size() : path.find_last_of('.')));
+  FUNDUS_CHECK(image.type() == CV_8UC3 || image.type() == CV_8UC1,
+               path << ": write_image_rgb expects CV_8UC3 or CV_8UC1");
+  std::string ext =
+      to_lower(path.substr(path.find_last_of('.') == std::string::npos ? path.size() : path.find_last_of('.')));
   cv::Mat out;  // a separate buffer: converting in place would swap the caller's channels
-  if (image.channels() == 3)
-    cv::cvtColor(image, out, cv::COLOR_RGB2BGR);
-  else
-    out = image;
+  if (image.channels() == 3) cv::cvtColor(image, out, cv::COLOR_RGB2BGR);
+  else out = image;
   std::vector<uchar> buf;
   std::vector<int> params;
   if (ext == ".jpg" || ext == ".jpeg") params = {cv::IMWRITE_JPEG_QUALITY, jpeg_quality};
-  FUNDUS_CHECK(ext == ".jpg" || ext == ".jpeg" || ext == ".png", path << ": unsupported image extension (use .jpg or .png)");
+  FUNDUS_CHECK(ext == ".jpg" || ext == ".jpeg" || ext == ".png",
+               path << ": unsupported image extension (use .jpg or .png)");
   FUNDUS_CHECK(cv::imencode(ext, out, buf, params), path << ": image encoding failed");
   write_file_atomic(path, std::string_view(reinterpret_cast<const char*>(buf.data()), buf.size()));
 }

@@ -79,7 +79,8 @@ std::string PreprocessOptions::cache_key() const {
   if (ben_graham) key += strprintf(";ben_graham=%.9g", ben_graham_sigma);
   if (mask) key += strprintf(";mask=%.9g", mask_radius);
   if (crop_fov || mask)
-    key += strprintf(";fov=%.9g,%.9g,%.9g,%d", fov.min_contrast, fov.threshold_fraction, fov.min_area_fraction, fov.work_size);
+    key += strprintf(";fov=%.9g,%.9g,%.9g,%d", fov.min_contrast, fov.threshold_fraction, fov.min_area_fraction,
+                     fov.work_size);
   return key;
 }
 
@@ -91,7 +92,8 @@ PreprocessResult finish(const cv::Mat& decoded, int reduce, cv::Size original, c
   r.decoded = decoded;
   r.reduce = reduce;
   r.original_size = original;
-  r.fov = (o.crop_fov || o.mask) ? detect_fov(decoded, o.fov, false) : whole_image_fov(decoded.size(), "FOV detection disabled");
+  r.fov = (o.crop_fov || o.mask) ? detect_fov(decoded, o.fov, false)
+                                 : whole_image_fov(decoded.size(), "FOV detection disabled");
   // No confident answer for what is not a fundus photograph: no descriptor, no grade estimate.
   if (r.fov.no_field_of_view)
     FUNDUS_IMAGE_ERROR(ImageProblem::no_field_of_view, source << ": " << r.fov.note << ": not a fundus photograph");
@@ -117,8 +119,9 @@ PreprocessResult finish(const cv::Mat& decoded, int reduce, cv::Size original, c
   cv::Mat region = cv::Mat::zeros(r.image.size(), CV_8UC1);
   if (r.fov.found) {
     const int st = r.fov.mask_step;  // the mask is coarse: map the box onto it
-    const cv::Rect mbox = cv::Rect(cv::Point(box.x / st, box.y / st), cv::Point((box.br().x + st - 1) / st, (box.br().y + st - 1) / st)) &
-                          cv::Rect(0, 0, r.fov.mask.cols, r.fov.mask.rows);
+    const cv::Rect mbox =
+        cv::Rect(cv::Point(box.x / st, box.y / st), cv::Point((box.br().x + st - 1) / st, (box.br().y + st - 1) / st)) &
+        cv::Rect(0, 0, r.fov.mask.cols, r.fov.mask.rows);
     cv::resize(r.fov.mask(mbox), region(cv::Rect(ox, oy, rw, rh)), cv::Size(rw, rh), 0, 0, cv::INTER_AREA);
     cv::threshold(region, region, 127, 255, cv::THRESH_BINARY);
   } else {
@@ -134,8 +137,8 @@ PreprocessResult finish(const cv::Mat& decoded, int reduce, cv::Size original, c
     const double sigma = o.ben_graham_sigma * o.size;
     cv::Mat f, m, num, den;
     r.image.convertTo(f, CV_32F);
-    cv::erode(region, m, cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(5, 5)), cv::Point(-1, -1), 1, cv::BORDER_CONSTANT,
-              cv::Scalar(0));
+    cv::erode(region, m, cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(5, 5)), cv::Point(-1, -1), 1,
+              cv::BORDER_CONSTANT, cv::Scalar(0));
     m.convertTo(m, CV_32F, 1.0 / 255);
     cv::Mat m3;
     cv::merge(std::vector<cv::Mat>{m, m, m}, m3);
@@ -150,7 +153,8 @@ PreprocessResult finish(const cv::Mat& decoded, int reduce, cv::Size original, c
     // Inside the circle and inside the retina (padding of clipped fields, notches). cv::circle puts pixel
     // centres on integers, ours are at i + 0.5; 4 fractional bits of precision.
     cv::Mat keep = cv::Mat::zeros(r.image.size(), CV_8UC1);
-    cv::circle(keep, cv::Point(int(std::lround((r.out_center.x - 0.5) * 16)), int(std::lround((r.out_center.y - 0.5) * 16))),
+    cv::circle(keep,
+               cv::Point(int(std::lround((r.out_center.x - 0.5) * 16)), int(std::lround((r.out_center.y - 0.5) * 16))),
                int(std::lround(r.out_radius * o.mask_radius * 16)), cv::Scalar(255), cv::FILLED, cv::LINE_8, 4);
     keep &= region;
     r.image.setTo(cv::Scalar::all(0), keep == 0);
@@ -173,18 +177,21 @@ PreprocessResult preprocess_fundus_bytes(std::string_view bytes, const std::stri
   // for a file the policy refuses.
   const ImageInfo info = check_image_bytes(bytes, source, limits);
   int reduce = 1;
-  if (info.format == ImageFormat::jpeg && o.reduced_decode)  // choose_reduce_factor keeps the shorter side >= 2 * target
+  if (info.format == ImageFormat::jpeg &&
+      o.reduced_decode)  // choose_reduce_factor keeps the shorter side >= 2 * target
     reduce = choose_reduce_factor(info.width, info.height, int(std::ceil(o.size * o.decode_oversample / 2)));
   cv::Mat decoded = decode_image_rgb_bytes(bytes, source, reduce, limits);
   return finish(decoded, reduce, reduce == 1 ? decoded.size() : cv::Size(info.width, info.height), o, source);
 }
 
-PreprocessResult preprocess_fundus_file(const std::string& path, const PreprocessOptions& o, const ImageLimits& limits) {
+PreprocessResult preprocess_fundus_file(const std::string& path, const PreprocessOptions& o,
+                                        const ImageLimits& limits) {
   return preprocess_fundus_bytes(read_image_file(path), path, o, limits);
 }
 
 Json fov_to_json(const PreprocessResult& r) {
-  const double sx = double(r.original_size.width) / r.decoded.cols, sy = double(r.original_size.height) / r.decoded.rows;
+  const double sx = double(r.original_size.width) / r.decoded.cols,
+               sy = double(r.original_size.height) / r.decoded.rows;
   const FovResult& f = r.fov;
   auto round2 = [](double v) { return std::round(v * 100) / 100; };
   return Json{{"found", f.found},
@@ -192,8 +199,9 @@ Json fov_to_json(const PreprocessResult& r) {
               {"width", r.original_size.width},
               {"height", r.original_size.height},
               {"reduce", r.reduce},
-              {"bbox", {int(std::lround(f.bbox.x * sx)), int(std::lround(f.bbox.y * sy)), int(std::lround(f.bbox.width * sx)),
-                        int(std::lround(f.bbox.height * sy))}},
+              {"bbox",
+               {int(std::lround(f.bbox.x * sx)), int(std::lround(f.bbox.y * sy)), int(std::lround(f.bbox.width * sx)),
+                int(std::lround(f.bbox.height * sy))}},
               {"center", {round2(f.center.x * sx), round2(f.center.y * sy)}},
               {"radius", round2(f.radius * (sx + sy) / 2)},
               {"area_fraction", std::round(f.area_fraction * 1e4) / 1e4},
@@ -269,8 +277,8 @@ Json write_preprocess_inspection(const std::vector<InspectionInput>& inputs, con
 }
 
 std::string format_inspection_table(const Json& images) {
-  std::string out = strprintf("%-24s %-10s %-6s %-5s %-16s %-8s %s\n", "image", "original", "reduce", "fov", "centre", "radius",
-                              "bbox x,y,w,h");
+  std::string out = strprintf("%-24s %-10s %-6s %-5s %-16s %-8s %s\n", "image", "original", "reduce", "fov", "centre",
+                              "radius", "bbox x,y,w,h");
   for (const Json& row : images) {
     std::string name = row.value("name", std::string());
     if (row.contains("error")) {
@@ -279,8 +287,8 @@ std::string format_inspection_table(const Json& images) {
     }
     const Json& b = row["bbox"];
     out += strprintf("%-24s %-10s %-6d %-5s %-16s %-8.1f %d,%d,%d,%d%s\n", name.c_str(),
-                     strprintf("%dx%d", row["width"].get<int>(), row["height"].get<int>()).c_str(), row["reduce"].get<int>(),
-                     row["found"].get<bool>() ? "yes" : "no",
+                     strprintf("%dx%d", row["width"].get<int>(), row["height"].get<int>()).c_str(),
+                     row["reduce"].get<int>(), row["found"].get<bool>() ? "yes" : "no",
                      strprintf("%.1f,%.1f", row["center"][0].get<double>(), row["center"][1].get<double>()).c_str(),
                      row["radius"].get<double>(), b[0].get<int>(), b[1].get<int>(), b[2].get<int>(), b[3].get<int>(),
                      row["found"].get<bool>() ? "" : ("  (" + row["note"].get<std::string>() + ")").c_str());

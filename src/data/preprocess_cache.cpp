@@ -42,7 +42,8 @@ std::string PreprocessCache::content_hash(const std::string& path, std::string* 
   {
     std::lock_guard<std::mutex> lock(memo_mu_);
     auto it = memo_.find(path);
-    if (it != memo_.end() && it->second.size == int64_t(st.st_size) && it->second.mtime_ns == mtime_ns) return it->second.sha;
+    if (it != memo_.end() && it->second.size == int64_t(st.st_size) && it->second.mtime_ns == mtime_ns)
+      return it->second.sha;
   }
   *bytes = read_image_file(path);
   std::string sha = sha256_hex(*bytes);
@@ -62,9 +63,11 @@ cv::Mat PreprocessCache::load(const std::string& image_path) {
       FUNDUS_CHECK(in.get_string() == key_, entry << ": " << kWhat << " has other preprocessing options");
       FUNDUS_CHECK(in.get_string() == sha, entry << ": " << kWhat << " belongs to other image content");
       int32_t rows = in.get<int32_t>(), cols = in.get<int32_t>();
-      FUNDUS_CHECK(rows == options_.size && cols == options_.size, entry << ": " << kWhat << " has size " << cols << "x" << rows);
+      FUNDUS_CHECK(rows == options_.size && cols == options_.size,
+                   entry << ": " << kWhat << " has size " << cols << "x" << rows);
       std::vector<uint8_t> pixels = in.get_array<uint8_t>();
-      FUNDUS_CHECK(pixels.size() == size_t(rows) * size_t(cols) * 3 && in.at_end(), entry << ": " << kWhat << " has a bad pixel count");
+      FUNDUS_CHECK(pixels.size() == size_t(rows) * size_t(cols) * 3 && in.at_end(),
+                   entry << ": " << kWhat << " has a bad pixel count");
       cv::Mat image(rows, cols, CV_8UC3);
       std::memcpy(image.data, pixels.data(), pixels.size());
       ++hits_;

@@ -10,9 +10,12 @@ namespace fundus {
 
 const char* sampler_kind_name(SamplerKind kind) {
   switch (kind) {
-    case SamplerKind::sequential: return "sequential";
-    case SamplerKind::shuffled: return "shuffled";
-    case SamplerKind::balanced: return "balanced";
+    case SamplerKind::sequential:
+      return "sequential";
+    case SamplerKind::shuffled:
+      return "shuffled";
+    case SamplerKind::balanced:
+      return "balanced";
   }
   return "?";
 }
@@ -27,7 +30,8 @@ void SamplerOptions::validate() const {
   FUNDUS_CHECK(batch_size >= 1 && batch_size <= 65536, "sampler.batch_size: must be in 1..65536, got " << batch_size);
   FUNDUS_CHECK(grades_per_batch >= 1 && grades_per_batch <= kNumGrades,
                "sampler.grades_per_batch: must be in 1.." << kNumGrades << ", got " << grades_per_batch);
-  FUNDUS_CHECK(batches_per_epoch >= 0, "sampler.batches_per_epoch: must be >= 0 (0 = automatic), got " << batches_per_epoch);
+  FUNDUS_CHECK(batches_per_epoch >= 0,
+               "sampler.batches_per_epoch: must be >= 0 (0 = automatic), got " << batches_per_epoch);
 }
 
 Json SamplerOptions::to_json() const {
@@ -62,13 +66,15 @@ BatchSampler::BatchSampler(std::vector<int> grades, SamplerOptions options, uint
                                     << kNumGrades - 1 << ")");
     if (grades_[i] >= 0 && grades_[i] < kNumGrades) by_grade_[size_t(grades_[i])].push_back(int64_t(i));
   }
-  FUNDUS_CHECK(options_.kind == SamplerKind::balanced || !options_.drop_last || size() >= options_.batch_size,
-               "sampler: drop_last with batch_size " << options_.batch_size << " leaves no batch for " << size() << " images");
+  FUNDUS_CHECK(
+      options_.kind == SamplerKind::balanced || !options_.drop_last || size() >= options_.batch_size,
+      "sampler: drop_last with batch_size " << options_.batch_size << " leaves no batch for " << size() << " images");
 }
 
 int64_t BatchSampler::batches_per_epoch() const {
   const int64_t n = size(), b = options_.batch_size;
-  if (options_.kind == SamplerKind::balanced) return options_.batches_per_epoch > 0 ? options_.batches_per_epoch : (n + b - 1) / b;
+  if (options_.kind == SamplerKind::balanced)
+    return options_.batches_per_epoch > 0 ? options_.batches_per_epoch : (n + b - 1) / b;
   return options_.drop_last ? n / b : (n + b - 1) / b;
 }
 

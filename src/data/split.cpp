@@ -26,7 +26,8 @@ int64_t ceil_count(double fraction, int64_t n) { return int64_t(std::ceil(fracti
 
 void check_options(const SplitOptions& o) {
   FUNDUS_CHECK(o.val_fraction >= 0 && o.val_fraction < 1, "--val: fraction " << o.val_fraction << " outside [0, 1)");
-  FUNDUS_CHECK(o.test_fraction >= 0 && o.test_fraction < 1, "--test: fraction " << o.test_fraction << " outside [0, 1)");
+  FUNDUS_CHECK(o.test_fraction >= 0 && o.test_fraction < 1,
+               "--test: fraction " << o.test_fraction << " outside [0, 1)");
   if (o.mode == SplitMode::patient)
     FUNDUS_CHECK(o.val_fraction + o.test_fraction < 1,
                  "--val + --test = " << o.val_fraction + o.test_fraction << " leaves nothing for train");
@@ -106,7 +107,8 @@ int split_index(const std::string& split) {
 void check_splittable(const Dataset& dataset) {
   std::unordered_set<std::string> ids;
   for (const CaseRecord& r : dataset.records) {
-    FUNDUS_CHECK(ids.insert(r.id).second, dataset.source << ": duplicate id '" << r.id << "': ids must be unique to split");
+    FUNDUS_CHECK(ids.insert(r.id).second,
+                 dataset.source << ": duplicate id '" << r.id << "': ids must be unique to split");
     FUNDUS_CHECK(r.grade >= 0 && r.grade < kNumGrades, dataset.source << ": id '" << r.id << "' has grade " << r.grade);
   }
 }
@@ -226,9 +228,11 @@ std::string format_split_summary(const SplitSummary& s) {
   out += "\n";
   for (int k = 0; k < 3; ++k) {
     const SplitCounts& c = *counts[k];
-    out += strprintf("%-6s %6lld (%3.0f%%) %9lld", kSplits[k], (long long)c.images, pct(c.images, total), (long long)c.patients);
+    out += strprintf("%-6s %6lld (%3.0f%%) %9lld", kSplits[k], (long long)c.images, pct(c.images, total),
+                     (long long)c.patients);
     for (int g = 0; g < kNumGrades; ++g)
-      out += strprintf(" %6lld (%3.0f%%)", (long long)c.grades[size_t(g)], pct(c.grades[size_t(g)], grade_total[size_t(g)]));
+      out += strprintf(" %6lld (%3.0f%%)", (long long)c.grades[size_t(g)],
+                       pct(c.grades[size_t(g)], grade_total[size_t(g)]));
     out += "\n";
   }
   const SplitLeakage& L = s.leakage;
@@ -239,9 +243,10 @@ std::string format_split_summary(const SplitSummary& s) {
       (long long)L.test_images_patient_in_gallery, (long long)L.test_images,
       pct(L.test_images_patient_in_gallery, L.test_images));
   if (s.images_without_patient > 0)
-    out += strprintf("note: %lld images have no patient id; each counts as its own patient, so eyes of one person "
-                     "may sit on both sides unseen\n",
-                     (long long)s.images_without_patient);
+    out += strprintf(
+        "note: %lld images have no patient id; each counts as its own patient, so eyes of one person "
+        "may sit on both sides unseen\n",
+        (long long)s.images_without_patient);
   out += "assignment sha256: " + s.assignment_sha256 + "\n";
   return out;
 }

@@ -26,8 +26,8 @@ std::vector<double> parse_grade_weights(const std::string& text, const std::stri
   std::string t = trim(text);
   if (t.empty() || to_lower(t) == "balanced") return {};
   std::vector<std::string> parts = split(t, ',');
-  FUNDUS_CHECK(int(parts.size()) == kNumGrades, what << ": expected 'balanced' or " << kNumGrades
-                                                    << " comma-separated weights, got '" << text << "'");
+  FUNDUS_CHECK(int(parts.size()) == kNumGrades,
+               what << ": expected 'balanced' or " << kNumGrades << " comma-separated weights, got '" << text << "'");
   std::vector<double> weights;
   double sum = 0;
   for (int g = 0; g < kNumGrades; ++g) {
@@ -208,8 +208,12 @@ SynthDatasetResult generate_synthetic_dataset(const SynthOptions& o) {
                {"both_eyes", o.both_eyes},
                {"jpeg_quality", {o.jpeg_quality_min, o.jpeg_quality_max}},
                {"eye_convention", "L: optic disc on the left of the image; R: the mirror image"},
-               {"mask_values", {{"0", "background"}, {"1", "microaneurysm"}, {"2", "haemorrhage"},
-                                {"3", "hard exudate"}, {"4", "neovascularisation"}}}};
+               {"mask_values",
+                {{"0", "background"},
+                 {"1", "microaneurysm"},
+                 {"2", "haemorrhage"},
+                 {"3", "hard exudate"},
+                 {"4", "neovascularisation"}}}};
   save_json_file(join_path(o.out_dir, "synth.json"), meta);
   write_image_rgb(join_path(o.out_dir, "contact_sheet.jpg"), synth_contact_sheet(o.out_dir, result.rows), 90);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -226,8 +230,8 @@ cv::Mat synth_contact_sheet(const std::string& dir, const std::vector<SynthDatas
     if (it == rows.end()) continue;
     cv::Mat photo = decode_image_rgb(join_path(dir, "images/" + it->entry.id + ".jpg"));
     cv::Mat mask = cv::imread(join_path(dir, "masks/" + it->entry.id + ".png"), cv::IMREAD_UNCHANGED);
-    FUNDUS_CHECK(mask.type() == CV_8UC1 && mask.size() == photo.size(), dir << "/masks/" << it->entry.id
-                                                                          << ".png: missing or not a lesion mask");
+    FUNDUS_CHECK(mask.type() == CV_8UC1 && mask.size() == photo.size(),
+                 dir << "/masks/" << it->entry.id << ".png: missing or not a lesion mask");
     // Dilate (max label) before shrinking so that a 1-pixel microaneurysm survives INTER_NEAREST.
     int grow = std::max(1, int(std::ceil(1.5 * photo.cols / double(tile))));
     cv::dilate(mask, mask, cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(2 * grow + 1, 2 * grow + 1)));
@@ -258,8 +262,8 @@ cv::Mat synth_contact_sheet(const std::string& dir, const std::vector<SynthDatas
 }
 
 std::string format_synth_summary(const SynthDatasetResult& result) {
-  std::string out = strprintf("%-10s %7s %9s %9s %9s %9s\n", "grade", "images", "MA/img", "haem/img", "exud/img",
-                              "NV/img");
+  std::string out =
+      strprintf("%-10s %7s %9s %9s %9s %9s\n", "grade", "images", "MA/img", "haem/img", "exud/img", "NV/img");
   for (int g = 0; g < kNumGrades; ++g) {
     double sums[4] = {0, 0, 0, 0};
     int n = 0;
@@ -272,10 +276,11 @@ std::string format_synth_summary(const SynthDatasetResult& result) {
       sums[3] += r.counts.neovascular;
     }
     double d = std::max(n, 1);
-    out += strprintf("%d %-8s %7d %9.1f %9.1f %9.1f %9.1f\n", g, grade_name(g), n, sums[0] / d, sums[1] / d, sums[2] / d,
-                     sums[3] / d);
+    out += strprintf("%d %-8s %7d %9.1f %9.1f %9.1f %9.1f\n", g, grade_name(g), n, sums[0] / d, sums[1] / d,
+                     sums[2] / d, sums[3] / d);
   }
-  out += strprintf("wrote %zu images, masks and %s in %.1f s\n", result.rows.size(), result.labels_csv.c_str(), result.seconds);
+  out += strprintf("wrote %zu images, masks and %s in %.1f s\n", result.rows.size(), result.labels_csv.c_str(),
+                   result.seconds);
   return out;
 }
 

@@ -58,8 +58,7 @@ void fill_ellipse(cv::Mat1f& m, Vec2 c, double a, double b, double angle, double
 
 // A segment of a stroke whose width goes from w0 to w1. The cross-section is darkest in the middle
 // (`core` = relative opacity at the edge); `reflex` > 0 cuts a central light reflex (arteries).
-void stroke_segment(cv::Mat1f& m, Vec2 p0, Vec2 p1, double w0, double w1, double core = 0.6,
-                    double reflex = 0) {
+void stroke_segment(cv::Mat1f& m, Vec2 p0, Vec2 p1, double w0, double w1, double core = 0.6, double reflex = 0) {
   Vec2 d = p1 - p0;
   double dd = std::max(d.dot(d), 1e-12);
   double ext = std::max(w0, w1) / 2 + 1.5;
@@ -83,8 +82,8 @@ void stroke_segment(cv::Mat1f& m, Vec2 p0, Vec2 p1, double w0, double w1, double
   }
 }
 
-void stroke_polyline(cv::Mat1f& m, const std::vector<Vec2>& pts, const std::vector<double>& widths,
-                     double core = 0.6, double reflex = 0) {
+void stroke_polyline(cv::Mat1f& m, const std::vector<Vec2>& pts, const std::vector<double>& widths, double core = 0.6,
+                     double reflex = 0) {
   for (size_t i = 1; i < pts.size(); ++i) stroke_segment(m, pts[i - 1], pts[i], widths[i - 1], widths[i], core, reflex);
 }
 
@@ -167,9 +166,15 @@ void grow_vessel(const Anatomy& a, Rng& rng, Vec2 start, const Growth& g, bool a
   for (const Branch& b : branches) {
     double side = rng.bernoulli(0.5) ? 1 : -1;
     double heading = b.theta + side * rng.uniform(0.45, 1.1);
-    Growth child{heading,          heading + side * rng.uniform(-0.3, 0.3), 1.5, g.noise * 1.2,
-                 b.width * rng.uniform(0.5, 0.75), 0.5 + 0.3 * rng.uniform(), g.branch_rate * 0.8,
-                 rng.uniform(0.2, 0.65), g.depth + 1};
+    Growth child{heading,
+                 heading + side * rng.uniform(-0.3, 0.3),
+                 1.5,
+                 g.noise * 1.2,
+                 b.width * rng.uniform(0.5, 0.75),
+                 0.5 + 0.3 * rng.uniform(),
+                 g.branch_rate * 0.8,
+                 rng.uniform(0.2, 0.65),
+                 g.depth + 1};
     grow_vessel(a, rng, b.pos, child, artery, out);
   }
 }
@@ -388,18 +393,16 @@ void draw_neovascular_tuft(const Anatomy& a, Rng& rng, const std::vector<VesselP
 
 LesionMaps draw_lesions(const Anatomy& a, int grade, uint64_t eye_seed) {
   const int n = a.size;
-  LesionMaps m{cv::Mat1f::zeros(n, n), cv::Mat1f::zeros(n, n), cv::Mat1f::zeros(n, n), cv::Mat1f::zeros(n, n),
-               cv::Mat1f::zeros(n, n), {}};
+  LesionMaps m{cv::Mat1f::zeros(n, n), cv::Mat1f::zeros(n, n), cv::Mat1f::zeros(n, n),
+               cv::Mat1f::zeros(n, n), cv::Mat1f::zeros(n, n), {}};
   Rng rng(Rng::derive(eye_seed, 1));
   // Counts per grade: {microaneurysms, dot-blot, flame, exudate clusters, neovascular tufts} ranges.
   struct Range {
     int lo, hi;
   };
   static const Range table[kNumGrades][5] = {
-      {{0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}},
-      {{4, 10}, {0, 1}, {0, 0}, {0, 0}, {0, 0}},
-      {{6, 15}, {2, 5}, {1, 3}, {1, 3}, {0, 0}},
-      {{10, 22}, {7, 13}, {5, 11}, {3, 6}, {0, 0}},
+      {{0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}},  {{4, 10}, {0, 1}, {0, 0}, {0, 0}, {0, 0}},
+      {{6, 15}, {2, 5}, {1, 3}, {1, 3}, {0, 0}}, {{10, 22}, {7, 13}, {5, 11}, {3, 6}, {0, 0}},
       {{5, 14}, {2, 6}, {1, 3}, {0, 2}, {1, 3}},
   };
   const Range* r = table[grade];
@@ -469,7 +472,8 @@ cv::Mat3f compose(const Anatomy& a, const LesionMaps& les, uint64_t layout_seed)
       c[0] *= mac;
       c[1] *= mac * mac;  // the macula is browner, not just darker
       c[2] *= mac * mac;
-      if (a.foveal_reflex && dm2 < 9 * fovea_r * fovea_r) c += cv::Vec3d(1, 1, 1) * (0.12 * std::exp(-dm2 / (fovea_r * fovea_r)));
+      if (a.foveal_reflex && dm2 < 9 * fovea_r * fovea_r)
+        c += cv::Vec3d(1, 1, 1) * (0.12 * std::exp(-dm2 / (fovea_r * fovea_r)));
       double d = disc(y, x), cu = cup(y, x);
       double disc_light = std::sqrt(light) * (1 + 0.5 * (tex - 1));
       if (d > 0) c = c * (1 - d) + a.disc_rgb * (d * disc_light);

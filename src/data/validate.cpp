@@ -32,8 +32,8 @@ ImageVerdict image_problem(const std::string& path) {
   try {
     const std::string bytes = read_image_file(path);
     const ImageInfo info = check_image_bytes(bytes, path);
-    const cv::Mat rgb =
-        decode_image_rgb_bytes(bytes, path, info.format == ImageFormat::jpeg ? choose_reduce_factor(info.width, info.height, 128) : 1);
+    const cv::Mat rgb = decode_image_rgb_bytes(
+        bytes, path, info.format == ImageFormat::jpeg ? choose_reduce_factor(info.width, info.height, 128) : 1);
     const FovResult fov = detect_fov(rgb, FovOptions{}, false);
     if (fov.no_field_of_view) {  // preprocessing would refuse it (preprocess.h)
       v.kind = ProblemKind::no_field_of_view;
@@ -43,7 +43,8 @@ ImageVerdict image_problem(const std::string& path) {
     // Messages of image_io start with the path; the problem already names it.
     const std::string& m = e.message();
     v.message = starts_with(m, path + ": ") ? m.substr(path.size() + 2) : m;
-    if (e.problem() == ImageProblem::missing || e.problem() == ImageProblem::not_a_file) v.kind = ProblemKind::missing_image;
+    if (e.problem() == ImageProblem::missing || e.problem() == ImageProblem::not_a_file)
+      v.kind = ProblemKind::missing_image;
   } catch (const std::exception& e) {
     v.message = std::string("cannot read image (") + e.what() + ")";
   }
@@ -80,7 +81,8 @@ std::vector<DatasetProblem> check_images(const Dataset& dataset, const ValidateO
   return problems;
 }
 
-ValidationResult validate_dataset(const std::string& path, const DatasetLoadOptions& load, const ValidateOptions& options) {
+ValidationResult validate_dataset(const std::string& path, const DatasetLoadOptions& load,
+                                  const ValidateOptions& options) {
   LoadResult loaded = load_dataset(path, load);
   ValidationResult result;
   result.format = loaded.format;
@@ -99,7 +101,8 @@ ValidationResult validate_dataset(const std::string& path, const DatasetLoadOpti
       if (v.message.empty()) {
         kept.push_back(std::move(r));
       } else if (r.source_line > 0) {  // CSV row: point at the row, name the file in the message
-        result.problems.push_back({result.file, r.source_line, r.id, v.kind, "image '" + r.image_path + "': " + v.message});
+        result.problems.push_back(
+            {result.file, r.source_line, r.id, v.kind, "image '" + r.image_path + "': " + v.message});
       } else {  // folder layout: the image is the location
         result.problems.push_back({r.image_path, 0, r.id, v.kind, v.message});
       }
@@ -107,9 +110,10 @@ ValidationResult validate_dataset(const std::string& path, const DatasetLoadOpti
     result.dataset.records = std::move(kept);
   }
   // File order: image problems join the row problems at their line; whole-dataset problems go last.
-  std::stable_sort(result.problems.begin(), result.problems.end(), [](const DatasetProblem& a, const DatasetProblem& b) {
-    return (a.line > 0 ? a.line : INT_MAX) < (b.line > 0 ? b.line : INT_MAX);
-  });
+  std::stable_sort(result.problems.begin(), result.problems.end(),
+                   [](const DatasetProblem& a, const DatasetProblem& b) {
+                     return (a.line > 0 ? a.line : INT_MAX) < (b.line > 0 ? b.line : INT_MAX);
+                   });
   if (result.dataset.records.empty())
     result.problems.push_back({result.file, 0, "", ProblemKind::empty_dataset,
                                result.rows == 0 ? "no data rows" : "no usable rows (every row has a problem)"});
@@ -120,11 +124,12 @@ const Dataset& require_valid(const ValidationResult& result, bool skip_bad) {
   bool empty = result.dataset.records.empty();
   if (result.ok() || (skip_bad && !empty)) return result.dataset;
   std::string counts;
-  for (const auto& [kind, count] : count_problem_kinds(result.problems)) counts += strprintf(" %s %d,", kind.c_str(), count);
+  for (const auto& [kind, count] : count_problem_kinds(result.problems))
+    counts += strprintf(" %s %d,", kind.c_str(), count);
   counts.pop_back();
   FUNDUS_THROW(result.file << ": " << result.problems.size() << " problem" << (result.problems.size() == 1 ? "" : "s")
-                           << " (" << trim(counts) << ")" << (empty ? "" : "; fix them or pass --skip-bad to leave those rows out")
-                           << ":\n"
+                           << " (" << trim(counts) << ")"
+                           << (empty ? "" : "; fix them or pass --skip-bad to leave those rows out") << ":\n"
                            << format_problems(result.problems));
 }
 
@@ -133,7 +138,8 @@ std::string validation_summary(const ValidationResult& result) {
                             dataset_format_name(result.format), result.rows, result.dataset.records.size(),
                             result.problems.size(), result.problems.size() == 1 ? "" : "s");
   std::vector<std::string> parts;
-  for (const auto& [kind, count] : count_problem_kinds(result.problems)) parts.push_back(kind + " " + std::to_string(count));
+  for (const auto& [kind, count] : count_problem_kinds(result.problems))
+    parts.push_back(kind + " " + std::to_string(count));
   if (!parts.empty()) s += ": " + join(parts, ", ");
   return s;
 }

@@ -12,8 +12,7 @@ namespace fundus {
 std::string DescriptorHealth::summary() const {
   std::string s = strprintf("%lld descriptors of %lld dims: mean cosine %.4f, spread %.3g (relative %.3f)",
                             (long long)rows, (long long)dim, mean_cosine, dim_spread, relative_spread);
-  if (nn_sample > 0)
-    s += strprintf(", nearest-neighbour similarity p05 %.3f / median %.3f", nn_p05, nn_p50);
+  if (nn_sample > 0) s += strprintf(", nearest-neighbour similarity p05 %.3f / median %.3f", nn_p05, nn_p50);
   return s + ": " + status;
 }
 
@@ -128,12 +127,9 @@ DescriptorHealth assess_descriptors(const float* rows, int64_t n, int64_t dim, c
     h.nn_duplicate_share =
         double(std::count_if(best.begin(), best.end(), [](double v) { return v >= 0.999999; })) / double(sample);
   }
-  if (h.mean_cosine >= 0.9999 || h.relative_spread < 1e-3)
-    h.status = "collapsed";
-  else if (h.mean_cosine >= 0.98 || h.relative_spread < 0.05)
-    h.status = "degenerate";
-  else
-    h.status = "ok";
+  if (h.mean_cosine >= 0.9999 || h.relative_spread < 1e-3) h.status = "collapsed";
+  else if (h.mean_cosine >= 0.98 || h.relative_spread < 0.05) h.status = "degenerate";
+  else h.status = "ok";
   return h;
 }
 

@@ -78,8 +78,8 @@ void check_cutoffs(const std::vector<int>& ks) {
   FUNDUS_CHECK(!ks.empty(), "cut-offs k: the list is empty");
   for (size_t i = 0; i < ks.size(); ++i) {
     FUNDUS_CHECK(ks[i] >= 1, "cut-offs k: " << ks[i] << " must be >= 1");
-    FUNDUS_CHECK(i == 0 || ks[i] > ks[i - 1], "cut-offs k: must be strictly ascending (" << ks[i - 1] << ", "
-                                                                                       << ks[i] << ")");
+    FUNDUS_CHECK(i == 0 || ks[i] > ks[i - 1],
+                 "cut-offs k: must be strictly ascending (" << ks[i - 1] << ", " << ks[i] << ")");
   }
 }
 
@@ -134,8 +134,8 @@ std::vector<double> ranking_metrics(const std::vector<uint8_t>& relevant, const 
 }
 
 GradeVote knn_vote(const std::vector<int>& grades, const std::vector<float>& scores) {
-  FUNDUS_CHECK(grades.size() == scores.size(), "knn_vote: " << grades.size() << " grades but " << scores.size()
-                                                            << " scores");
+  FUNDUS_CHECK(grades.size() == scores.size(),
+               "knn_vote: " << grades.size() << " grades but " << scores.size() << " scores");
   double weight[kNumGrades] = {0, 0, 0, 0, 0}, total = 0;
   for (size_t i = 0; i < grades.size(); ++i) {
     FUNDUS_CHECK(grades[i] >= 0 && grades[i] < kNumGrades, "knn_vote: grade " << grades[i] << " outside 0-4");

@@ -24,9 +24,9 @@ void normalise_rows(std::vector<float>& v, int64_t dim) {
 }
 
 // x_i <- normalise(x_i + sum_{top n} max(s, 0)^alpha * g_j) over the n best eligible gallery rows.
-std::vector<float> expand(const std::vector<float>& rows, const std::vector<CaseKey>& keys, const std::vector<float>& gallery,
-                          const std::vector<CaseKey>& gallery_keys, int64_t dim, int n, double alpha,
-                          bool exclude_same_patient, int threads) {
+std::vector<float> expand(const std::vector<float>& rows, const std::vector<CaseKey>& keys,
+                          const std::vector<float>& gallery, const std::vector<CaseKey>& gallery_keys, int64_t dim,
+                          int n, double alpha, bool exclude_same_patient, int threads) {
   const int64_t count = int64_t(keys.size()), g = int64_t(gallery_keys.size());
   RankingOptions ro;
   ro.k_max = n;
@@ -74,16 +74,18 @@ PostprocessSpec parse_postprocess(const std::string& text) {
       FUNDUS_CHECK(eq != std::string::npos, "post-processing '" << text << "': option '" << kv << "' is not key=value");
       const std::string key = trim(kv.substr(0, eq)), value = trim(kv.substr(eq + 1));
       double v = 0;
-      FUNDUS_CHECK(try_parse_double(value, v) && std::isfinite(v),
-                   "post-processing '" << text << "': " << step << "." << key << " = '" << value << "' is not a number");
+      FUNDUS_CHECK(try_parse_double(value, v) && std::isfinite(v), "post-processing '" << text << "': " << step << "."
+                                                                                       << key << " = '" << value
+                                                                                       << "' is not a number");
       auto whole = [&](int lo, int hi) {
-        FUNDUS_CHECK(v == std::floor(v) && v >= lo && v <= hi,
-                     "post-processing '" << text << "': " << step << "." << key << " must be a whole number in " << lo
-                                         << "-" << hi);
+        FUNDUS_CHECK(v == std::floor(v) && v >= lo && v <= hi, "post-processing '"
+                                                                   << text << "': " << step << "." << key
+                                                                   << " must be a whole number in " << lo << "-" << hi);
         return int(v);
       };
       auto positive = [&] {
-        FUNDUS_CHECK(v >= 0 && v <= 100, "post-processing '" << text << "': " << step << "." << key << " outside 0-100");
+        FUNDUS_CHECK(v >= 0 && v <= 100,
+                     "post-processing '" << text << "': " << step << "." << key << " outside 0-100");
         return v;
       };
       if (step == "pcaw" && key == "dims") s.whiten_dims = whole(0, 1 << 16);
@@ -99,12 +101,14 @@ PostprocessSpec parse_postprocess(const std::string& text) {
 }
 
 std::vector<float> Whitening::apply(const VectorsView& rows) const {
-  FUNDUS_CHECK(rows.dim == dim, "whitening: vectors have " << rows.dim << " dims, the whitening was learned on " << dim);
+  FUNDUS_CHECK(rows.dim == dim,
+               "whitening: vectors have " << rows.dim << " dims, the whitening was learned on " << dim);
   std::vector<float> out(size_t(rows.rows * out_dim));
   std::vector<float> centred(static_cast<size_t>(dim));
   for (int64_t r = 0; r < rows.rows; ++r) {
     for (int64_t j = 0; j < dim; ++j) centred[size_t(j)] = rows.row(r)[j] - mean[size_t(j)];
-    for (int64_t o = 0; o < out_dim; ++o) out[size_t(r * out_dim + o)] = dot_product(&projection[size_t(o * dim)], centred.data(), dim);
+    for (int64_t o = 0; o < out_dim; ++o)
+      out[size_t(r * out_dim + o)] = dot_product(&projection[size_t(o * dim)], centred.data(), dim);
   }
   normalise_rows(out, out_dim);
   return out;
@@ -152,7 +156,8 @@ void apply_postprocess(const PostprocessSpec& spec, std::vector<float>& queries,
                    int64_t(gallery.size()) == int64_t(gallery_keys.size()) * dim,
                "post-processing: vector and key counts disagree");
   if (spec.whiten) {
-    Whitening w = learn_whitening({gallery.data(), int64_t(gallery_keys.size()), dim}, spec.whiten_dims, spec.whiten_shrink);
+    Whitening w =
+        learn_whitening({gallery.data(), int64_t(gallery_keys.size()), dim}, spec.whiten_dims, spec.whiten_shrink);
     queries = w.apply({queries.data(), int64_t(query_keys.size()), dim});
     gallery = w.apply({gallery.data(), int64_t(gallery_keys.size()), dim});
     dim = w.out_dim;

@@ -65,7 +65,8 @@ std::vector<int64_t> ExactRanker::excluded(const CaseKey& key) const {
 void ExactRanker::score_block(const float* queries, int64_t count, float* scores) const {
   for (int64_t i = 0; i < gallery_.rows; ++i) {
     const float* g = gallery_.row(i);
-    for (int64_t q = 0; q < count; ++q) scores[q * gallery_.rows + i] = dot_product(queries + q * gallery_.dim, g, gallery_.dim);
+    for (int64_t q = 0; q < count; ++q)
+      scores[q * gallery_.rows + i] = dot_product(queries + q * gallery_.dim, g, gallery_.dim);
   }
 }
 
@@ -76,7 +77,8 @@ int64_t ExactRanker::rank(const float* query, const CaseKey& key, int64_t k, std
   return rank_scores(scores.data(), key, k, out);
 }
 
-int64_t ExactRanker::rank_scores(const float* scores, const CaseKey& key, int64_t k, std::vector<ScoredItem>& out) const {
+int64_t ExactRanker::rank_scores(const float* scores, const CaseKey& key, int64_t k,
+                                 std::vector<ScoredItem>& out) const {
   auto skip = excluded(key);
   out.clear();
   out.reserve(size_t(gallery_.rows));

@@ -108,12 +108,23 @@ std::string html_escape(std::string_view text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -130,22 +141,27 @@ std::string svg_precision_curves(const RetrievalReport& r) {
   auto x_of = [&](int k) { return left + (hi > lo ? (std::log(double(k)) - lo) / (hi - lo) * pw : pw / 2); };
   auto y_of = [&](double v) { return top + (1 - std::clamp(v, 0.0, 1.0)) * ph; };
   std::ostringstream s;
-  s << strprintf("<svg class=\"plot\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
-                 "aria-label=\"P@k per grade\">\n",
-                 W, H, W, H);
-  s << strprintf("<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#fff\" stroke=\"#999\"/>\n", left, top,
-                 pw, ph);
+  s << strprintf(
+      "<svg class=\"plot\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
+      "aria-label=\"P@k per grade\">\n",
+      W, H, W, H);
+  s << strprintf("<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#fff\" stroke=\"#999\"/>\n", left,
+                 top, pw, ph);
   for (int i = 0; i <= 5; ++i) {  // y grid
     double v = i / 5.0, y = y_of(v);
     s << strprintf("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>", left, y, left + pw, y)
-      << strprintf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.1f</text>\n", left - 5, y + 4, v);
+      << strprintf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.1f</text>\n", left - 5, y + 4,
+                   v);
   }
   for (int k : ks)
-    s << strprintf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%d</text>", x_of(k), top + ph + 15, k);
-  s << strprintf("\n<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\">k (log scale)</text>", left + pw / 2,
-                 H - 5);
-  s << strprintf("<text x=\"12\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 12 %.1f)\">P@k</text>\n",
-                 top + ph / 2, top + ph / 2);
+    s << strprintf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%d</text>", x_of(k),
+                   top + ph + 15, k);
+  s << strprintf("\n<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\">k (log scale)</text>",
+                 left + pw / 2, H - 5);
+  s << strprintf(
+      "<text x=\"12\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 12 "
+      "%.1f)\">P@k</text>\n",
+      top + ph / 2, top + ph / 2);
   auto polyline = [&](const std::vector<double>& values, const std::string& color, const char* dash, double width) {
     std::string pts;
     for (size_t i = 0; i < ks.size(); ++i)
@@ -160,8 +176,8 @@ std::string svg_precision_curves(const RetrievalReport& r) {
   };
   double ly = top + 10;
   auto legend = [&](const std::string& label, const std::string& color, const char* dash) {
-    s << strprintf("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"%s/>", left + pw + 10,
-                   ly, left + pw + 30, ly, color.c_str(), dash)
+    s << strprintf("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"%s/>",
+                   left + pw + 10, ly, left + pw + 30, ly, color.c_str(), dash)
       << strprintf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">%s</text>\n", left + pw + 35, ly + 4,
                    html_escape(label).c_str());
     ly += 16;
@@ -184,9 +200,10 @@ std::string svg_confusion_matrix(const ConfusionMatrix& counts) {
   const double cell = 56, left = 90, top = 40;
   const double W = left + n * cell + 10, H = top + n * cell + 30;
   std::ostringstream s;
-  s << strprintf("<svg class=\"plot\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
-                 "aria-label=\"confusion matrix\">\n",
-                 W, H, W, H);
+  s << strprintf(
+      "<svg class=\"plot\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
+      "aria-label=\"confusion matrix\">\n",
+      W, H, W, H);
   s << strprintf("<text x=\"%.1f\" y=\"14\" font-size=\"12\" text-anchor=\"middle\">predicted (k-NN vote)</text>\n",
                  left + n * cell / 2);
   for (int t = 0; t < n; ++t) {
@@ -194,23 +211,26 @@ std::string svg_confusion_matrix(const ConfusionMatrix& counts) {
     for (int p = 0; p < n; ++p) row += counts[size_t(t)][size_t(p)];
     s << strprintf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%s</text>", left - 6,
                    top + t * cell + cell / 2 + 4, html_escape(grade_name(t)).c_str());
-    s << strprintf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%s</text>", left + t * cell + cell / 2,
-                   top - 6, html_escape(grade_name(t)).c_str());
+    s << strprintf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%s</text>",
+                   left + t * cell + cell / 2, top - 6, html_escape(grade_name(t)).c_str());
     for (int p = 0; p < n; ++p) {
       const int64_t c = counts[size_t(t)][size_t(p)];
       const double share = row > 0 ? double(c) / double(row) : 0;
       // White -> dark blue by the share of the truth row; text flips to white on dark cells.
       const int r = int(std::lround(255 - share * (255 - 8))), g = int(std::lround(255 - share * (255 - 48))),
                 b = int(std::lround(255 - share * (255 - 107)));
-      s << strprintf("<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#%02x%02x%02x\" stroke=\"#ccc\"/>",
-                     left + p * cell, top + t * cell, cell, cell, r, g, b)
+      s << strprintf(
+               "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#%02x%02x%02x\" stroke=\"#ccc\"/>",
+               left + p * cell, top + t * cell, cell, cell, r, g, b)
         << strprintf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\" fill=\"%s\">%lld</text>\n",
                      left + p * cell + cell / 2, top + t * cell + cell / 2 + 4, share > 0.5 ? "#fff" : "#000",
                      static_cast<long long>(c));
     }
   }
-  s << strprintf("<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">rows: truth; colour: share of the row</text>\n",
-                 left + n * cell / 2, H - 8);
+  s << strprintf(
+      "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">rows: truth; colour: share of the "
+      "row</text>\n",
+      left + n * cell / 2, H - 8);
   s << "</svg>\n";
   return s.str();
 }
@@ -227,7 +247,8 @@ std::string jpeg_data_uri(const cv::Mat& rgb) {
   cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
   std::vector<uint8_t> buf;
   FUNDUS_CHECK(cv::imencode(".jpg", bgr, buf, {cv::IMWRITE_JPEG_QUALITY, 85}), "report figure: JPEG encoding failed");
-  return "data:image/jpeg;base64," + base64_encode(std::string_view(reinterpret_cast<const char*>(buf.data()), buf.size()));
+  return "data:image/jpeg;base64," +
+         base64_encode(std::string_view(reinterpret_cast<const char*>(buf.data()), buf.size()));
 }
 
 }  // namespace
@@ -239,7 +260,8 @@ std::string render_html_report(const HtmlReportInput& in) {
   s << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>" << html_escape(in.title)
     << "</title>\n<style>\n"
        "body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}\n"
-       "table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\n"
+       "table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px "
+       "8px;text-align:right}\n"
        "th:first-child,td:first-child{text-align:left}.chance{color:#888;font-size:85%}\n"
        "figure{margin:12px 0}figcaption{color:#555;font-size:90%}pre{background:#f6f6f6;padding:8px;overflow:auto}\n"
        ".note{color:#555;font-size:90%}img{max-width:100%}\n"
@@ -248,9 +270,10 @@ std::string render_html_report(const HtmlReportInput& in) {
   s << "<h1>" << html_escape(in.title) << "</h1>\n";
   if (!in.subtitle.empty()) s << "<p>" << html_escape(in.subtitle) << "</p>\n";
   if (!in.generated_at.empty()) s << "<p class=\"note\">Generated " << html_escape(in.generated_at) << "</p>\n";
-  for (const auto& w : in.warnings) s << "<p class=\"warning\"><strong>Warning:</strong> " << html_escape(w) << "</p>\n";
-  s << "<p>" << r.queries << " queries against " << r.gallery << " gallery items; relevance: "
-    << relevance_rule_name(r.options.relevance) << "; same-patient gallery items "
+  for (const auto& w : in.warnings)
+    s << "<p class=\"warning\"><strong>Warning:</strong> " << html_escape(w) << "</p>\n";
+  s << "<p>" << r.queries << " queries against " << r.gallery
+    << " gallery items; relevance: " << relevance_rule_name(r.options.relevance) << "; same-patient gallery items "
     << (r.options.exclude_same_patient ? "excluded" : "included") << ". Evaluated " << r.queries_evaluated
     << " queries (" << r.queries_without_candidates << " left out: every gallery item excluded; "
     << r.queries_without_relevant << " without any relevant gallery item).</p>\n"
@@ -278,7 +301,8 @@ std::string render_html_report(const HtmlReportInput& in) {
   }
   s << "</table>\n";
 
-  s << "<h2>Precision at k per grade</h2>\n<figure>\n" << svg_precision_curves(r)
+  s << "<h2>Precision at k per grade</h2>\n<figure>\n"
+    << svg_precision_curves(r)
     << "<figcaption>P@k (the authors' mHR@k) per query grade; dashed: that grade's chance floor.</figcaption>\n"
        "</figure>\n";
 
@@ -315,8 +339,8 @@ std::string render_html_report(const HtmlReportInput& in) {
   if (!in.figures.empty()) {
     s << "<h2>Example queries</h2>\n";
     for (const ReportFigure& f : in.figures)
-      s << "<figure><img alt=\"" << html_escape(f.caption) << "\" src=\"" << jpeg_data_uri(f.image)
-        << "\"><figcaption>" << html_escape(f.caption) << "</figcaption></figure>\n";
+      s << "<figure><img alt=\"" << html_escape(f.caption) << "\" src=\"" << jpeg_data_uri(f.image) << "\"><figcaption>"
+        << html_escape(f.caption) << "</figcaption></figure>\n";
   }
   s << "<h2>Configuration</h2>\n<pre>" << html_escape(in.config.dump(2)) << "</pre>\n";
   s << "<p class=\"note\">Research tool, not a diagnostic device.</p>\n</body>\n</html>\n";

@@ -22,8 +22,8 @@ const char* kKnnMetric = "kNN-acc";
 
 void check_set(const EvalSet& set, const char* what) {
   FUNDUS_CHECK(set.keys.size() == size_t(set.vectors.rows) && set.grades.size() == size_t(set.vectors.rows),
-               what << ": " << set.vectors.rows << " vectors, " << set.keys.size() << " keys and "
-                    << set.grades.size() << " grades differ in count");
+               what << ": " << set.vectors.rows << " vectors, " << set.keys.size() << " keys and " << set.grades.size()
+                    << " grades differ in count");
   for (size_t i = 0; i < set.grades.size(); ++i)
     FUNDUS_CHECK(set.grades[i] >= 0 && set.grades[i] < kNumGrades,
                  what << " row " << i << " (" << set.keys[i].id << "): grade " << set.grades[i] << " outside 0-4");
@@ -101,7 +101,8 @@ EvalOptions EvalOptions::from_json(const Json& eval, const std::string& context)
   check_known_keys(eval, {"ks", "relevance", "exclude_same_patient", "knn_k", "chance_rounds", "seed"}, context);
   EvalOptions o;
   o.ks = json_value<std::vector<int>>(eval, "ks", o.ks, context);
-  o.relevance = parse_relevance_rule(json_value<std::string>(eval, "relevance", relevance_rule_name(o.relevance), context));
+  o.relevance =
+      parse_relevance_rule(json_value<std::string>(eval, "relevance", relevance_rule_name(o.relevance), context));
   o.exclude_same_patient = json_value<bool>(eval, "exclude_same_patient", o.exclude_same_patient, context);
   o.knn_k = json_value<int>(eval, "knn_k", o.knn_k, context);
   o.chance_rounds = json_value<int>(eval, "chance_rounds", o.chance_rounds, context);
@@ -127,8 +128,8 @@ RetrievalReport evaluate_retrieval(const EvalSet& queries, const EvalSet& galler
   FUNDUS_CHECK(options.chance_rounds >= 1, "eval: chance_rounds must be >= 1 (got " << options.chance_rounds << ")");
   check_set(queries, "queries");
   check_set(gallery, "gallery");
-  FUNDUS_CHECK(queries.vectors.dim == gallery.vectors.dim, "queries have dimension " << queries.vectors.dim
-                                                                 << " but the gallery has " << gallery.vectors.dim);
+  FUNDUS_CHECK(queries.vectors.dim == gallery.vectors.dim,
+               "queries have dimension " << queries.vectors.dim << " but the gallery has " << gallery.vectors.dim);
   check_finite_rows(queries.vectors, "queries");
   ExactRanker ranker(gallery.vectors, gallery.keys, options.exclude_same_patient);
 
@@ -309,8 +310,8 @@ std::string RetrievalReport::per_query_csv(const std::vector<CaseKey>& query_key
   for (const std::string& m : metrics) s << "," << m;
   s << "\n";
   for (const QueryOutcome& q : per_query) {
-    s << q.row << "," << query_keys[size_t(q.row)].id << "," << q.grade << "," << q.eligible << "," << q.relevant
-      << "," << q.vote.grade << "," << csv_number(q.vote.confidence);
+    s << q.row << "," << query_keys[size_t(q.row)].id << "," << q.grade << "," << q.eligible << "," << q.relevant << ","
+      << q.vote.grade << "," << csv_number(q.vote.confidence);
     for (size_t i = 0; i < metrics.size(); ++i) s << "," << (q.values.empty() ? "" : csv_number(q.values[i]));
     s << "\n";
   }
@@ -333,14 +334,13 @@ std::string RetrievalReport::to_markdown() const {
   for (size_t i = 0; i < shown.size(); ++i) s << "---|";
   s << "\n";
   for (size_t i = 0; i < metrics.size(); ++i) {
-    s << "| " << metrics[i] << (metrics[i] == kKnnMetric ? " (k=" + std::to_string(options.knn_k) + ")" : "")
-      << " |";
+    s << "| " << metrics[i] << (metrics[i] == kKnnMetric ? " (k=" + std::to_string(options.knn_k) + ")" : "") << " |";
     for (const GroupSummary* g : shown) s << " " << cell(g->values[i]) << " (" << cell(g->chance[i]) << ") |";
     s << "\n";
   }
-  s << "\nk-NN grade estimate (top " << options.knn_k << ", similarity-weighted vote): accuracy "
-    << cell(knn_accuracy) << " (chance " << cell(chance_knn_accuracy) << "), quadratic weighted kappa "
-    << cell(knn_qwk) << " (chance " << cell(chance_knn_qwk) << ").\n\n";
+  s << "\nk-NN grade estimate (top " << options.knn_k << ", similarity-weighted vote): accuracy " << cell(knn_accuracy)
+    << " (chance " << cell(chance_knn_accuracy) << "), quadratic weighted kappa " << cell(knn_qwk) << " (chance "
+    << cell(chance_knn_qwk) << ").\n\n";
   s << "| truth \\ predicted |";
   for (int g = 0; g < kNumGrades; ++g) s << " " << grade_name(g) << " |";
   s << "\n|---|";
@@ -351,9 +351,9 @@ std::string RetrievalReport::to_markdown() const {
     for (int p = 0; p < kNumGrades; ++p) s << " " << confusion[size_t(t)][size_t(p)] << " |";
     s << "\n";
   }
-  s << "\nQueries evaluated: " << queries_evaluated << "; with no relevant gallery item (AP, MAP@R, MRR = 0): "
-    << queries_without_relevant << "; left out because every gallery item was excluded: "
-    << queries_without_candidates << ".\n"
+  s << "\nQueries evaluated: " << queries_evaluated
+    << "; with no relevant gallery item (AP, MAP@R, MRR = 0): " << queries_without_relevant
+    << "; left out because every gallery item was excluded: " << queries_without_candidates << ".\n"
     << "P@k is the authors' mHR@k; mAP@k is the authors' (1/k) sum rel_r P@r; AP@k divides by min(k, R); "
        "Recall@k = any relevant item in the top k; NDCG gain = 1 - |grade difference| / 4. "
        "Chance floors are exact, except kNN-acc and kappa (Monte Carlo, "

@@ -24,10 +24,8 @@ void CaseAttributes::set(int64_t id, int grade, const std::string& patient) {
   grade_[size_t(id)] = uint8_t(grade);
   patient_[size_t(id)] = code;
   auto& ids = by_grade_[grade];
-  if (ids.empty() || ids.back() < id)
-    ids.push_back(id);  // the usual case: ids grow
-  else
-    ids.insert(std::lower_bound(ids.begin(), ids.end(), id), id);
+  if (ids.empty() || ids.back() < id) ids.push_back(id);  // the usual case: ids grow
+  else ids.insert(std::lower_bound(ids.begin(), ids.end(), id), id);
   ++size_;
 }
 
@@ -76,7 +74,8 @@ CaseFilter::CaseFilter(const CaseAttributes& attributes, const std::vector<int>&
 bool CaseFilter::keep(int64_t id) const {
   if (id < 0 || size_t(id) >= a_.grade_.size()) return false;
   const uint8_t g = a_.grade_[size_t(id)];
-  return g != CaseAttributes::kAbsent && ((mask_ >> g) & 1u) && (excluded_ == 0 || a_.patient_[size_t(id)] != excluded_);
+  return g != CaseAttributes::kAbsent && ((mask_ >> g) & 1u) &&
+         (excluded_ == 0 || a_.patient_[size_t(id)] != excluded_);
 }
 
 int64_t CaseFilter::count() const {
@@ -100,8 +99,7 @@ bool CaseFilter::list(std::vector<int64_t>& out) const {
     const size_t before = out.size();
     for (int64_t id : ids)
       if (excluded_ == 0 || a_.patient_[size_t(id)] != excluded_) out.push_back(id);
-    if (grades++ > 0)
-      std::inplace_merge(out.begin() + long(first), out.begin() + long(before), out.end());
+    if (grades++ > 0) std::inplace_merge(out.begin() + long(first), out.begin() + long(before), out.end());
   }
   return true;
 }

@@ -22,9 +22,9 @@ namespace {
 // does not rely on the BLAS build being safe for concurrent callers.
 std::mutex g_blas_mutex;
 
-constexpr int64_t kScanBlockRows = 64;    // rows reused by every query while in L1/L2
+constexpr int64_t kScanBlockRows = 64;  // rows reused by every query while in L1/L2
 constexpr int64_t kGemmQueryBlock = 256;
-constexpr int64_t kGemmRowBlock = 4096;   // 256 x 4096 scores = 4 MB scratch
+constexpr int64_t kGemmRowBlock = 4096;  // 256 x 4096 scores = 4 MB scratch
 }  // namespace
 
 ExactIndex::ExactIndex(int dim) : VectorIndex(dim) {}
@@ -58,12 +58,9 @@ void ExactIndex::remove_impl(const std::vector<int64_t>& ids) {
 
 void ExactIndex::search_impl(int64_t nq, const float* queries, int k, const IdFilter* filter, int64_t* out_ids,
                              float* out_scores) const {
-  if (filter && nq < kGemmMinQueries)
-    filtered_search(nq, queries, k, *filter, out_ids, out_scores);
-  else if (nq < kGemmMinQueries)
-    scan_search(nq, queries, k, out_ids, out_scores);
-  else
-    gemm_search(nq, queries, k, filter, out_ids, out_scores);
+  if (filter && nq < kGemmMinQueries) filtered_search(nq, queries, k, *filter, out_ids, out_scores);
+  else if (nq < kGemmMinQueries) scan_search(nq, queries, k, out_ids, out_scores);
+  else gemm_search(nq, queries, k, filter, out_ids, out_scores);
 }
 
 void ExactIndex::scan_search(int64_t nq, const float* queries, int k, int64_t* out_ids, float* out_scores) const {
@@ -110,14 +107,21 @@ void ExactIndex::filtered_search(int64_t nq, const float* queries, int k, const 
   for (int64_t q = 0; q < nq; ++q) {
     const float* query = queries + q * d;
     if (subset)
-      scan_topk(int64_t(rows.size()), threads(), k, [&](int64_t i, TopK& heap) {
-        const int64_t r = rows[size_t(i)];
-        heap.push(dot_f32(query, data_.data() + r * d, d), row_ids_[size_t(r)]);
-      }, out_ids + q * k, out_scores + q * k);
+      scan_topk(
+          int64_t(rows.size()), threads(), k,
+          [&](int64_t i, TopK& heap) {
+            const int64_t r = rows[size_t(i)];
+            heap.push(dot_f32(query, data_.data() + r * d, d), row_ids_[size_t(r)]);
+          },
+          out_ids + q * k, out_scores + q * k);
     else
-      scan_topk(all, threads(), k, [&](int64_t r, TopK& heap) {
-        if (filter.keep(row_ids_[size_t(r)])) heap.push(dot_f32(query, data_.data() + r * d, d), row_ids_[size_t(r)]);
-      }, out_ids + q * k, out_scores + q * k);
+      scan_topk(
+          all, threads(), k,
+          [&](int64_t r, TopK& heap) {
+            if (filter.keep(row_ids_[size_t(r)]))
+              heap.push(dot_f32(query, data_.data() + r * d, d), row_ids_[size_t(r)]);
+          },
+          out_ids + q * k, out_scores + q * k);
   }
 }
 
@@ -137,8 +141,8 @@ void ExactIndex::gemm_search(int64_t nq, const float* queries, int k, const IdFi
         const int m = int(nrb), n = int(nqb), kk = d;
         const float alpha = 1.f, beta = 0.f;
         std::lock_guard<std::mutex> lock(g_blas_mutex);
-        sgemm_("T", "N", &m, &n, &kk, &alpha, data_.data() + rb * d, &kk, queries + qb * d, &kk, &beta,
-               scores.data(), &m);
+        sgemm_("T", "N", &m, &n, &kk, &alpha, data_.data() + rb * d, &kk, queries + qb * d, &kk, &beta, scores.data(),
+               &m);
       }
       parallel_for(nqb, int(std::min<int64_t>(threads(), nqb)), [&](int64_t b, int64_t e) {
         for (int64_t q = b; q < e; ++q) {

@@ -25,8 +25,8 @@ namespace fundus {
 
 namespace {
 float inner_product_distance(const void* a, const void* b, const void* dim) {
-  return 1.0f - dot_f32(static_cast<const float*>(a), static_cast<const float*>(b),
-                        int64_t(*static_cast<const size_t*>(dim)));
+  return 1.0f -
+         dot_f32(static_cast<const float*>(a), static_cast<const float*>(b), int64_t(*static_cast<const size_t*>(dim)));
 }
 
 // hnswlib's InnerProductSpace picks SSE/AVX at compile time (baseline here); ours dispatches at run time.
@@ -88,7 +88,8 @@ class HnswFileCheck {
     const uint64_t max_m = get<uint64_t>(), max_m0 = get<uint64_t>(), m = get<uint64_t>();
     const double mult = get<double>();
     const uint64_t efc = get<uint64_t>();
-    const uint64_t links0 = 2 * M * sizeof(uint32_t) + sizeof(uint32_t), links = M * sizeof(uint32_t) + sizeof(uint32_t);
+    const uint64_t links0 = 2 * M * sizeof(uint32_t) + sizeof(uint32_t),
+                   links = M * sizeof(uint32_t) + sizeof(uint32_t);
     const uint64_t data = dim * sizeof(float);
     check(m == M && max_m == M && max_m0 == 2 * M && efc == ef_construction, "parameters differ from the header");
     check(offset_level0 == 0 && offset_data == links0 && label_offset == links0 + data &&
@@ -171,7 +172,7 @@ struct HnswIndex::Impl {
   explicit Impl(int dim) : space(size_t(dim)) {}
   DotSpace space;
   std::unique_ptr<hnswlib::HierarchicalNSW<float>> graph;  // created by the first add or a load
-  size_t reserved = 0;  // capacity asked for by reserve() before the graph exists
+  size_t reserved = 0;                                     // capacity asked for by reserve() before the graph exists
 
   using Graph = hnswlib::HierarchicalNSW<float>;
   using Pair = std::pair<float, hnswlib::tableint>;
@@ -247,13 +248,16 @@ struct HnswIndex::Impl {
     const Graph& g = *graph;
     const size_t dim = *static_cast<const size_t*>(g.dist_func_param_);
     const int64_t count = listed ? int64_t(listed->size()) : int64_t(g.cur_element_count);
-    scan_topk(count, threads, k, [&](int64_t i, TopK& heap) {
-      const hnswlib::tableint id = listed ? (*listed)[size_t(i)] : hnswlib::tableint(i);
-      if (g.isMarkedDeleted(id)) return;
-      const int64_t label = int64_t(g.getExternalLabel(id));
-      if (filter && !listed && !filter->keep(label)) return;
-      heap.push(dot_f32(query, reinterpret_cast<const float*>(g.getDataByInternalId(id)), int64_t(dim)), label);
-    }, out_ids, out_scores);
+    scan_topk(
+        count, threads, k,
+        [&](int64_t i, TopK& heap) {
+          const hnswlib::tableint id = listed ? (*listed)[size_t(i)] : hnswlib::tableint(i);
+          if (g.isMarkedDeleted(id)) return;
+          const int64_t label = int64_t(g.getExternalLabel(id));
+          if (filter && !listed && !filter->keep(label)) return;
+          heap.push(dot_f32(query, reinterpret_cast<const float*>(g.getDataByInternalId(id)), int64_t(dim)), label);
+        },
+        out_ids, out_scores);
   }
 };
 
@@ -424,7 +428,8 @@ void HnswIndex::read_native(std::istream& in, uint64_t size, const std::string& 
   g.num_deleted_ = 0;
   for (size_t i = 0; i < g.cur_element_count; ++i) g.num_deleted_ += g.isMarkedDeleted(hnswlib::tableint(i)) ? 1 : 0;
   FUNDUS_CHECK(g.size_data_per_element_ == g.size_links_level0_ + g.data_size_ + sizeof(hnswlib::labeltype) &&
-                   impl_->graph->M_ == size_t(params_.M) && impl_->graph->ef_construction_ == size_t(params_.ef_construction),
+                   impl_->graph->M_ == size_t(params_.M) &&
+                   impl_->graph->ef_construction_ == size_t(params_.ef_construction),
                source << ": hnsw graph does not match its header (" << describe() << ", dim " << dim() << ")");
   impl_->graph->setEf(size_t(params_.ef));
 }

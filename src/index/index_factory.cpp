@@ -75,8 +75,8 @@ void check_keys(const IndexSpec& spec, const std::string& context) {
     std::vector<std::string> known;
     for (auto& kv : info.build) known.push_back(kv.first);
     for (auto& kv : info.search) known.push_back(kv.first);
-    FUNDUS_THROW(context << ": unknown parameter '" << key << "' for " << spec.type << " (known: "
-                         << (known.empty() ? "none" : join(known, ", ")) << ")");
+    FUNDUS_THROW(context << ": unknown parameter '" << key << "' for " << spec.type
+                         << " (known: " << (known.empty() ? "none" : join(known, ", ")) << ")");
   }
 }
 }  // namespace

@@ -62,7 +62,7 @@ Header open_index(const std::string& path, std::ifstream& in, uint64_t& native_s
   FUNDUS_CHECK(file_exists(path), path << ": index file not found");
   FramedInfo frame = verify_framed_file(path, kMagic, kVersion, "vector index");
   FUNDUS_CHECK(frame.version == kVersion, path << ": index file format " << frame.version << " from an older build "
-                                                << "(no fingerprint of the vectors); it must be rebuilt");
+                                               << "(no fingerprint of the vectors); it must be rebuilt");
   in.open(path, std::ios::binary);
   FUNDUS_CHECK(in, path << ": cannot open index file");
   in.seekg(std::streamoff(frame.payload_offset));
@@ -111,15 +111,15 @@ LoadedIndex load_index(const std::string& path) {
   LoadedIndex out;
   Header h = open_index(path, in, native_size, out.info.file_bytes);
   out.index = make_index(parse_index_spec(h.info.spec), h.info.dim);
-  FUNDUS_CHECK(out.index->type() == h.info.type, path << ": index type '" << h.info.type << "' does not match spec '"
-                                                      << h.info.spec << "'");
+  FUNDUS_CHECK(out.index->type() == h.info.type,
+               path << ": index type '" << h.info.type << "' does not match spec '" << h.info.spec << "'");
   auto start = in.tellg();
   out.index->read_native(in, native_size, path);
   FUNDUS_CHECK(in && uint64_t(in.tellg() - start) == native_size,
                path << ": " << h.info.type << " data has the wrong size (" << native_size << " bytes)");
-  FUNDUS_CHECK(out.index->native_count() == h.info.count,
-               path << ": index holds " << out.index->native_count() << " vectors but its header lists "
-                    << h.info.count << " ids");
+  FUNDUS_CHECK(out.index->native_count() == h.info.count, path << ": index holds " << out.index->native_count()
+                                                               << " vectors but its header lists " << h.info.count
+                                                               << " ids");
   out.index->ids_.insert(h.ids.begin(), h.ids.end());
   out.index->load_companions(path, h.info);
   uint64_t bytes = out.info.file_bytes;
@@ -160,7 +160,8 @@ std::string format_index_info(const IndexFileInfo& info) {
     s += "store id:           " + info.provenance.store_id + "\n";
     s += "model id:           " + std::to_string(info.provenance.model_id) + "\n";
     s += "embeddings version: " + std::to_string(info.provenance.embeddings_version) + "\n";
-    s += "embeddings token:   " + (info.provenance.embeddings_token.empty() ? "-" : info.provenance.embeddings_token) + "\n";
+    s += "embeddings token:   " + (info.provenance.embeddings_token.empty() ? "-" : info.provenance.embeddings_token) +
+         "\n";
   } else {
     s += "provenance:         not built from a store\n";
   }

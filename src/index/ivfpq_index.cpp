@@ -118,9 +118,7 @@ class IvfPqLayoutCheck {
   }
 
  private:
-  void check(bool ok, const char* what) const {
-    FUNDUS_CHECK(ok, source_ << ": corrupt ivfpq data (" << what << ")");
-  }
+  void check(bool ok, const char* what) const { FUNDUS_CHECK(ok, source_ << ": corrupt ivfpq data (" << what << ")"); }
   uint64_t left() const { return b_.size() - pos_; }
   template <typename T>
   T get() {
@@ -220,7 +218,8 @@ const float* IvfPqIndex::exact_vector(int64_t id) const {
 void IvfPqIndex::train_locked(int64_t n, const float* vectors) {
   const int64_t needed = std::max<int64_t>(params_.nlist, int64_t(1) << params_.nbits);
   const int64_t take = std::min<int64_t>(n, params_.train);
-  FUNDUS_CHECK(take >= needed, "ivfpq: training needs at least " << needed << " vectors (nlist=" << params_.nlist
+  FUNDUS_CHECK(take >= needed, "ivfpq: training needs at least "
+                                   << needed << " vectors (nlist=" << params_.nlist
                                    << ", 2^nbits=" << (1 << params_.nbits) << "), the first add has " << take
                                    << "; add more vectors at once, lower nlist/nbits, or use hnsw/exact");
   const int64_t advised = 39 * needed;  // FAISS's own rule of thumb for k-means
@@ -233,10 +232,10 @@ void IvfPqIndex::train_locked(int64_t n, const float* vectors) {
     std::vector<int64_t> rows(static_cast<size_t>(n));
     std::iota(rows.begin(), rows.end(), 0);
     Rng rng(uint64_t(params_.seed));
-    for (int64_t i = 0; i < take; ++i) std::swap(rows[size_t(i)], rows[size_t(i + int64_t(rng.below(uint64_t(n - i))))]);
-    buffer.resize(size_t(take) * size_t(dim()));
     for (int64_t i = 0; i < take; ++i)
-      std::copy_n(vectors + rows[size_t(i)] * dim(), dim(), buffer.data() + i * dim());
+      std::swap(rows[size_t(i)], rows[size_t(i + int64_t(rng.below(uint64_t(n - i))))]);
+    buffer.resize(size_t(take) * size_t(dim()));
+    for (int64_t i = 0; i < take; ++i) std::copy_n(vectors + rows[size_t(i)] * dim(), dim(), buffer.data() + i * dim());
     sample = buffer.data();
   }
   index_->train(take, sample);
@@ -294,7 +293,8 @@ void IvfPqIndex::code_search(int64_t nq, const float* queries, int depth, const 
   faiss::SearchParametersIVF all = sp;
   all.nprobe = size_t(nlist);
   for (int64_t q = 0; q < nq; ++q)
-    if (ids[q * depth + depth - 1] < 0) index_->search(1, queries + q * dim(), depth, scores + q * depth, ids + q * depth, &all);
+    if (ids[q * depth + depth - 1] < 0)
+      index_->search(1, queries + q * dim(), depth, scores + q * depth, ids + q * depth, &all);
 }
 
 void IvfPqIndex::search_impl(int64_t nq, const float* queries, int k, const IdFilter* filter, int64_t* out_ids,
@@ -335,7 +335,8 @@ void IvfPqIndex::save_companions(const std::string& path, const IndexFileInfo& i
                                  const std::vector<int64_t>& ids) const {
   if (!params_.vectors) return;
   const std::string file = vectors_path(path);
-  VectorFile::write(file, dim(), ids, [&](size_t i) { return exact_vector(ids[i]); }, vectors_tag(info.provenance));
+  VectorFile::write(
+      file, dim(), ids, [&](size_t i) { return exact_vector(ids[i]); }, vectors_tag(info.provenance));
   // From now on the file serves the exact vectors: the in-memory copies are released.
   file_ = VectorFile::open(file, /*verify=*/false);
   pending_.clear();

@@ -20,8 +20,8 @@ typedef float v16f_unaligned __attribute__((vector_size(64), aligned(4), may_ali
 
 // fp-contract=fast lets GCC fuse a*b+s into FMA (off by default in ISO C++ mode). Four accumulators
 // hide the FMA latency when the vectors are in cache (HNSW); long scans are bandwidth-bound anyway.
-__attribute__((optimize("fp-contract=fast"), target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-float dot_f32(const float* a, const float* b, int64_t n) {
+__attribute__((optimize("fp-contract=fast"), target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) float
+dot_f32(const float* a, const float* b, int64_t n) {
   v16f s0 = {}, s1 = {}, s2 = {}, s3 = {};
   int64_t i = 0;
   for (; i + 64 <= n; i += 64) {

@@ -54,7 +54,8 @@ std::vector<float> manifold_vectors(int64_t n, int dim, const ManifoldParams& p,
   l2_normalize_rows(basis.data(), L, dim);
   std::vector<float> basis_t(basis.size());  // [dim x L]: one dot product per output dimension
   for (int j = 0; j < L; ++j)
-    for (int d = 0; d < dim; ++d) basis_t[size_t(d) * size_t(L) + size_t(j)] = basis[size_t(j) * size_t(dim) + size_t(d)];
+    for (int d = 0; d < dim; ++d)
+      basis_t[size_t(d) * size_t(L) + size_t(j)] = basis[size_t(j) * size_t(dim) + size_t(d)];
   std::vector<float> common(static_cast<size_t>(dim));
   for (auto& x : common) x = float(rng.normal());
   l2_normalize_rows(common.data(), 1, dim);

@@ -141,8 +141,9 @@ Communicator::Communicator(const DistributedOptions& world, torch::Device device
       auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, world.rank, world.world_size, opts);
       impl_->backend = std::make_unique<BackendOf<c10d::ProcessGroupNCCL>>(pg, "nccl");
 #else
-      FUNDUS_THROW("distributed: CUDA tensors need ProcessGroupNCCL, and this LibTorch was built without NCCL "
-                   "(USE_C10D_NCCL); use --device cpu");
+      FUNDUS_THROW(
+          "distributed: CUDA tensors need ProcessGroupNCCL, and this LibTorch was built without NCCL "
+          "(USE_C10D_NCCL); use --device cpu");
 #endif
     } else {
       auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
@@ -259,9 +260,9 @@ void Communicator::check_same_everywhere(const std::string& what, const std::str
   std::vector<std::string> differ;
   for (int r = 1; r < world_size(); ++r)
     if (h[r] != h[0]) differ.push_back(std::to_string(r));
-  FUNDUS_CHECK(differ.empty(), world_.describe() << ": " << what << " differs between rank 0 and rank(s) "
-                                                 << join(differ, ", ")
-                                                 << " (every machine must see the same files at the same paths)");
+  FUNDUS_CHECK(differ.empty(), world_.describe()
+                                   << ": " << what << " differs between rank 0 and rank(s) " << join(differ, ", ")
+                                   << " (every machine must see the same files at the same paths)");
 }
 
 void Communicator::barrier() {

@@ -65,7 +65,6 @@ Embeddings embed_dataset(RetrievalNetImpl& net, const PreprocessOptions& preproc
   return out;
 }
 
-
 Embeddings embed_dataset_sharded(Communicator& comm, RetrievalNetImpl& net, const PreprocessOptions& preprocess,
                                  const Dataset& dataset, const EmbedOptions& options) {
   if (comm.world_size() == 1) return embed_dataset(net, preprocess, dataset, options);
@@ -80,8 +79,8 @@ Embeddings embed_dataset_sharded(Communicator& comm, RetrievalNetImpl& net, cons
   out.rows = all.size(0);
   out.dim = net.descriptor_dim();
   out.data.assign(all.data_ptr<float>(), all.data_ptr<float>() + all.numel());
-  FUNDUS_CHECK(out.rows == int64_t(dataset.size()), "embed_dataset_sharded: gathered " << out.rows << " rows for "
-                                                                                      << dataset.size() << " records");
+  FUNDUS_CHECK(out.rows == int64_t(dataset.size()),
+               "embed_dataset_sharded: gathered " << out.rows << " rows for " << dataset.size() << " records");
   return out;
 }
 

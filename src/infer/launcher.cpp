@@ -148,7 +148,8 @@ int run_local_workers(const LaunchPlan& plan, double grace_seconds) {
 
   // Ctrl-C and SIGTERM come to the launcher (the workers have their own process group, so the
   // terminal does not signal them directly) and are passed on once to each worker.
-  struct sigaction sa {}, old_int {}, old_term {};
+  struct sigaction sa {
+  }, old_int{}, old_term{};
   sa.sa_handler = on_launcher_signal;
   sigemptyset(&sa.sa_mask);
   g_forward_signal = 0;
@@ -211,8 +212,9 @@ int run_local_workers(const LaunchPlan& plan, double grace_seconds) {
           std::cerr << "\n" << std::flush;
           stopping = true;
           signal_all(SIGTERM);
-          stop_deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                                 std::chrono::duration<double>(grace_seconds));
+          stop_deadline =
+              std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                     std::chrono::duration<double>(grace_seconds));
         }
       }
       continue;

@@ -110,7 +110,8 @@ cv::Mat DataLoader::load_image(int64_t index, int64_t position) const {
   try {
     image = cache_ ? cache_->load(r.image_path) : preprocess_fundus_file(r.image_path, options_.preprocess).image;
     if (options_.augment) {
-      Rng rng(Rng::derive(Rng::derive(Rng::derive(options_.seed, kAugmentStream), uint64_t(epoch_)), uint64_t(position)));
+      Rng rng(
+          Rng::derive(Rng::derive(Rng::derive(options_.seed, kAugmentStream), uint64_t(epoch_)), uint64_t(position)));
       image = augment_image(image, options_.augmentation, rng);
     }
   } catch (const Error& e) {
@@ -131,7 +132,8 @@ Batch DataLoader::build_batch(int64_t b) const {
   out.epoch = epoch_;
   out.batch = b;
   out.indices = idx;
-  out.images = torch::empty({n, 3, side, side}, torch::TensorOptions(torch::kFloat32).pinned_memory(options_.pin_memory));
+  out.images =
+      torch::empty({n, 3, side, side}, torch::TensorOptions(torch::kFloat32).pinned_memory(options_.pin_memory));
   out.grades = torch::empty({n}, torch::TensorOptions(torch::kInt64).pinned_memory(options_.pin_memory));
   float* pixels = out.images.data_ptr<float>();
   int64_t* grades = out.grades.data_ptr<int64_t>();

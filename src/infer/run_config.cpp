@@ -11,8 +11,8 @@ namespace fundus {
 // ---- optimiser ----------------------------------------------------------------------------------
 OptimConfig OptimConfig::from_json(const Json& s, const std::string& ctx) {
   JsonFields f(s, ctx,
-               {"name", "lr", "weight_decay", "betas", "momentum", "schedule", "warmup_epochs", "step_size", "step_gamma",
-                "min_lr", "clip_grad_norm", "freeze_backbone_epochs"});
+               {"name", "lr", "weight_decay", "betas", "momentum", "schedule", "warmup_epochs", "step_size",
+                "step_gamma", "min_lr", "clip_grad_norm", "freeze_backbone_epochs"});
   OptimConfig c;
   f.read("name", c.name);
   f.read("lr", c.lr);
@@ -48,12 +48,18 @@ OptimConfig OptimConfig::from_json(const Json& s, const std::string& ctx) {
 }
 
 Json OptimConfig::to_json() const {
-  return {{"name", name},           {"lr", lr},
-          {"weight_decay", weight_decay}, {"betas", {beta1, beta2}},
-          {"momentum", momentum},   {"schedule", schedule},
-          {"warmup_epochs", warmup_epochs}, {"step_size", step_size},
-          {"step_gamma", step_gamma}, {"min_lr", min_lr},
-          {"clip_grad_norm", clip_grad_norm}, {"freeze_backbone_epochs", freeze_backbone_epochs}};
+  return {{"name", name},
+          {"lr", lr},
+          {"weight_decay", weight_decay},
+          {"betas", {beta1, beta2}},
+          {"momentum", momentum},
+          {"schedule", schedule},
+          {"warmup_epochs", warmup_epochs},
+          {"step_size", step_size},
+          {"step_gamma", step_gamma},
+          {"min_lr", min_lr},
+          {"clip_grad_norm", clip_grad_norm},
+          {"freeze_backbone_epochs", freeze_backbone_epochs}};
 }
 
 double OptimConfig::lr_at(double t, int epochs) const {
@@ -104,14 +110,22 @@ TrainSettings TrainSettings::from_json(const Json& s, const std::string& ctx) {
 }
 
 Json TrainSettings::to_json() const {
-  return {{"epochs", epochs},           {"seed", seed},
-          {"threads", threads},         {"workers", workers},
-          {"prefetch_batches", prefetch_batches}, {"augment", augment},
-          {"select", select},           {"val_every", val_every},
-          {"val_batch_size", val_batch_size}, {"cache_dir", cache_dir},
-          {"stop_after_steps", stop_after_steps}, {"max_steps_per_epoch", max_steps_per_epoch},
-          {"channels_last", channels_last}, {"bn_recalibration_images", bn_recalibration_images},
-          {"feature_cache", feature_cache}, {"feature_cache_dir", feature_cache_dir}};
+  return {{"epochs", epochs},
+          {"seed", seed},
+          {"threads", threads},
+          {"workers", workers},
+          {"prefetch_batches", prefetch_batches},
+          {"augment", augment},
+          {"select", select},
+          {"val_every", val_every},
+          {"val_batch_size", val_batch_size},
+          {"cache_dir", cache_dir},
+          {"stop_after_steps", stop_after_steps},
+          {"max_steps_per_epoch", max_steps_per_epoch},
+          {"channels_last", channels_last},
+          {"bn_recalibration_images", bn_recalibration_images},
+          {"feature_cache", feature_cache},
+          {"feature_cache_dir", feature_cache_dir}};
 }
 
 // ---- whole configuration ------------------------------------------------------------------------
@@ -136,22 +150,23 @@ RunConfig RunConfig::from_json(const Json& c, const std::string& ctx) {
   r.sampler = in_context([&] { return SamplerOptions::from_json(section("sampler")); });
   Json pre = section("preprocess");
   if (pre.contains("size"))
-    FUNDUS_CHECK(pre["size"] == r.model.input_size,
-                 ctx << ".preprocess.size (" << pre["size"] << ") differs from model.input_size ("
-                     << r.model.input_size << "); set model.input_size only");
+    FUNDUS_CHECK(pre["size"] == r.model.input_size, ctx << ".preprocess.size (" << pre["size"]
+                                                        << ") differs from model.input_size (" << r.model.input_size
+                                                        << "); set model.input_size only");
   pre["size"] = r.model.input_size;
   r.preprocess = in_context([&] { return PreprocessOptions::from_json(pre); });
   r.augment = in_context([&] { return AugmentOptions::from_json(section("augment")); });
-  FUNDUS_CHECK(r.train.feature_cache == 0 || r.model.frozen_stages > 0,
-               ctx << ".train.feature_cache: needs model.frozen_stages > 0 (the cache holds the frozen stages' output)");
+  FUNDUS_CHECK(
+      r.train.feature_cache == 0 || r.model.frozen_stages > 0,
+      ctx << ".train.feature_cache: needs model.frozen_stages > 0 (the cache holds the frozen stages' output)");
   return r;
 }
 
 Json RunConfig::to_json() const {
   Json pre = preprocess.to_json();
   pre.erase("size");  // derived from model.input_size: one source of truth
-  return {{"preset", preset},         {"model", model.to_json()}, {"loss", loss},
-          {"optim", optim.to_json()}, {"train", train.to_json()}, {"sampler", sampler.to_json()},
+  return {{"preset", preset},         {"model", model.to_json()},    {"loss", loss},
+          {"optim", optim.to_json()}, {"train", train.to_json()},    {"sampler", sampler.to_json()},
           {"preprocess", pre},        {"augment", augment.to_json()}};
 }
 
@@ -177,8 +192,8 @@ Json run_preset(const std::string& name) {
     // negatives and positives in every batch.
     p = {{"model", model_preset("cpu")},
          {"loss", {{"ftl", {{"weight", 1.0}, {"degree", "minmax"}}}}},
-         {"optim", {{"name", "adam"}, {"lr", 3e-4}, {"weight_decay", 1e-5}, {"schedule", "cosine"},
-                    {"warmup_epochs", 1}}},
+         {"optim",
+          {{"name", "adam"}, {"lr", 3e-4}, {"weight_decay", 1e-5}, {"schedule", "cosine"}, {"warmup_epochs", 1}}},
          {"train", {{"epochs", 15}, {"select", "val_mAP@10"}}},
          {"sampler", {{"kind", "balanced"}, {"batch_size", 20}, {"grades_per_batch", 5}}}};
   } else if (name == "baseline-gem") {
@@ -195,8 +210,8 @@ Json run_preset(const std::string& name) {
     // Ben Graham contrast normalisation, FTL plus cross-entropy on a grade head, a higher LR.
     p = {{"model", model_preset("scratch")},
          {"loss", {{"ftl", {{"weight", 1.0}, {"degree", "minmax"}}}, {"ce", {{"weight", 1.0}}}}},
-         {"optim", {{"name", "adam"}, {"lr", 2e-3}, {"weight_decay", 1e-4}, {"schedule", "cosine"},
-                    {"warmup_epochs", 0.5}}},
+         {"optim",
+          {{"name", "adam"}, {"lr", 2e-3}, {"weight_decay", 1e-4}, {"schedule", "cosine"}, {"warmup_epochs", 0.5}}},
          {"train", {{"epochs", 12}, {"select", "val_mAP@10"}}},
          {"sampler", {{"kind", "balanced"}, {"batch_size", 20}, {"grades_per_batch", 5}}},
          {"preprocess", {{"ben_graham", true}}},

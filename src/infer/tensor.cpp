@@ -24,7 +24,8 @@ Normalization Normalization::parse(const std::string& name) {
 }
 
 void image_to_chw(const cv::Mat& rgb, float* out, const Normalization& n) {
-  FUNDUS_CHECK(!rgb.empty() && rgb.type() == CV_8UC3, "image_to_chw: expected an RGB CV_8UC3 image, got type " << rgb.type());
+  FUNDUS_CHECK(!rgb.empty() && rgb.type() == CV_8UC3,
+               "image_to_chw: expected an RGB CV_8UC3 image, got type " << rgb.type());
   float lut[3][256];
   for (int c = 0; c < 3; ++c)
     for (int v = 0; v < 256; ++v) lut[c][v] = (float(v) / 255.f - n.mean[size_t(c)]) / n.std[size_t(c)];
@@ -56,8 +57,9 @@ torch::Tensor images_to_tensor(const std::vector<cv::Mat>& rgbs, const Normaliza
   torch::Tensor t = torch::empty({int64_t(rgbs.size()), 3, size.height, size.width}, torch::kFloat32);
   const int64_t stride = 3 * int64_t(size.area());
   for (size_t i = 0; i < rgbs.size(); ++i) {
-    FUNDUS_CHECK(rgbs[i].size() == size, "images_to_tensor: image " << i << " is " << rgbs[i].cols << "x" << rgbs[i].rows
-                                                                    << ", image 0 is " << size.width << "x" << size.height);
+    FUNDUS_CHECK(rgbs[i].size() == size, "images_to_tensor: image " << i << " is " << rgbs[i].cols << "x"
+                                                                    << rgbs[i].rows << ", image 0 is " << size.width
+                                                                    << "x" << size.height);
     image_to_chw(rgbs[i], t.data_ptr<float>() + int64_t(i) * stride, n);
   }
   return t;

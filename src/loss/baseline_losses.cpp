@@ -10,8 +10,7 @@ namespace fundus {
 
 namespace F = torch::nn::functional;
 
-torch::Tensor batch_hard_triplet_loss(const torch::Tensor& descriptors, const torch::Tensor& grades,
-                                      double margin) {
+torch::Tensor batch_hard_triplet_loss(const torch::Tensor& descriptors, const torch::Tensor& grades, double margin) {
   detail::check_floating_2d(descriptors, "descriptors");
   const int64_t batch = descriptors.size(0);
   detail::check_grades(grades, batch);

@@ -10,8 +10,7 @@ namespace fundus::detail {
 inline void check_floating_2d(const torch::Tensor& x, const char* what) {
   FUNDUS_CHECK(x.defined(), what << ": tensor is undefined");
   FUNDUS_CHECK(x.dim() == 2, what << ": expected shape [B, n], got " << x.sizes());
-  FUNDUS_CHECK(torch::isFloatingType(x.scalar_type()), what << ": expected a floating dtype, got "
-                                                            << x.scalar_type());
+  FUNDUS_CHECK(torch::isFloatingType(x.scalar_type()), what << ": expected a floating dtype, got " << x.scalar_type());
 }
 
 /// grades: [B] int64. Values are only checked when they index logits (num_classes > 0): the pair
@@ -26,7 +25,8 @@ inline void check_grades(const torch::Tensor& grades, int64_t batch, int64_t num
   auto range = torch::stack({lo, hi}).cpu();
   int64_t min = range[0].item<int64_t>(), max = range[1].item<int64_t>();
   FUNDUS_CHECK(min >= 0, "grades: negative grade " << min);
-  FUNDUS_CHECK(max < num_classes, "grades: grade " << max << " has no logit (logits have " << num_classes << " classes)");
+  FUNDUS_CHECK(max < num_classes,
+               "grades: grade " << max << " has no logit (logits have " << num_classes << " classes)");
 }
 
 /// Whether both boolean masks have a true entry, with a single device sync.

@@ -19,9 +19,12 @@ Degree parse_degree(const std::string& name) {
 
 const char* degree_name(Degree degree) {
   switch (degree) {
-    case Degree::none: return "none";
-    case Degree::ratio: return "ratio";
-    case Degree::minmax: return "minmax";
+    case Degree::none:
+      return "none";
+    case Degree::ratio:
+      return "ratio";
+    case Degree::minmax:
+      return "minmax";
   }
   return "?";
 }
@@ -32,9 +35,7 @@ torch::Tensor relevance_degree(const torch::Tensor& branch_h, const torch::Tenso
   FUNDUS_CHECK(branch_h.sizes() == branch_v.sizes(),
                "branch_h " << branch_h.sizes() << " and branch_v " << branch_v.sizes() << " differ in shape");
   torch::NoGradGuard no_grad;
-  return F::cosine_similarity(branch_h, branch_v, F::CosineSimilarityFuncOptions().dim(1))
-      .clamp_min(1e-6)
-      .detach();
+  return F::cosine_similarity(branch_h, branch_v, F::CosineSimilarityFuncOptions().dim(1)).clamp_min(1e-6).detach();
 }
 
 torch::Tensor cosine_matrix(const torch::Tensor& x) {
@@ -92,8 +93,12 @@ torch::Tensor fine_triplet_loss(const torch::Tensor& descriptors, const torch::T
   }
   torch::Tensor w;  // [B, B], row i / column j
   switch (options.degree) {
-    case Degree::none: w = torch::full_like(s, gamma).detach(); break;
-    case Degree::ratio: w = r.unsqueeze(0) / r.unsqueeze(1); break;  // w_ij = r_j / r_i
+    case Degree::none:
+      w = torch::full_like(s, gamma).detach();
+      break;
+    case Degree::ratio:
+      w = r.unsqueeze(0) / r.unsqueeze(1);
+      break;  // w_ij = r_j / r_i
     case Degree::minmax:
       w = gamma * torch::minimum(r.unsqueeze(0), r.unsqueeze(1)) / torch::maximum(r.unsqueeze(0), r.unsqueeze(1));
       break;

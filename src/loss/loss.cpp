@@ -124,8 +124,8 @@ LossResult compute_loss(const LossConfig& config, const LossInputs& in) {
                                        << " needs the mirror branches (branch_h, branch_v); use degree none "
                                           "for models without them");
       r = relevance_degree(in.branch_h, in.branch_v);
-      FUNDUS_CHECK(r.size(0) == in.descriptor.size(0), "loss: branches have " << r.size(0)
-                                                           << " rows, descriptor " << in.descriptor.size(0));
+      FUNDUS_CHECK(r.size(0) == in.descriptor.size(0),
+                   "loss: branches have " << r.size(0) << " rows, descriptor " << in.descriptor.size(0));
       if (r.numel() > 0) {
         names.push_back("relevance_mean");
         values.push_back(r.mean().to(torch::kFloat64));

@@ -69,8 +69,8 @@ MirrorAttentionImpl::MirrorAttentionImpl(int64_t channels, int64_t reduction, Ag
 MirrorAttentionOutput MirrorAttentionImpl::forward(const torch::Tensor& x_a, const torch::Tensor& x_h,
                                                    const torch::Tensor& x_v, bool with_attention) {
   FUNDUS_CHECK(x_a.dim() == 4 && x_a.sizes() == x_h.sizes() && x_a.sizes() == x_v.sizes(),
-               "mirror attention: the three views need equal [B,C,H,W] shapes, got " << x_a.sizes() << ", "
-                                                                                      << x_h.sizes() << ", " << x_v.sizes());
+               "mirror attention: the three views need equal [B,C,H,W] shapes, got "
+                   << x_a.sizes() << ", " << x_h.sizes() << ", " << x_v.sizes());
   const double scale = 1.0 / std::sqrt(static_cast<double>(inner_));
   torch::Tensor f_a = flat(theta_a(x_a));  // [B,C',N]
   MirrorAttentionOutput out;
@@ -88,7 +88,8 @@ MirrorAttentionOutput MirrorAttentionImpl::forward(const torch::Tensor& x_a, con
   return out;
 }
 
-SelfAttentionImpl::SelfAttentionImpl(int64_t channels, int64_t reduction) : inner_(reduced_channels(channels, reduction)) {
+SelfAttentionImpl::SelfAttentionImpl(int64_t channels, int64_t reduction)
+    : inner_(reduced_channels(channels, reduction)) {
   theta = register_module("theta", conv1x1(channels, inner_));
   phi = register_module("phi", conv1x1(channels, inner_));
   g = register_module("g", conv1x1(channels, inner_));

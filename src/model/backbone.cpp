@@ -7,10 +7,10 @@
 
 namespace fundus {
 
-Backbone make_mobilenet_v2();                      // backbone_mobilenet_v2.cpp
-Backbone make_resnet(const std::string& name);     // backbone_resnet.cpp
-Backbone make_densenet121();                       // backbone_densenet.cpp
-Backbone make_convnet4();                          // backbone_convnet4.cpp
+Backbone make_mobilenet_v2();                   // backbone_mobilenet_v2.cpp
+Backbone make_resnet(const std::string& name);  // backbone_resnet.cpp
+Backbone make_densenet121();                    // backbone_densenet.cpp
+Backbone make_convnet4();                       // backbone_convnet4.cpp
 
 torch::Tensor BackboneImpl::forward_stages(torch::Tensor x, int64_t begin, int64_t end) {
   FUNDUS_CHECK(begin >= 0 && begin <= end && end <= num_stages(),
@@ -39,7 +39,8 @@ const std::vector<std::string>& torchvision_head_prefixes() {
 }
 
 StateDict upgrade_torchvision_state_dict(const StateDict& state) {
-  static const std::regex legacy(R"(^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$)");
+  static const std::regex legacy(
+      R"(^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$)");
   StateDict out;
   std::smatch m;
   for (const auto& item : state) {
@@ -60,12 +61,16 @@ StateDict upgrade_torchvision_state_dict(const StateDict& state) {
 
 Backbone make_backbone(BackboneKind kind) {
   switch (kind) {
-    case BackboneKind::mobilenet_v2: return make_mobilenet_v2();
+    case BackboneKind::mobilenet_v2:
+      return make_mobilenet_v2();
     case BackboneKind::resnet18:
     case BackboneKind::resnet34:
-    case BackboneKind::resnet50: return make_resnet(backbone_name(kind));
-    case BackboneKind::densenet121: return make_densenet121();
-    case BackboneKind::convnet4: return make_convnet4();
+    case BackboneKind::resnet50:
+      return make_resnet(backbone_name(kind));
+    case BackboneKind::densenet121:
+      return make_densenet121();
+    case BackboneKind::convnet4:
+      return make_convnet4();
   }
   FUNDUS_THROW("make_backbone: invalid backbone kind " << int(kind));
 }

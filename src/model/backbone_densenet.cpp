@@ -58,7 +58,9 @@ class DenseNet121 : public BackboneImpl {
     }
     norm5 = features->register_module("norm5", SyncBatchNorm2d(channels));
     layers::init_convs(*this, torch::kFanIn);
-    add_stage({[conv = conv0, norm = norm0](torch::Tensor x) mutable { return torch::max_pool2d(norm(conv(x)).relu_(), 3, 2, 1); },
+    add_stage({[conv = conv0, norm = norm0](torch::Tensor x) mutable {
+                 return torch::max_pool2d(norm(conv(x)).relu_(), 3, 2, 1);
+               },
                {conv0.ptr(), norm0.ptr()}});
     for (size_t k = 0; k < blocks_.size(); ++k) {
       const auto& block = blocks_[k];

@@ -28,7 +28,8 @@ struct InvertedResidual : torch::nn::Module {
     auto seq = layers::container(*this, "conv");
     int64_t hidden = in * expand;
     int index = 0;
-    if (expand != 1) acts.push_back(seq->register_module(std::to_string(index++), std::make_shared<ConvBNReLU6>(in, hidden, 1)));
+    if (expand != 1)
+      acts.push_back(seq->register_module(std::to_string(index++), std::make_shared<ConvBNReLU6>(in, hidden, 1)));
     acts.push_back(seq->register_module(std::to_string(index++),
                                         std::make_shared<ConvBNReLU6>(hidden, hidden, 3, stride, hidden)));
     project = seq->register_module(std::to_string(index++), conv2d(hidden, out, 1));
@@ -57,7 +58,7 @@ class MobileNetV2 : public BackboneImpl {
     };
     add(std::make_shared<ConvBNReLU6>(3, 32, 3, 2));
     // t (expansion), c (channels), n (repeats), s (first stride): torchvision's setting.
-    const int64_t setting[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 2}, {6, 32, 3, 2}, {6, 64, 4, 2},
+    const int64_t setting[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
                                    {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
     int64_t in = 32;
     for (const auto& s : setting)

@@ -81,15 +81,16 @@ class ResNet : public BackboneImpl {
       auto layer = layers::container(*this, "layer" + std::to_string(k + 1));
       int64_t planes = int64_t{64} << k;
       for (int i = 0; i < repeats[k]; ++i) {
-        auto block = layer->register_module(std::to_string(i),
-                                            std::make_shared<Block>(in, planes, i == 0 && k > 0 ? 2 : 1));
+        auto block =
+            layer->register_module(std::to_string(i), std::make_shared<Block>(in, planes, i == 0 && k > 0 ? 2 : 1));
         blocks.push_back(block);
         in = planes * Block::kExpansion;
       }
     }
     layers::init_convs(*this, torch::kFanOut);
-    add_stage({[conv = conv1, bn = bn1](torch::Tensor x) mutable { return torch::max_pool2d(bn(conv(x)).relu_(), 3, 2, 1); },
-               {conv1.ptr(), bn1.ptr()}});
+    add_stage(
+        {[conv = conv1, bn = bn1](torch::Tensor x) mutable { return torch::max_pool2d(bn(conv(x)).relu_(), 3, 2, 1); },
+         {conv1.ptr(), bn1.ptr()}});
     for (auto& b : blocks) add_stage({[b](torch::Tensor x) { return b->forward(x); }, {b}});
   }
   int64_t out_channels() const override { return 512 * Block::kExpansion; }

@@ -42,7 +42,7 @@ int64_t count_batchnorm_layers(torch::nn::Module& module) { return int64_t(batch
 BatchNormRecalibration recalibrate_batchnorm(RetrievalNetImpl& net, const std::function<torch::Tensor()>& next_batch) {
   BatchNormRecalibration r;
   torch::Tensor x = next_batch();  // before touching any statistics: no data must change nothing
-  net.train();  // frozen backbone stages stay in eval mode: their (pretrained) statistics are kept
+  net.train();                     // frozen backbone stages stay in eval mode: their (pretrained) statistics are kept
   std::vector<BnLayer> layers;
   for (auto& l : batchnorm_layers(net))
     if (l.module->is_training()) layers.push_back(l);

@@ -53,13 +53,13 @@ std::string mib(int64_t bytes) { return strprintf("%.1f MiB", double(bytes) / (1
 struct Transfer {
   CURL* curl = nullptr;
   int fd = -1;
-  int64_t offset = 0;          // bytes already in the partial file when the request was sent
-  bool started = false;        // the first body byte (or the end of an empty body) was seen
-  bool restarted = false;      // the server ignored the range: the partial file was emptied
-  bool drop_partial = false;   // what is in the partial file must not be resumed
-  int64_t range_start = -1;    // from the Content-Range header of the last response
+  int64_t offset = 0;         // bytes already in the partial file when the request was sent
+  bool started = false;       // the first body byte (or the end of an empty body) was seen
+  bool restarted = false;     // the server ignored the range: the partial file was emptied
+  bool drop_partial = false;  // what is in the partial file must not be resumed
+  int64_t range_start = -1;   // from the Content-Range header of the last response
   int64_t written = 0;
-  std::string error;           // why a callback stopped the transfer
+  std::string error;  // why a callback stopped the transfer
   std::string label;
   bool show_progress = true;
   std::unique_ptr<Progress> progress;
@@ -281,8 +281,9 @@ DownloadResult download_file(const std::string& url, const std::string& dest, co
   if (sha.empty()) sha = sha256_file(partial);
   if (!verified(sha)) {
     ::unlink(partial.c_str());
-    FUNDUS_THROW("download of " << url << " failed its checksum: SHA-256 " << sha.substr(0, 16) << "... does not start with "
-                                << prefix << " (damaged transfer or wrong file); nothing was kept");
+    FUNDUS_THROW("download of " << url << " failed its checksum: SHA-256 " << sha.substr(0, 16)
+                                << "... does not start with " << prefix
+                                << " (damaged transfer or wrong file); nothing was kept");
   }
   FUNDUS_CHECK(::rename(partial.c_str(), dest.c_str()) == 0,
                dest << ": cannot move the finished download into place: " << std::strerror(errno));

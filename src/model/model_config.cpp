@@ -6,9 +6,10 @@
 namespace fundus {
 
 const Choices<BackboneKind>& backbone_choices() {
-  static const Choices<BackboneKind> c{{BackboneKind::mobilenet_v2, "mobilenet_v2"}, {BackboneKind::resnet18, "resnet18"},
-                                       {BackboneKind::resnet34, "resnet34"},         {BackboneKind::resnet50, "resnet50"},
-                                       {BackboneKind::densenet121, "densenet121"},   {BackboneKind::convnet4, "convnet4"}};
+  static const Choices<BackboneKind> c{
+      {BackboneKind::mobilenet_v2, "mobilenet_v2"}, {BackboneKind::resnet18, "resnet18"},
+      {BackboneKind::resnet34, "resnet34"},         {BackboneKind::resnet50, "resnet50"},
+      {BackboneKind::densenet121, "densenet121"},   {BackboneKind::convnet4, "convnet4"}};
   return c;
 }
 const Choices<AttentionKind>& attention_choices() {

@@ -57,10 +57,14 @@ PoolingImpl::PoolingImpl(PoolingKind kind, double gem_p, double eps) : kind_(kin
 
 torch::Tensor PoolingImpl::forward(const torch::Tensor& x) {
   switch (kind_) {
-    case PoolingKind::gem: return gem_pool(x, p, eps_);
-    case PoolingKind::avg: return x.mean({2, 3});
-    case PoolingKind::max: return x.amax({2, 3});
-    case PoolingKind::rmac: return rmac_pool(x, 3, eps_);
+    case PoolingKind::gem:
+      return gem_pool(x, p, eps_);
+    case PoolingKind::avg:
+      return x.mean({2, 3});
+    case PoolingKind::max:
+      return x.amax({2, 3});
+    case PoolingKind::rmac:
+      return rmac_pool(x, 3, eps_);
   }
   return {};
 }

@@ -79,9 +79,9 @@ torch::Tensor RetrievalNetImpl::frozen_features(const torch::Tensor& input) {
 ModelOutput RetrievalNetImpl::forward_from_frozen(const torch::Tensor& features, int64_t b,
                                                   const ForwardOptions& options) {
   const int64_t views = mirror ? 3 : 1;
-  FUNDUS_CHECK(features.dim() == 4 && features.size(0) == views * b,
-               "forward_from_frozen: expected [" << views * b << ",C,h,w] features of " << b << " images, got "
-                                                 << features.sizes());
+  FUNDUS_CHECK(features.dim() == 4 && features.size(0) == views * b, "forward_from_frozen: expected ["
+                                                                         << views * b << ",C,h,w] features of " << b
+                                                                         << " images, got " << features.sizes());
   torch::Tensor f = backbone->forward_stages(features, config_.frozen_stages, backbone->num_stages());
   ModelOutput out;
   out.feature_map = mirror ? f.narrow(0, 0, b) : f;
@@ -175,17 +175,20 @@ std::string format_model_summary(const Json& s) {
   std::string attention = c.at("attention").get<std::string>();
   if (attention == "mirror")
     attention += " attention (" + c.at("aggregation").get<std::string>() + ", reduction " +
-                 std::to_string(c.at("reduction").get<int>()) + ", branches " + c.at("combine").get<std::string>() + ")";
+                 std::to_string(c.at("reduction").get<int>()) + ", branches " + c.at("combine").get<std::string>() +
+                 ")";
   else
-    attention += attention == "none" ? " (no attention block)" : " attention (non-local, reduction " +
-                                                                    std::to_string(c.at("reduction").get<int>()) + ")";
+    attention += attention == "none"
+                     ? " (no attention block)"
+                     : " attention (non-local, reduction " + std::to_string(c.at("reduction").get<int>()) + ")";
   int size = c.at("input_size").get<int>();
   os << "backbone:      " << c.at("backbone").get<std::string>() << " ("
-     << (c.at("pretrained").get<std::string>().empty() ? "no pretrained weights" : c.at("pretrained").get<std::string>())
+     << (c.at("pretrained").get<std::string>().empty() ? "no pretrained weights"
+                                                       : c.at("pretrained").get<std::string>())
      << ")\n"
      << "input:         " << size << "x" << size << " RGB in [0,1]"
-     << (c.at("imagenet_normalize").get<bool>() ? ", ImageNet-normalised inside the model" : "") << "; spatial attention "
-     << (c.at("spatial_attention").get<bool>() ? "on" : "off") << "\n"
+     << (c.at("imagenet_normalize").get<bool>() ? ", ImageNet-normalised inside the model" : "")
+     << "; spatial attention " << (c.at("spatial_attention").get<bool>() ? "on" : "off") << "\n"
      << "attention:     " << attention << "\n"
      << "pooling:       " << c.at("pooling").get<std::string>()
      << (c.at("pooling") == "gem" ? strprintf(" (p init %g, learnable)", c.at("gem_p").get<double>()) : "") << "\n"
@@ -196,7 +199,8 @@ std::string format_model_summary(const Json& s) {
      << (c.at("head_classes").get<int>() > 0 ? std::to_string(c.at("head_classes").get<int>()) + " classes" : "none")
      << "\n"
      << "parameters:\n";
-  for (const auto& [part, n] : s.at("parameters").items()) os << strprintf("  %-20s %12lld\n", part.c_str(), static_cast<long long>(n.get<int64_t>()));
+  for (const auto& [part, n] : s.at("parameters").items())
+    os << strprintf("  %-20s %12lld\n", part.c_str(), static_cast<long long>(n.get<int64_t>()));
   os << strprintf("  %-20s %12lld\n", "total", static_cast<long long>(s.at("parameters_total").get<int64_t>()));
   return os.str();
 }

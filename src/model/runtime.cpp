@@ -17,8 +17,8 @@ namespace fundus {
 void keep_freed_memory() {
 #if defined(__GLIBC__)
   static const bool done = [] {
-    mallopt(M_MMAP_MAX, 0);                 // big blocks from the heap, where they can be reused
-    mallopt(M_TRIM_THRESHOLD, INT_MAX);     // and do not return the heap top to the OS
+    mallopt(M_MMAP_MAX, 0);              // big blocks from the heap, where they can be reused
+    mallopt(M_TRIM_THRESHOLD, INT_MAX);  // and do not return the heap top to the OS
     return true;
   }();
   (void)done;

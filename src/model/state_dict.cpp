@@ -24,11 +24,11 @@ struct StorageType {
   uint64_t element_size;  // bytes, known before any tensor is allocated
 };
 constexpr StorageType kStorageTypes[] = {
-    {"torch.FloatStorage", torch::kFloat, 4},    {"torch.DoubleStorage", torch::kDouble, 8},
-    {"torch.HalfStorage", torch::kHalf, 2},      {"torch.BFloat16Storage", torch::kBFloat16, 2},
-    {"torch.LongStorage", torch::kLong, 8},      {"torch.IntStorage", torch::kInt, 4},
-    {"torch.ShortStorage", torch::kShort, 2},    {"torch.CharStorage", torch::kChar, 1},
-    {"torch.ByteStorage", torch::kByte, 1},      {"torch.BoolStorage", torch::kBool, 1},
+    {"torch.FloatStorage", torch::kFloat, 4}, {"torch.DoubleStorage", torch::kDouble, 8},
+    {"torch.HalfStorage", torch::kHalf, 2},   {"torch.BFloat16Storage", torch::kBFloat16, 2},
+    {"torch.LongStorage", torch::kLong, 8},   {"torch.IntStorage", torch::kInt, 4},
+    {"torch.ShortStorage", torch::kShort, 2}, {"torch.CharStorage", torch::kChar, 1},
+    {"torch.ByteStorage", torch::kByte, 1},   {"torch.BoolStorage", torch::kBool, 1},
 };
 
 // Bounds on what a state_dict entry may declare, checked before allocating (a hostile file must not
@@ -58,16 +58,15 @@ struct PyValue {
   Kind kind = Kind::None;
   int64_t i = 0;  // Bool, Int
   double f = 0;
-  std::string s;  // Str; Global / Other: "module.name"
-  std::vector<Py> items;                    // Tuple, List
-  std::vector<std::pair<Py, Py>> entries;   // Dict (insertion order)
-  torch::Tensor tensor;                     // Tensor, Storage (1-D)
+  std::string s;                           // Str; Global / Other: "module.name"
+  std::vector<Py> items;                   // Tuple, List
+  std::vector<std::pair<Py, Py>> entries;  // Dict (insertion order)
+  torch::Tensor tensor;                    // Tensor, Storage (1-D)
 };
 
-
 const char* kind_name(PyValue::Kind k) {
-  static const char* names[] = {"None", "bool", "int", "float", "str", "tuple", "list", "dict",
-                                "global", "tensor", "storage", "object"};
+  static const char* names[] = {"None", "bool", "int",    "float",  "str",     "tuple",
+                                "list", "dict", "global", "tensor", "storage", "object"};
   return names[static_cast<int>(k)];
 }
 
@@ -105,23 +104,36 @@ class Unpickler {
       size_t at = pos_;
       uint8_t op = u8();
       switch (op) {
-        case 0x80: u8(); break;                                     // PROTO
-        case 0x95: take(8); break;                                  // FRAME (protocol 4)
-        case '.': {                                                 // STOP
+        case 0x80:
+          u8();
+          break;  // PROTO
+        case 0x95:
+          take(8);
+          break;     // FRAME (protocol 4)
+        case '.': {  // STOP
           FUNDUS_CHECK(stack_.size() == 1, where(at) << "STOP with " << stack_.size() << " values on the stack");
           return stack_.back();
         }
-        case 'N': push(make(PyValue::Kind::None)); break;
-        case 0x88: case 0x89: {                                     // NEWTRUE / NEWFALSE
+        case 'N':
+          push(make(PyValue::Kind::None));
+          break;
+        case 0x88:
+        case 0x89: {  // NEWTRUE / NEWFALSE
           auto v = make(PyValue::Kind::Bool);
           v->i = op == 0x88;
           push(v);
           break;
         }
-        case 'J': push_int(static_cast<int32_t>(le(4))); break;    // BININT
-        case 'K': push_int(static_cast<int64_t>(le(1))); break;    // BININT1
-        case 'M': push_int(static_cast<int64_t>(le(2))); break;    // BININT2
-        case 0x8a: {                                                // LONG1
+        case 'J':
+          push_int(static_cast<int32_t>(le(4)));
+          break;  // BININT
+        case 'K':
+          push_int(static_cast<int64_t>(le(1)));
+          break;  // BININT1
+        case 'M':
+          push_int(static_cast<int64_t>(le(2)));
+          break;      // BININT2
+        case 0x8a: {  // LONG1
           size_t n = u8();
           if (n > 8) {  // e.g. the legacy format's magic number: kept as its bytes
             auto big = make(PyValue::Kind::Other);
@@ -134,7 +146,7 @@ class Unpickler {
           push_int(static_cast<int64_t>(v));
           break;
         }
-        case 'G': {                                                 // BINFLOAT, big-endian
+        case 'G': {  // BINFLOAT, big-endian
           uint64_t bits = 0;
           for (char c : take(8)) bits = (bits << 8) | static_cast<uint8_t>(c);
           auto v = make(PyValue::Kind::Float);
@@ -142,21 +154,39 @@ class Unpickler {
           push(v);
           break;
         }
-        case 'X': push_str(take(le(4))); break;                    // BINUNICODE
-        case 0x8c: push_str(take(u8())); break;                    // SHORT_BINUNICODE
-        case 'T': push_str(take(le(4))); break;                    // BINSTRING
-        case 'U': push_str(take(u8())); break;                     // SHORT_BINSTRING
-        case '}': push(make(PyValue::Kind::Dict)); break;
-        case ']': push(make(PyValue::Kind::List)); break;
-        case ')': push(make(PyValue::Kind::Tuple)); break;
-        case '(': marks_.push_back(stack_.size()); break;          // MARK
-        case 't': {                                                 // TUPLE
+        case 'X':
+          push_str(take(le(4)));
+          break;  // BINUNICODE
+        case 0x8c:
+          push_str(take(u8()));
+          break;  // SHORT_BINUNICODE
+        case 'T':
+          push_str(take(le(4)));
+          break;  // BINSTRING
+        case 'U':
+          push_str(take(u8()));
+          break;  // SHORT_BINSTRING
+        case '}':
+          push(make(PyValue::Kind::Dict));
+          break;
+        case ']':
+          push(make(PyValue::Kind::List));
+          break;
+        case ')':
+          push(make(PyValue::Kind::Tuple));
+          break;
+        case '(':
+          marks_.push_back(stack_.size());
+          break;     // MARK
+        case 't': {  // TUPLE
           auto v = make(PyValue::Kind::Tuple);
           v->items = pop_mark(at);
           push(v);
           break;
         }
-        case 0x85: case 0x86: case 0x87: {                          // TUPLE1..3
+        case 0x85:
+        case 0x86:
+        case 0x87: {  // TUPLE1..3
           size_t n = op - 0x84;
           FUNDUS_CHECK(stack_.size() >= n + (marks_.empty() ? 0 : marks_.back()), where(at) << "stack underflow");
           auto v = make(PyValue::Kind::Tuple);
@@ -165,56 +195,76 @@ class Unpickler {
           push(v);
           break;
         }
-        case 'a': {                                                 // APPEND
+        case 'a': {  // APPEND
           Py item = pop(at);
           expect(top(at), PyValue::Kind::List, at)->items.push_back(item);
           break;
         }
-        case 'e': {                                                 // APPENDS
+        case 'e': {  // APPENDS
           auto items = pop_mark(at);
           auto& list = expect(top(at), PyValue::Kind::List, at)->items;
           list.insert(list.end(), items.begin(), items.end());
           break;
         }
-        case 's': {                                                 // SETITEM
+        case 's': {  // SETITEM
           Py value = pop(at), key = pop(at);
           set_item(top(at), key, value, at);
           break;
         }
-        case 'u': {                                                 // SETITEMS
+        case 'u': {  // SETITEMS
           auto items = pop_mark(at);
           FUNDUS_CHECK(items.size() % 2 == 0, where(at) << "SETITEMS with an odd number of values");
           for (size_t k = 0; k < items.size(); k += 2) set_item(top(at), items[k], items[k + 1], at);
           break;
         }
-        case 'c': {                                                 // GLOBAL "module\nname\n"
+        case 'c': {  // GLOBAL "module\nname\n"
           auto v = make(PyValue::Kind::Global);
           std::string module = line(at);
           v->s = module + "." + line(at);
           push(v);
           break;
         }
-        case 0x93: {                                                // STACK_GLOBAL
+        case 0x93: {  // STACK_GLOBAL
           Py name = pop(at), module = pop(at);
           auto v = make(PyValue::Kind::Global);
           v->s = expect(module, PyValue::Kind::Str, at)->s + "." + expect(name, PyValue::Kind::Str, at)->s;
           push(v);
           break;
         }
-        case 'R': {                                                 // REDUCE
+        case 'R': {  // REDUCE
           Py args = pop(at), callable = pop(at);
-          push(reduce(expect(callable, PyValue::Kind::Global, at)->s, expect(args, PyValue::Kind::Tuple, at)->items, at));
+          push(reduce(expect(callable, PyValue::Kind::Global, at)->s, expect(args, PyValue::Kind::Tuple, at)->items,
+                      at));
           break;
         }
-        case 'b': pop(at); top(at); break;                          // BUILD: object state (e.g. _metadata) unused
-        case 'Q': push(persistent_load(pop(at), at)); break;        // BINPERSID
-        case 'q': memo_[le(1)] = top(at); break;                    // BINPUT
-        case 'r': memo_[le(4)] = top(at); break;                    // LONG_BINPUT
-        case 0x94: memo_[memo_.size()] = top(at); break;            // MEMOIZE
-        case 'h': push(memo_get(le(1), at)); break;                 // BINGET
-        case 'j': push(memo_get(le(4), at)); break;                 // LONG_BINGET
-        case '0': pop(at); break;                                   // POP
-        case '2': push(top(at)); break;                             // DUP
+        case 'b':
+          pop(at);
+          top(at);
+          break;  // BUILD: object state (e.g. _metadata) unused
+        case 'Q':
+          push(persistent_load(pop(at), at));
+          break;  // BINPERSID
+        case 'q':
+          memo_[le(1)] = top(at);
+          break;  // BINPUT
+        case 'r':
+          memo_[le(4)] = top(at);
+          break;  // LONG_BINPUT
+        case 0x94:
+          memo_[memo_.size()] = top(at);
+          break;  // MEMOIZE
+        case 'h':
+          push(memo_get(le(1), at));
+          break;  // BINGET
+        case 'j':
+          push(memo_get(le(4), at));
+          break;  // LONG_BINGET
+        case '0':
+          pop(at);
+          break;  // POP
+        case '2':
+          push(top(at));
+          break;  // DUP
         default:
           FUNDUS_THROW(where(at) << "unsupported pickle opcode 0x" << std::hex << static_cast<int>(op)
                                  << " (not written by torch.save of a state_dict)");
@@ -333,12 +383,13 @@ class Unpickler {
 
   Py rebuild_tensor(const torch::Tensor& storage, int64_t offset, const std::vector<int64_t>& size,
                     const std::vector<int64_t>& stride, size_t at) {
-    FUNDUS_CHECK(size.size() == stride.size(), where(at) << "tensor with " << size.size() << " sizes and "
-                                                         << stride.size() << " strides");
-    FUNDUS_CHECK(size.size() <= kMaxTensorDims, where(at) << "tensor with " << size.size() << " dimensions (at most "
-                                                          << kMaxTensorDims << ")");
-    FUNDUS_CHECK(offset >= 0 && offset <= storage.numel(), where(at) << "tensor offset " << offset << " outside its storage of "
-                                                                     << storage.numel() << " elements");
+    FUNDUS_CHECK(size.size() == stride.size(),
+                 where(at) << "tensor with " << size.size() << " sizes and " << stride.size() << " strides");
+    FUNDUS_CHECK(size.size() <= kMaxTensorDims,
+                 where(at) << "tensor with " << size.size() << " dimensions (at most " << kMaxTensorDims << ")");
+    FUNDUS_CHECK(offset >= 0 && offset <= storage.numel(), where(at) << "tensor offset " << offset
+                                                                     << " outside its storage of " << storage.numel()
+                                                                     << " elements");
     // Element count and last element in overflow-checked arithmetic: both must stay within the
     // storage, so a view never claims more elements than the file holds.
     int64_t last = offset, numel = 1;
@@ -347,12 +398,13 @@ class Unpickler {
       FUNDUS_CHECK(size[k] >= 0 && stride[k] >= 0, where(at) << "negative tensor size or stride");
       int64_t span = 0;
       overflow = overflow || __builtin_mul_overflow(numel, size[k], &numel);
-      if (size[k] > 0) overflow = overflow || __builtin_mul_overflow(size[k] - 1, stride[k], &span) ||
-                                  __builtin_add_overflow(last, span, &last);
+      if (size[k] > 0)
+        overflow = overflow || __builtin_mul_overflow(size[k] - 1, stride[k], &span) ||
+                   __builtin_add_overflow(last, span, &last);
     }
     FUNDUS_CHECK(!overflow && numel <= storage.numel() && (numel == 0 || last < storage.numel()),
-                 where(at) << "tensor view (sizes " << join_ints(size) << ", strides " << join_ints(stride) << ", offset "
-                           << offset << ") outside its storage of " << storage.numel() << " elements");
+                 where(at) << "tensor view (sizes " << join_ints(size) << ", strides " << join_ints(stride)
+                           << ", offset " << offset << ") outside its storage of " << storage.numel() << " elements");
     auto v = make(PyValue::Kind::Tensor);
     v->tensor = storage.as_strided(size, stride, offset);
     return v;
@@ -419,7 +471,6 @@ void flatten(const Py& dict, const std::string& prefix, StateDict& out, const st
   }
 }
 
-
 // ---- pickle writer ------------------------------------------------------------------------------
 
 class Pickler {
@@ -468,7 +519,8 @@ std::string shape_string(c10::IntArrayRef s) {
 }
 
 std::string list_names(const std::vector<std::string>& names, size_t max = 12) {
-  std::vector<std::string> head(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(std::min(max, names.size())));
+  std::vector<std::string> head(names.begin(),
+                                names.begin() + static_cast<std::ptrdiff_t>(std::min(max, names.size())));
   std::string s = join(head, ", ");
   if (names.size() > max) s += ", ... (" + std::to_string(names.size() - max) + " more)";
   return s;
@@ -522,11 +574,13 @@ StateDict parse_zip(const std::string& bytes, const std::string& source) {
   FUNDUS_CHECK(!prefix.empty(), source << ": zip archive without a <name>/data.pkl record: not written by torch.save");
   if (zip.contains(prefix + "byteorder")) {
     std::string order(zip.read(prefix + "byteorder"));
-    FUNDUS_CHECK(order == "little", source << ": tensors stored with byte order '" << order << "' (only little-endian is supported)");
+    FUNDUS_CHECK(order == "little",
+                 source << ": tensors stored with byte order '" << order << "' (only little-endian is supported)");
   }
   StorageLoader load = [&](const std::string& key, const StorageType& type, int64_t numel) {
     std::string record = prefix + "data/" + key;
-    FUNDUS_CHECK(zip.contains(record), source << ": missing data record '" << record << "' (truncated or damaged file)");
+    FUNDUS_CHECK(zip.contains(record),
+                 source << ": missing data record '" << record << "' (truncated or damaged file)");
     std::string_view data = zip.read(record);
     // The declared size against the bytes that are there, before allocating anything.
     FUNDUS_CHECK(uint64_t(numel) <= data.size() / type.element_size,
@@ -557,8 +611,8 @@ StateDict parse_legacy(const std::string& bytes, const std::string& source) {
   std::vector<std::unique_ptr<Unpickler>> unpicklers;
   auto next = [&](const StorageLoader& load, const char* what) {
     unpicklers.push_back(std::make_unique<Unpickler>(
-        rest, load, std::string("legacy ") + what + " pickle at byte " + std::to_string(bytes.size() - rest.size()) + ",",
-        source));
+        rest, load,
+        std::string("legacy ") + what + " pickle at byte " + std::to_string(bytes.size() - rest.size()) + ",", source));
     Py v = unpicklers.back()->run();
     rest.remove_prefix(unpicklers.back()->position());
     return v;
@@ -648,14 +702,14 @@ std::string serialize_state_dict(const StateDict& state) {
     p.str("cpu");
     p.integer(t.numel());
     p.op('t');
-    p.op('Q');       // BINPERSID
-    p.integer(0);    // storage offset
+    p.op('Q');     // BINPERSID
+    p.integer(0);  // storage offset
     p.ints(t.sizes());
     p.ints(t.strides());
-    p.op('\x89');    // requires_grad = False
+    p.op('\x89');  // requires_grad = False
     p.global("collections", "OrderedDict");
     p.op(')');
-    p.op('R');       // backward_hooks = OrderedDict()
+    p.op('R');  // backward_hooks = OrderedDict()
     p.op('t');
     p.op('R');
     storages.push_back(t);
@@ -693,7 +747,8 @@ StateDict module_state_dict(const torch::nn::Module& module) {
 std::string LoadReport::summary() const {
   std::ostringstream os;
   os << "loaded " << loaded.size() << " tensors";
-  if (!allowed_missing.empty()) os << "; " << allowed_missing.size() << " not in the file (allowed, kept as initialised)";
+  if (!allowed_missing.empty())
+    os << "; " << allowed_missing.size() << " not in the file (allowed, kept as initialised)";
   if (!ignored.empty()) os << "; " << ignored.size() << " unused by design: " << list_names(ignored, 6);
   if (!missing.empty()) os << "; MISSING " << missing.size() << ": " << list_names(missing);
   if (!unexpected.empty()) os << "; UNEXPECTED " << unexpected.size() << ": " << list_names(unexpected);

@@ -136,8 +136,8 @@ torch::Tensor SyncBatchNorm2dImpl::forward(const torch::Tensor& input) {
       // As BatchNorm2d: the unbiased variance, an exponential average (momentum) or, with momentum
       // unset, the cumulative average over the batches seen.
       num_batches_tracked += 1;
-      const double factor = options.momentum().has_value() ? options.momentum().value()
-                                                           : 1.0 / num_batches_tracked.item<double>();
+      const double factor =
+          options.momentum().has_value() ? options.momentum().value() : 1.0 / num_batches_tracked.item<double>();
       running_mean.mul_(1 - factor).add_(mean64.to(running_mean.scalar_type()), factor);
       running_var.mul_(1 - factor).add_((var64 * (count / (count - 1))).to(running_var.scalar_type()), factor);
     }
@@ -147,10 +147,8 @@ torch::Tensor SyncBatchNorm2dImpl::forward(const torch::Tensor& input) {
 
 void SyncBatchNorm2dImpl::pretty_print(std::ostream& stream) const {
   stream << "fundus::SyncBatchNorm2d(" << options.num_features() << ", eps=" << options.eps() << ", momentum=";
-  if (options.momentum().has_value())
-    stream << options.momentum().value();
-  else
-    stream << "None";
+  if (options.momentum().has_value()) stream << options.momentum().value();
+  else stream << "None";
   stream << ", affine=" << options.affine() << ", track_running_stats=" << options.track_running_stats()
          << (sync_ ? ", synced" : "") << ")";
 }

@@ -209,7 +209,8 @@ std::string format_weights_status(const Json& status, const std::string& dir) {
   for (const auto& s : status) {
     std::string state = s.at("cached").get<bool>() ? "cached" : "-";
     if (!s.at("cached").get<bool>() && s.at("partial_bytes").get<int64_t>() > 0)
-      state = strprintf("partial (%.1f MiB, resumable)", double(s.at("partial_bytes").get<int64_t>()) / (1024.0 * 1024.0));
+      state =
+          strprintf("partial (%.1f MiB, resumable)", double(s.at("partial_bytes").get<int64_t>()) / (1024.0 * 1024.0));
     std::string name = s.at("name").get<std::string>() + (s.at("default").get<bool>() ? " *" : "");
     out += strprintf("%-28s %-26s %4.0f %6.2f%%  %s\n", name.c_str(), s.at("file").get<std::string>().c_str(),
                      s.at("approx_mb").get<double>(), s.at("imagenet_top1").get<double>(), state.c_str());

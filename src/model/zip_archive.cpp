@@ -51,7 +51,8 @@ void put(std::string& out, T v) {
 }  // namespace
 
 ZipReader::ZipReader(std::string_view bytes, std::string source) : bytes_(bytes), source_(std::move(source)) {
-  FUNDUS_CHECK(bytes_.size() >= kEndSize, source_ << ": truncated or not a zip archive (" << bytes_.size() << " bytes)");
+  FUNDUS_CHECK(bytes_.size() >= kEndSize,
+               source_ << ": truncated or not a zip archive (" << bytes_.size() << " bytes)");
   // The end record sits in the last 22 + 65535 (comment) bytes; search backwards for its signature.
   int64_t end_pos = -1;
   int64_t lowest = std::max<int64_t>(0, static_cast<int64_t>(bytes_.size()) - 65557);
@@ -155,11 +156,11 @@ void ZipWriter::add(const std::string& name, std::string_view data) {
                "zip writer: archive would exceed 4 GiB (entry '" << name << "')");
   Entry e{name, static_cast<uint32_t>(header), static_cast<uint32_t>(data.size()), crc32(data)};
   put<uint32_t>(out_, kLocalSig);
-  put<uint16_t>(out_, 20);           // version needed
-  put<uint16_t>(out_, 0);            // flags
-  put<uint16_t>(out_, 0);            // stored
-  put<uint16_t>(out_, 0);            // time 00:00
-  put<uint16_t>(out_, (1 << 5) | 1); // date 1980-01-01: fixed, so output is byte-reproducible
+  put<uint16_t>(out_, 20);            // version needed
+  put<uint16_t>(out_, 0);             // flags
+  put<uint16_t>(out_, 0);             // stored
+  put<uint16_t>(out_, 0);             // time 00:00
+  put<uint16_t>(out_, (1 << 5) | 1);  // date 1980-01-01: fixed, so output is byte-reproducible
   put<uint32_t>(out_, e.crc);
   put<uint32_t>(out_, e.size);
   put<uint32_t>(out_, e.size);

@@ -14,7 +14,8 @@ namespace {
 void check_options(const ContactSheetOptions& o) {
   FUNDUS_CHECK(o.thumb >= 32 && o.thumb <= 1024, "contact sheet: thumb must be in 32..1024, got " << o.thumb);
   FUNDUS_CHECK(o.columns >= 1, "contact sheet: columns must be >= 1, got " << o.columns);
-  FUNDUS_CHECK(o.frame >= 0 && o.gap >= 0 && o.caption_height >= 0, "contact sheet: negative frame, gap or caption height");
+  FUNDUS_CHECK(o.frame >= 0 && o.gap >= 0 && o.caption_height >= 0,
+               "contact sheet: negative frame, gap or caption height");
 }
 
 // Text shortened with "..." until it fits `width` pixels.
@@ -66,7 +67,8 @@ cv::Mat render_contact_sheet(const SheetTile& query, const std::vector<SheetTile
   cv::Mat sheet(contact_sheet_size(tiles, o), CV_8UC3, cv::Scalar(40, 40, 40));
   const int side = o.thumb + 2 * o.frame;
   auto origin = [&](int i) {
-    return cv::Point(o.gap + (i % o.columns) * (side + o.gap), o.gap + (i / o.columns) * (side + o.caption_height + o.gap));
+    return cv::Point(o.gap + (i % o.columns) * (side + o.gap),
+                     o.gap + (i / o.columns) * (side + o.caption_height + o.gap));
   };
   draw_tile(sheet, origin(0), query, cv::Scalar(255, 255, 255), o);
   for (int i = 0; i < int(hits.size()); ++i) {

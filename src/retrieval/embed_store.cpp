@@ -28,12 +28,10 @@ std::string default_index_path(const std::string& store_path, int64_t model_id) 
 }
 
 Json EmbedStoreResult::to_json() const {
-  return Json{{"model_id", model_id},       {"embedded", embedded},
-              {"already", already},         {"remaining", remaining},
-              {"seconds", seconds},         {"images_per_second", images_per_second},
-              {"index_path", index_path},   {"index", index_spec},
-              {"index_size", index_size},   {"index_rebuilt", index_rebuilt},
-              {"health", health.to_json()}};
+  return Json{{"model_id", model_id},           {"embedded", embedded},      {"already", already},
+              {"remaining", remaining},         {"seconds", seconds},        {"images_per_second", images_per_second},
+              {"index_path", index_path},       {"index", index_spec},       {"index_size", index_size},
+              {"index_rebuilt", index_rebuilt}, {"health", health.to_json()}};
 }
 
 std::string EmbedStoreResult::summary() const {
@@ -116,8 +114,8 @@ class Committer {
   std::vector<float> data_;
 };
 
-void finish(CaseStore& store, const EmbedStoreOptions& o, std::chrono::steady_clock::time_point start,
-            int64_t selected, EmbedStoreResult& r) {
+void finish(CaseStore& store, const EmbedStoreOptions& o, std::chrono::steady_clock::time_point start, int64_t selected,
+            EmbedStoreResult& r) {
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   r.images_per_second = r.seconds > 0 ? double(r.embedded) / r.seconds : 0;
   r.remaining = selected - r.already - r.embedded;
@@ -184,8 +182,8 @@ EmbedStoreResult embed_store_distributed(const std::string& store_path, ModelRun
   const Precision precision = parse_precision(o.precision);
   check_precision(precision, device, /*training=*/false);
   // What shapes the result must agree on every rank (the store path is rank 0's alone).
-  const std::string agreement = "model_sha256=" + model.checkpoint_sha256() + "\nbatch_size=" +
-                                std::to_string(o.batch_size) + "\nprecision=" + o.precision + "\n";
+  const std::string agreement = "model_sha256=" + model.checkpoint_sha256() +
+                                "\nbatch_size=" + std::to_string(o.batch_size) + "\nprecision=" + o.precision + "\n";
   Communicator comm(world, device, agreement);
   QuietUnlessMain quiet(comm.is_main());
   EmbedStoreResult r;

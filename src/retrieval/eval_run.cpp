@@ -148,7 +148,8 @@ EvalRunResult run_evaluation(ModelRunner& model, const EvalRunOptions& o) {
   r.health = {{"gallery", gh.to_json()}, {"queries", qh.to_json()}};
   for (const auto& [side, h] : {std::pair<const char*, const DescriptorHealth*>{"gallery", &gh}, {"query", &qh}})
     if (h->flagged()) {
-      r.warnings.push_back(std::string(side) + " descriptors are " + h->status + " (" + h->summary() + "): " + h->advice());
+      r.warnings.push_back(std::string(side) + " descriptors are " + h->status + " (" + h->summary() +
+                           "): " + h->advice());
       FUNDUS_WARN("eval: " << r.warnings.back());
     }
   PostprocessSpec post = parse_postprocess(o.postprocess);

@@ -75,11 +75,10 @@ cv::Mat to_mat(const torch::Tensor& t) {
 // [n,h,w] maps on the feature grid -> [n,size,size], bilinear, each feature cell covering its patch.
 torch::Tensor upsample(const torch::Tensor& maps, int size) {
   namespace F = torch::nn::functional;
-  return F::interpolate(maps.unsqueeze(0).to(torch::kFloat32),
-                        F::InterpolateFuncOptions()
-                            .size(std::vector<int64_t>{size, size})
-                            .mode(torch::kBilinear)
-                            .align_corners(false))
+  return F::interpolate(maps.unsqueeze(0).to(torch::kFloat32), F::InterpolateFuncOptions()
+                                                                   .size(std::vector<int64_t>{size, size})
+                                                                   .mode(torch::kBilinear)
+                                                                   .align_corners(false))
       .squeeze(0);
 }
 
@@ -89,8 +88,8 @@ Explanation explain_image(RetrievalNetImpl& net, const cv::Mat& image, const Exp
                           const std::vector<float>& reference) {
   const int size = net.config().input_size;
   FUNDUS_CHECK(image.type() == CV_8UC3 && image.rows == size && image.cols == size,
-               "explain: expected the preprocessed RGB image of " << size << "x" << size << ", got " << image.cols << "x"
-                                                                  << image.rows);
+               "explain: expected the preprocessed RGB image of " << size << "x" << size << ", got " << image.cols
+                                                                  << "x" << image.rows);
   FUNDUS_CHECK(options.method == "auto" || options.method == "attention" || options.method == "gradcam",
                "explain: method must be auto, attention or gradcam, got '" << options.method << "'");
   const bool has_attention = net.mirror || net.self_attention;
@@ -134,9 +133,9 @@ Explanation explain_image(RetrievalNetImpl& net, const cv::Mat& image, const Exp
     if (reference.empty()) {
       score = (d * (d / d.norm()).detach()).sum();
     } else {
-      torch::Tensor r = torch::from_blob(const_cast<float*>(reference.data()), {1, int64_t(reference.size())},
-                                         torch::kFloat32)
-                            .to(d.device(), d.scalar_type());
+      torch::Tensor r =
+          torch::from_blob(const_cast<float*>(reference.data()), {1, int64_t(reference.size())}, torch::kFloat32)
+              .to(d.device(), d.scalar_type());
       score = torch::cosine_similarity(d, r, 1).sum();
     }
     torch::Tensor grad = torch::autograd::grad({score}, {out.feature_map})[0];
@@ -151,8 +150,7 @@ Explanation explain_image(RetrievalNetImpl& net, const cv::Mat& image, const Exp
     e.panel = labelled_panel({image, e.overlay, heatmap_overlay(image, e.heat_h, options.alpha),
                               heatmap_overlay(image, e.heat_v, options.alpha)},
                              {"preprocessed", "overlay (mean)", "horizontal mirror", "vertical mirror"});
-  else
-    e.panel = labelled_panel({image, e.overlay, colorize_heat(e.heat)}, {"preprocessed", "overlay", e.method});
+  else e.panel = labelled_panel({image, e.overlay, colorize_heat(e.heat)}, {"preprocessed", "overlay", e.method});
   return e;
 }
 

@@ -16,8 +16,8 @@ DescriptorHealth gallery_health(CaseStore& store, int64_t model_id, const Galler
   const std::string stored = store.model_health(model_id);
   if (!stored.empty()) {
     try {
-      return DescriptorHealth::from_json(parse_json(stored, store.path() + ": health record of model " +
-                                                                std::to_string(model_id)));
+      return DescriptorHealth::from_json(
+          parse_json(stored, store.path() + ": health record of model " + std::to_string(model_id)));
     } catch (const Error& e) {
       FUNDUS_WARN(e.message() << "; measuring again");
     }

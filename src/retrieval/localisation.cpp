@@ -26,10 +26,8 @@ LocalisationScore localisation_score(const cv::Mat& heat, const cv::Mat& lesion_
                "localisation: FOV mask must be CV_8UC1 of the heat map's size");
   FUNDUS_CHECK(tolerance_px >= 0, "localisation: tolerance must be >= 0");
   cv::Mat lesion;
-  if (lesion_in.type() == CV_8UC1)
-    cv::Mat(lesion_in > 0).convertTo(lesion, CV_32F, 1.0 / 255);
-  else
-    lesion = lesion_in;
+  if (lesion_in.type() == CV_8UC1) cv::Mat(lesion_in > 0).convertTo(lesion, CV_32F, 1.0 / 255);
+  else lesion = lesion_in;
   cv::Mat fov = fov_in.empty() ? cv::Mat(heat.size(), CV_8UC1, cv::Scalar(255)) : cv::Mat(fov_in != 0);
 
   double mass = 0, mass_lesion = 0, lesion_area = 0, fov_area = 0;

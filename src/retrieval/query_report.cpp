@@ -37,7 +37,8 @@ Json query_result_to_json(const QueryResult& r) {
                    {"votes", votes},
                    {"withheld", r.estimate.withheld},
                    {"withheld_reason", r.estimate.withheld_reason}};
-  return Json{{"hits", hits}, {"estimate", estimate}, {"warnings", warnings_to_json(r.warnings)}, {"timing_ms", r.timing_ms}};
+  return Json{
+      {"hits", hits}, {"estimate", estimate}, {"warnings", warnings_to_json(r.warnings)}, {"timing_ms", r.timing_ms}};
 }
 
 std::string format_query_result(const QueryResult& r) {
@@ -46,7 +47,8 @@ std::string format_query_result(const QueryResult& r) {
     s << "no matching cases\n";
     return s.str();
   }
-  s << strprintf("%4s  %-22s %-12s %10s  %-14s %-3s  %s\n", "rank", "id", "grade", "similarity", "patient", "eye", "path");
+  s << strprintf("%4s  %-22s %-12s %10s  %-14s %-3s  %s\n", "rank", "id", "grade", "similarity", "patient", "eye",
+                 "path");
   for (const SearchHit& h : r.hits)
     s << strprintf("%4d  %-22s %-12s %10.4f  %-14s %-3s  %s\n", h.rank, h.info.external_id.c_str(),
                    grade_label(h.info.grade).c_str(), double(h.similarity), h.info.patient.c_str(), h.info.eye.c_str(),
@@ -65,9 +67,10 @@ std::string format_query_result(const QueryResult& r) {
 
 cv::Mat render_query_sheet(const QueryResult& r, const PreprocessOptions& pre, const ContactSheetOptions& options) {
   FUNDUS_CHECK(!r.preprocessed.empty(), "query sheet: the result has no preprocessed query image");
-  SheetTile query{r.preprocessed, "query", r.estimate.grade >= 0 ? std::string("estimate: ") + grade_name(r.estimate.grade)
-                                           : r.estimate.withheld ? std::string("estimate withheld")
-                                                                 : std::string("no estimate"),
+  SheetTile query{r.preprocessed, "query",
+                  r.estimate.grade >= 0 ? std::string("estimate: ") + grade_name(r.estimate.grade)
+                  : r.estimate.withheld ? std::string("estimate withheld")
+                                        : std::string("no estimate"),
                   -1};
   std::vector<SheetTile> tiles;
   for (const SearchHit& h : r.hits) {

@@ -15,8 +15,8 @@ QueryTrust assess_query_trust(const DescriptorHealth& gallery, const std::vector
   };
   if (gallery.flagged())
     withhold(gallery.status == "collapsed" ? "model_collapsed" : "model_degenerate",
-             strprintf("this model's descriptors are %s (mean cosine %.4f between gallery cases): ", gallery.status.c_str(),
-                       gallery.mean_cosine) +
+             strprintf("this model's descriptors are %s (mean cosine %.4f between gallery cases): ",
+                       gallery.status.c_str(), gallery.mean_cosine) +
                  gallery.advice());
   if (similarities.size() >= 2) {
     auto [lo, hi] = std::minmax_element(similarities.begin(), similarities.end());

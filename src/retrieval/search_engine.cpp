@@ -36,11 +36,16 @@ double ms_since(std::chrono::steady_clock::time_point t) {
 
 const char* extension_for(ImageFormat f) {
   switch (f) {
-    case ImageFormat::jpeg: return ".jpg";
-    case ImageFormat::png: return ".png";
-    case ImageFormat::tiff: return ".tif";
-    case ImageFormat::bmp: return ".bmp";
-    default: return ".img";
+    case ImageFormat::jpeg:
+      return ".jpg";
+    case ImageFormat::png:
+      return ".png";
+    case ImageFormat::tiff:
+      return ".tif";
+    case ImageFormat::bmp:
+      return ".bmp";
+    default:
+      return ".img";
   }
 }
 
@@ -133,7 +138,8 @@ struct SearchEngine::Impl {
       filter = std::make_unique<CaseFilter>(attributes, o.grades, o.exclude_patient);
     SearchResult sr = index->search(1, q.data(), o.k, filter.get());
     for (int j = 0; j < sr.k && sr.ids[size_t(j)] >= 0; ++j)
-      if (auto c = store->get_case(sr.ids[size_t(j)])) hits.push_back({case_info(*c, store->path()), sr.scores[size_t(j)], 0});
+      if (auto c = store->get_case(sr.ids[size_t(j)]))
+        hits.push_back({case_info(*c, store->path()), sr.scores[size_t(j)], 0});
     return hits;
   }
 
@@ -198,8 +204,8 @@ SearchEngine::SearchEngine(const EngineOptions& options) : impl_(std::make_uniqu
                                      << options.checkpoint_path << " --store " << options.store_path << "`");
   }
   e.index_path = options.index_path.empty() ? default_index_path(options.store_path, e.model_id) : options.index_path;
-  e.index = load_or_rebuild_index(*e.store, e.model_id, e.index_path, options.index_spec, &e.index_report,
-                                  options.threads);
+  e.index =
+      load_or_rebuild_index(*e.store, e.model_id, e.index_path, options.index_spec, &e.index_report, options.threads);
   e.load_attributes();
   std::string dir = parent_dir(options.store_path);
   e.image_dir = options.image_dir.empty() ? join_path(dir.empty() ? "." : dir, "images") : options.image_dir;
@@ -208,7 +214,8 @@ SearchEngine::SearchEngine(const EngineOptions& options) : impl_(std::make_uniqu
   gho.record = !options.read_only;
   e.gallery_health = gallery_health(*e.store, e.model_id, gho);
   if (e.gallery_health.flagged())
-    FUNDUS_WARN("model " << e.model_id << ": gallery " << e.gallery_health.summary() << "; " << e.gallery_health.advice());
+    FUNDUS_WARN("model " << e.model_id << ": gallery " << e.gallery_health.summary() << "; "
+                         << e.gallery_health.advice());
 }
 
 SearchEngine::~SearchEngine() {
@@ -328,9 +335,9 @@ CaseInfo SearchEngine::add_case(std::string_view bytes, const std::string& sourc
   if (auto existing = e.store->find_by_external_id(rec.id)) {
     FUNDUS_CHECK_INPUT(record.id.empty(), source << ": a case with id '" << rec.id << "' is already in the store (id "
                                                  << existing->id << ")");
-    FUNDUS_CHECK_INPUT(existing->grade == rec.grade,
-                       source << ": this image is already in the store as case " << existing->id << " with grade "
-                              << existing->grade << ", not " << rec.grade);
+    FUNDUS_CHECK_INPUT(existing->grade == rec.grade, source << ": this image is already in the store as case "
+                                                            << existing->id << " with grade " << existing->grade
+                                                            << ", not " << rec.grade);
     if (e.index->contains(existing->id)) return case_info(*existing, e.store->path());  // the same upload again
   }
   const int64_t id = e.store->add_case(rec, meta_text, hash);

@@ -29,8 +29,8 @@ std::string index_staleness(const CaseStore& store, const IndexFileInfo& info) {
   if (info.dim != model->descriptor_dim)
     return "dimension " + std::to_string(info.dim) + " != model's " + std::to_string(model->descriptor_dim);
   if (have.embeddings_version != model->embeddings_version)
-    return "stale: embeddings changed since the build (version " + std::to_string(have.embeddings_version) +
-           " -> " + std::to_string(model->embeddings_version) + ")";
+    return "stale: embeddings changed since the build (version " + std::to_string(have.embeddings_version) + " -> " +
+           std::to_string(model->embeddings_version) + ")";
   if (have.embeddings_token != store.embeddings_token(have.model_id))
     return "stale: the vectors differ from the store's (written separately, e.g. in a copy of the store)";
   std::vector<int64_t> ids = store.embedding_ids(have.model_id);
@@ -77,7 +77,8 @@ std::unique_ptr<VectorIndex> build_index(const CaseStore& store, int64_t model_i
   index->set_threads(threads);
   const std::vector<int64_t> ids = store.embedding_ids(model_id);
   index->reserve(int64_t(ids.size()));
-  if (auto* ivf = dynamic_cast<IvfPqIndex*>(index.get()); ivf && !ids.empty()) train_on_store_sample(*ivf, store, model_id, ids);
+  if (auto* ivf = dynamic_cast<IvfPqIndex*>(index.get()); ivf && !ids.empty())
+    train_on_store_sample(*ivf, store, model_id, ids);
   // In bounded steps: the store's vectors are never all in memory next to the index's copy.
   std::unique_ptr<Progress> progress;
   if (ids.size() >= size_t(kBuildBatch)) progress = std::make_unique<Progress>("indexing", int64_t(ids.size()), "vec");
@@ -89,8 +90,7 @@ std::unique_ptr<VectorIndex> build_index(const CaseStore& store, int64_t model_i
 }
 
 std::unique_ptr<VectorIndex> load_or_rebuild_index(const CaseStore& store, int64_t model_id, const std::string& path,
-                                                   const std::string& spec_text, IndexLoadReport* report,
-                                                   int threads) {
+                                                   const std::string& spec_text, IndexLoadReport* report, int threads) {
   IndexSpec spec = parse_index_spec(spec_text);
   store_provenance(store, model_id);  // unknown model: an error, not a rebuild
   std::string reason;

@@ -29,11 +29,11 @@ using Clock = std::chrono::steady_clock;
 // a request is answered.
 struct Conn {
   int fd = -1;
-  std::string client;       // peer address, for the per-client cap
-  std::string pending;      // bytes of the next request read so far
+  std::string client;   // peer address, for the per-client cap
+  std::string pending;  // bytes of the next request read so far
   Clock::time_point deadline;
-  bool partial = false;     // part of a header has arrived
-  size_t served = 0;        // requests answered on this connection
+  bool partial = false;  // part of a header has arrived
+  size_t served = 0;     // requests answered on this connection
 };
 
 bool header_complete(const std::string& data) {
@@ -75,8 +75,7 @@ void send_last_answer(int fd, int status, const char* reason, const char* code, 
   ::shutdown(fd, SHUT_WR);
   // Unread input would turn close() into a reset that can discard the answer before it is read.
   char scratch[4096];
-  for (int i = 0; i < 16 && ::recv(fd, scratch, sizeof scratch, MSG_DONTWAIT) > 0; ++i) {
-  }
+  for (int i = 0; i < 16 && ::recv(fd, scratch, sizeof scratch, MSG_DONTWAIT) > 0; ++i) {}
 }
 
 // httplib::Stream over a connection, starting with the bytes the gate already read. Reads ahead in
@@ -262,8 +261,7 @@ class GatedHttpServer::Gate : public httplib::TaskQueue {
       int r = ::poll(fds.data(), nfds_t(n + 1), timeout_ms);
       if (r < 0 && errno != EINTR) std::this_thread::sleep_for(std::chrono::milliseconds(10));
       if (fds[0].revents & POLLIN)
-        while (::read(wake_[0], scratch.data(), scratch.size()) > 0) {
-        }
+        while (::read(wake_[0], scratch.data(), scratch.size()) > 0) {}
       std::lock_guard<std::mutex> lock(mu_);
       const auto now = Clock::now();
       for (size_t i = 0; i < n; ++i) {
@@ -348,8 +346,8 @@ class GatedHttpServer::Gate : public httplib::TaskQueue {
         continue;
       }
       c.partial = !c.pending.empty();
-      c.deadline = Clock::now() + std::chrono::milliseconds(c.partial ? limits_.header_timeout_ms
-                                                                      : limits_.keep_alive_timeout_ms);
+      c.deadline = Clock::now() +
+                   std::chrono::milliseconds(c.partial ? limits_.header_timeout_ms : limits_.keep_alive_timeout_ms);
       waiting_.push_back(std::move(c));
       wake();
     }

@@ -34,10 +34,10 @@ struct GateLimits {
   int workers = 8;
   int header_timeout_ms = 10000;
   int keep_alive_timeout_ms = 2000;
-  int read_timeout_ms = 5000;       // each read of a request body
-  int write_timeout_ms = 5000;      // each write of a response
+  int read_timeout_ms = 5000;   // each read of a request body
+  int write_timeout_ms = 5000;  // each write of a response
   int max_connections_per_client = 128;
-  int max_connections = 512;        // lowered to fit the process's file descriptor limit
+  int max_connections = 512;  // lowered to fit the process's file descriptor limit
   size_t max_header_bytes = 64 * 1024;
   size_t keep_alive_max_requests = 100;
 };
@@ -52,8 +52,8 @@ class GatedHttpServer : public httplib::Server {
   /// second listen() on the bound socket.
   void widen_backlog(int backlog = SOMAXCONN);
 
-  int64_t refused_connections() const { return refused_; }   // over a connection cap (503)
-  int64_t header_timeouts() const { return timeouts_; }       // header not complete in time (408)
+  int64_t refused_connections() const { return refused_; }  // over a connection cap (503)
+  int64_t header_timeouts() const { return timeouts_; }     // header not complete in time (408)
 
   class Gate;  // the poll thread and the worker pool of one listen loop
 

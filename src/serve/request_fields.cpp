@@ -22,14 +22,16 @@ int parse_k(const std::optional<std::string>& text, int max_k) {
   if (!text || text->empty()) return std::min(10, max_k);
   int64_t k = 0;
   if (!try_parse_int(*text, k) || k < 1 || k > max_k)
-    fail(400, "bad_k", strprintf("field 'k': expected an integer from 1 to %d, got '%s'", max_k, text->substr(0, 20).c_str()));
+    fail(400, "bad_k",
+         strprintf("field 'k': expected an integer from 1 to %d, got '%s'", max_k, text->substr(0, 20).c_str()));
   return int(k);
 }
 
 int parse_grade(const std::string& text, const char* field) {
   int64_t g = -1;
   if (!try_parse_int(text, g) || g < 0 || g >= kNumGrades)
-    fail(400, "bad_grade", std::string("field '") + field + "': expected a DR grade 0-4, got '" + text.substr(0, 20) + "'");
+    fail(400, "bad_grade",
+         std::string("field '") + field + "': expected a DR grade 0-4, got '" + text.substr(0, 20) + "'");
   return int(g);
 }
 

@@ -55,13 +55,20 @@ void send_error(Response& res, int status, const std::string& code, const std::s
 // Errors raised by cpp-httplib itself (before or instead of our handlers).
 std::pair<const char*, const char*> builtin_error(int status) {
   switch (status) {
-    case 400: return {"bad_request", "malformed HTTP request or multipart body"};
-    case 404: return {"not_found", "no such resource"};
-    case 405: return {"method_not_allowed", "method not allowed on this path"};
-    case 413: return {"payload_too_large", "request body larger than the upload limit (--max-upload-mb)"};
-    case 414: return {"uri_too_long", "request URI too long"};
-    case 416: return {"range_not_satisfiable", "range not satisfiable"};
-    default: return {"error", "request failed"};
+    case 400:
+      return {"bad_request", "malformed HTTP request or multipart body"};
+    case 404:
+      return {"not_found", "no such resource"};
+    case 405:
+      return {"method_not_allowed", "method not allowed on this path"};
+    case 413:
+      return {"payload_too_large", "request body larger than the upload limit (--max-upload-mb)"};
+    case 414:
+      return {"uri_too_long", "request URI too long"};
+    case 416:
+      return {"range_not_satisfiable", "range not satisfiable"};
+    default:
+      return {"error", "request failed"};
   }
 }
 
@@ -97,10 +104,14 @@ const httplib::MultipartFormData& require_image(const Request& req) {
 [[noreturn]] void fail_image(const ImageError& e) {
   switch (e.problem()) {
     case ImageProblem::empty:
-    case ImageProblem::not_an_image: fail(400, "not_an_image", e.message());
-    case ImageProblem::too_many_pixels: fail(413, "too_many_pixels", e.message() + " (--max-pixels)");
-    case ImageProblem::no_field_of_view: fail(422, "no_field_of_view", e.message());
-    default: fail(422, "bad_image", e.message());
+    case ImageProblem::not_an_image:
+      fail(400, "not_an_image", e.message());
+    case ImageProblem::too_many_pixels:
+      fail(413, "too_many_pixels", e.message() + " (--max-pixels)");
+    case ImageProblem::no_field_of_view:
+      fail(422, "no_field_of_view", e.message());
+    default:
+      fail(422, "bad_image", e.message());
   }
 }
 
@@ -124,11 +135,11 @@ void check_image(std::string_view bytes, const std::string& source, int64_t max_
 // A stored row broke an invariant: the store's fault, never the request's. The message names the
 // case (operators look it up with `fundus store check`) and no server path.
 void send_corrupt(Response& res, const StoreCorruptError& e) {
-  Json error = {{"code", e.case_id() > 0 ? "corrupt_case" : "corrupt_store"},
-                {"message", e.case_id() > 0 ? "case " + std::to_string(e.case_id()) +
-                                                  " in the case store is damaged (" + e.reason() +
-                                                  "); the server's operator can find it with `fundus store check`"
-                                            : "the case store is damaged (" + e.reason() + ")"}};
+  Json error = {
+      {"code", e.case_id() > 0 ? "corrupt_case" : "corrupt_store"},
+      {"message", e.case_id() > 0 ? "case " + std::to_string(e.case_id()) + " in the case store is damaged (" +
+                                        e.reason() + "); the server's operator can find it with `fundus store check`"
+                                  : "the case store is damaged (" + e.reason() + ")"}};
   if (e.case_id() > 0) error["case_id"] = e.case_id();
   send_json(res, {{"error", error}}, 500);
 }
@@ -170,10 +181,8 @@ Json case_json(const CaseInfo& c) {
 // RGB CV_8UC3 (or grey) -> encoded bytes (".png" or ".jpg").
 std::string encode_image(const cv::Mat& rgb, const char* ext, int jpeg_quality = 90) {
   cv::Mat bgr;
-  if (rgb.channels() == 3)
-    cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
-  else
-    bgr = rgb;
+  if (rgb.channels() == 3) cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+  else bgr = rgb;
   std::vector<uchar> buf;
   std::vector<int> params;
   if (std::string(ext) == ".jpg") params = {cv::IMWRITE_JPEG_QUALITY, jpeg_quality};
@@ -212,7 +221,7 @@ struct Server::Impl {
                  "keep-alive timeout must be 1-3600 s, got " << opt.keep_alive_timeout_s);
     FUNDUS_CHECK(opt.max_connections_per_client >= 1 && opt.max_connections >= opt.max_connections_per_client,
                  "connection caps must be >= 1 and per client <= in all, got " << opt.max_connections_per_client
-                                                                                 << " and " << opt.max_connections);
+                                                                               << " and " << opt.max_connections);
     FUNDUS_CHECK(opt.port >= 0 && opt.port <= 65535, "--port must be 0-65535, got " << opt.port);
     FUNDUS_CHECK(opt.max_upload_bytes >= 1024, "--max-upload-mb is too small");
     FUNDUS_CHECK(opt.max_pixels >= 1, "--max-pixels must be positive");
@@ -274,8 +283,8 @@ void Server::Impl::setup() {
     // cpp-httplib 0.11 enforces the upload limit only through Content-Length: chunked bodies and
     // bodies read until the connection closes would grow without bound. Refuse them before reading.
     bool chunked = req.has_header("Transfer-Encoding");
-    bool unsized_post = (req.method == "POST" || req.method == "PUT" || req.method == "PATCH") &&
-                        !req.has_header("Content-Length");
+    bool unsized_post =
+        (req.method == "POST" || req.method == "PUT" || req.method == "PATCH") && !req.has_header("Content-Length");
     if (chunked || unsized_post) {
       send_error(res, 411, "length_required",
                  "uploads need a Content-Length header (chunked transfer encoding is not accepted)");
@@ -524,8 +533,9 @@ void Server::Impl::case_attention(const Request& req, Response& res) {
     if (!backend.get_case(c.id)) fail(404, "unknown_case", "no case " + std::to_string(c.id));  // removed meanwhile
     // Most likely the stored image went missing or was damaged; the message would name server paths.
     FUNDUS_WARN("case " << c.id << ": attention map failed: " << e.message());
-    fail(500, "image_unavailable", "the attention map of case " + std::to_string(c.id) +
-                                       " cannot be made: its image is not readable on the server");
+    fail(500, "image_unavailable",
+         "the attention map of case " + std::to_string(c.id) +
+             " cannot be made: its image is not readable on the server");
   }
   send_png(res, overlay, "private, max-age=3600");
 }
@@ -568,7 +578,8 @@ void Server::Impl::remove_case(const Request& req, Response& res) {
 
 // ---- public API ----------------------------------------------------------------------------------
 
-Server::Server(SearchBackend& backend, const ServerOptions& options) : impl_(std::make_unique<Impl>(backend, options)) {}
+Server::Server(SearchBackend& backend, const ServerOptions& options)
+    : impl_(std::make_unique<Impl>(backend, options)) {}
 
 Server::~Server() {
   stop();
@@ -581,7 +592,7 @@ void Server::start() {
   int port = s.opt.port;
   bool ok = port == 0 ? (port = s.http.bind_to_any_port(s.opt.host)) > 0 : s.http.bind_to_port(s.opt.host, port);
   FUNDUS_CHECK(ok, "cannot listen on " << s.opt.host << ":" << s.opt.port
-                                        << " (address in use, not permitted or not a local address)");
+                                       << " (address in use, not permitted or not a local address)");
   s.bound_port = port;
   s.http.widen_backlog();
   s.listener = std::thread([&s] {
@@ -623,7 +634,8 @@ extern "C" void on_stop_signal(int signal) { g_signal = signal; }
 }  // namespace
 
 int serve_until_signal(Server& server) {
-  struct sigaction action {}, old_int{}, old_term{};
+  struct sigaction action {
+  }, old_int{}, old_term{};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
   g_signal = 0;

@@ -75,10 +75,28 @@ struct TableSpec {
 };
 const std::vector<TableSpec>& schema_tables() {
   static const std::vector<TableSpec> tables = {
-      {"cases", 1, {{"id", 1}, {"external_id", 1}, {"image_path", 1}, {"content_hash", 1}, {"grade", 1},
-                    {"patient", 1}, {"eye", 1}, {"split", 1}, {"meta", 1}, {"added_at", 1}}},
-      {"models", 1, {{"id", 1}, {"name", 1}, {"config", 1}, {"checkpoint_hash", 1}, {"preprocessing", 1},
-                     {"descriptor_dim", 1}, {"created_at", 1}, {"embeddings_version", 2}}},
+      {"cases",
+       1,
+       {{"id", 1},
+        {"external_id", 1},
+        {"image_path", 1},
+        {"content_hash", 1},
+        {"grade", 1},
+        {"patient", 1},
+        {"eye", 1},
+        {"split", 1},
+        {"meta", 1},
+        {"added_at", 1}}},
+      {"models",
+       1,
+       {{"id", 1},
+        {"name", 1},
+        {"config", 1},
+        {"checkpoint_hash", 1},
+        {"preprocessing", 1},
+        {"descriptor_dim", 1},
+        {"created_at", 1},
+        {"embeddings_version", 2}}},
       {"embeddings", 1, {{"case_id", 1}, {"model_id", 1}, {"vector", 1}}},
       {"store_info", 2, {{"key", 2}, {"value", 2}}},
   };
@@ -103,7 +121,8 @@ std::vector<std::string> schema_differences(sqlite::Database& db, int64_t versio
     for (const ColumnSpec& c : t.columns) {
       if (c.since > version && columns.count(c.name))
         out.push_back(strprintf("column %s.%s (of schema version %d) is present", t.name, c.name, c.since));
-      if (c.since <= version && !columns.count(c.name)) out.push_back(strprintf("column %s.%s is missing", t.name, c.name));
+      if (c.since <= version && !columns.count(c.name))
+        out.push_back(strprintf("column %s.%s is missing", t.name, c.name));
     }
   }
   return out;
@@ -176,8 +195,8 @@ struct CaseWriter {
     if (find.step()) {
       int64_t id = find.column_int(0);
       bool same = find.column_text(1) == hash && find.column_int(2) == r.grade;
-      FUNDUS_CHECK(same, where << "case '" << r.id << "' is already in the store (id " << id
-                               << ") with a different " << (find.column_text(1) != hash ? "image" : "grade")
+      FUNDUS_CHECK(same, where << "case '" << r.id << "' is already in the store (id " << id << ") with a different "
+                               << (find.column_text(1) != hash ? "image" : "grade")
                                << "; remove it first (fundus store remove) or give the new case another id");
       return {id, false};
     }
@@ -223,8 +242,11 @@ std::string health_key(int64_t model_id) { return "health." + std::to_string(mod
 
 std::string case_record_problem(const CaseRecord& r) {
   if (r.id.empty()) return "case without an id";
-  for (auto [name, value] : {std::pair<const char*, const std::string*>{"id", &r.id}, {"image path", &r.image_path},
-                             {"patient", &r.patient}, {"eye", &r.eye}, {"split", &r.split}}) {
+  for (auto [name, value] : {std::pair<const char*, const std::string*>{"id", &r.id},
+                             {"image path", &r.image_path},
+                             {"patient", &r.patient},
+                             {"eye", &r.eye},
+                             {"split", &r.split}}) {
     std::string why = text_problem(*value);
     if (!why.empty()) return "case '" + r.id + "': " + name + " " + why;
   }
@@ -268,10 +290,11 @@ CaseStore::CaseStore(const std::string& path, const StoreOptions& options) : pat
   // The version indexes the migration table: anything outside 0..current must stop here.
   FUNDUS_CHECK(version >= 0, path << ": case store schema version " << version << " is invalid (versions are 0-"
                                   << kStoreSchemaVersion << "); the file is damaged or its user_version was edited");
-  FUNDUS_CHECK(version <= kStoreSchemaVersion,
-               path << ": case store schema version " << version << " is newer than this build supports ("
-                    << kStoreSchemaVersion << "); use a newer fundus");
-  int64_t tables = db_->query_int("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
+  FUNDUS_CHECK(version <= kStoreSchemaVersion, path << ": case store schema version " << version
+                                                    << " is newer than this build supports (" << kStoreSchemaVersion
+                                                    << "); use a newer fundus");
+  int64_t tables =
+      db_->query_int("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
   if (version == 0 && tables == 0) {
     FUNDUS_CHECK(create, path << ": not a case store (an empty SQLite database); `fundus store add` creates one");
     db_->exec("PRAGMA page_size = 16384");  // descriptor blobs are 4-10 KB: fewer overflow pages
@@ -279,10 +302,10 @@ CaseStore::CaseStore(const std::string& path, const StoreOptions& options) : pat
     verify_schema(version);
   }
   if (options.read_only) {
-    FUNDUS_CHECK(version == kStoreSchemaVersion,
-                 path << ": case store schema version " << version << " predates this build's " << kStoreSchemaVersion
-                      << "; upgrade it once with `fundus store migrate --store " << path
-                      << "` (read-only commands never write)");
+    FUNDUS_CHECK(version == kStoreSchemaVersion, path << ": case store schema version " << version
+                                                      << " predates this build's " << kStoreSchemaVersion
+                                                      << "; upgrade it once with `fundus store migrate --store " << path
+                                                      << "` (read-only commands never write)");
   } else {
     db_->exec("PRAGMA journal_mode = WAL");
     db_->exec("PRAGMA synchronous = NORMAL");
@@ -306,7 +329,8 @@ void CaseStore::verify_schema(int64_t version) {
   for (int64_t v = 1; v <= kStoreSchemaVersion && !matches; ++v)
     if (schema_differences(*db_, v).empty()) matches = v;
   if (version == 0 && !matches) {
-    int64_t tables = db_->query_int("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
+    int64_t tables =
+        db_->query_int("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
     FUNDUS_THROW(path_ << ": a SQLite database but not a fundus case store (it has " << tables
                        << " foreign tables and no schema version)");
   }
@@ -316,8 +340,7 @@ void CaseStore::verify_schema(int64_t version) {
     message += "; they are the tables of schema version " + std::to_string(matches) +
                ": if only the version number was changed, restore it with sqlite3 " + path_ +
                " 'PRAGMA user_version = " + std::to_string(matches) + "'";
-  else
-    message += "; the file is damaged: restore it from a copy";
+  else message += "; the file is damaged: restore it from a copy";
   FUNDUS_THROW(message);
 }
 
@@ -510,7 +533,11 @@ int64_t CaseStore::register_model(const std::string& name, const std::string& co
   sqlite::Statement insert(*db_,
                            "INSERT INTO models(name, config, checkpoint_hash, preprocessing, descriptor_dim) "
                            "VALUES (?, ?, ?, ?, ?)");
-  insert.bind(1, name).bind(2, config_text).bind(3, checkpoint_hash).bind(4, prep_text).bind(5, int64_t(descriptor_dim));
+  insert.bind(1, name)
+      .bind(2, config_text)
+      .bind(3, checkpoint_hash)
+      .bind(4, prep_text)
+      .bind(5, int64_t(descriptor_dim));
   insert.run();
   int64_t id = db_->last_insert_rowid();
   tx.commit();
@@ -533,7 +560,8 @@ std::vector<ModelInfo> CaseStore::list_models() const {
   return out;
 }
 
-std::optional<int64_t> CaseStore::find_model(const std::string& checkpoint_hash, const std::string& preprocessing) const {
+std::optional<int64_t> CaseStore::find_model(const std::string& checkpoint_hash,
+                                             const std::string& preprocessing) const {
   std::string prep_text = canonical_json(preprocessing, "preprocessing");
   std::lock_guard<std::mutex> lock(mu_);
   sqlite::Statement find(*db_, "SELECT id FROM models WHERE checkpoint_hash = ? AND preprocessing = ?");
@@ -556,11 +584,10 @@ int64_t CaseStore::model_dim(int64_t model_id) const {
 
 // ---- embeddings --------------------------------------------------------------------------------
 
-void CaseStore::put_embeddings(int64_t model_id, const std::vector<int64_t>& case_ids, const float* vectors,
-                               int dim) {
+void CaseStore::put_embeddings(int64_t model_id, const std::vector<int64_t>& case_ids, const float* vectors, int dim) {
   for (size_t i = 0; i < case_ids.size() * size_t(dim); ++i)
-    FUNDUS_CHECK(std::isfinite(vectors[i]), path_ << ": put_embeddings: non-finite value in the vector of case id "
-                                                  << case_ids[i / size_t(dim)]);
+    FUNDUS_CHECK(std::isfinite(vectors[i]),
+                 path_ << ": put_embeddings: non-finite value in the vector of case id " << case_ids[i / size_t(dim)]);
   std::lock_guard<std::mutex> lock(mu_);
   int64_t expected = model_dim(model_id);
   FUNDUS_CHECK(dim == expected, path_ << ": put_embeddings: vectors have " << dim << " dimensions but model "
@@ -574,8 +601,8 @@ void CaseStore::put_embeddings(int64_t model_id, const std::vector<int64_t>& cas
   for (size_t i = 0; i < case_ids.size(); ++i) {
     exists.reset();
     exists.bind(1, case_ids[i]);
-    FUNDUS_CHECK(exists.step(), path_ << ": put_embeddings: no case with id " << case_ids[i]
-                                      << " (nothing was written)");
+    FUNDUS_CHECK(exists.step(),
+                 path_ << ": put_embeddings: no case with id " << case_ids[i] << " (nothing was written)");
     upsert.reset();
     upsert.bind(1, case_ids[i]).bind(2, model_id);
     upsert.bind_blob(3, vectors + i * size_t(dim), size_t(dim) * sizeof(float));
@@ -614,8 +641,8 @@ EmbeddingMatrix CaseStore::get_embeddings(int64_t model_id) const {
 void CaseStore::copy_vector(int64_t case_id, int64_t model_id, const void* data, size_t bytes, int64_t dim,
                             float* out) const {
   if (bytes != size_t(dim) * sizeof(float))
-    FUNDUS_CORRUPT(case_id, strprintf("corrupt embedding for model %lld (%zu bytes, expected %lld)", (long long)model_id,
-                                      bytes, (long long)dim * 4));
+    FUNDUS_CORRUPT(case_id, strprintf("corrupt embedding for model %lld (%zu bytes, expected %lld)",
+                                      (long long)model_id, bytes, (long long)dim * 4));
   std::memcpy(out, data, bytes);  // BLOB memory may sit anywhere in a page: no float reads in place
   for (int64_t j = 0; j < dim; ++j)
     if (!std::isfinite(out[j]))
@@ -684,8 +711,9 @@ std::string CaseStore::model_health(int64_t model_id) const {
 }
 
 std::string CaseStore::model_health_locked(int64_t model_id) const {
-  sqlite::Statement st(*db_, "SELECT h.value, t.value FROM store_info h JOIN store_info t ON t.key = ? "
-                             "WHERE h.key = ?");
+  sqlite::Statement st(*db_,
+                       "SELECT h.value, t.value FROM store_info h JOIN store_info t ON t.key = ? "
+                       "WHERE h.key = ?");
   st.bind(1, token_key(model_id)).bind(2, health_key(model_id));
   if (!st.step()) return "";
   const std::string record = st.column_text(0), token = st.column_text(1);
@@ -715,8 +743,8 @@ std::vector<StoredCase> CaseStore::cases_without_embedding(int64_t model_id) con
 
 void CaseStore::export_cases_csv(const std::string& path) const {
   auto cases = list_cases();
-  std::string text = csv_line({"id", "external_id", "image_path", "content_hash", "grade", "patient", "eye", "split",
-                               "meta", "added_at"});
+  std::string text = csv_line(
+      {"id", "external_id", "image_path", "content_hash", "grade", "patient", "eye", "split", "meta", "added_at"});
   for (auto& c : cases)
     text += csv_line({std::to_string(c.id), c.external_id, c.image_path, c.content_hash, std::to_string(c.grade),
                       c.patient, c.eye, c.split, c.meta, c.added_at});
@@ -758,9 +786,10 @@ StoreCheck CaseStore::check() const {
   sqlite::Statement info(*db_, "SELECT value FROM store_info WHERE key = 'store_id'");
   if (!info.step() || info.column_text(0).empty()) report("store_info", "store_info: no store_id");
 
-  sqlite::Statement cases(*db_,
-                          "SELECT id, external_id, image_path, patient, eye, split, typeof(grade), grade, content_hash, "
-                          "meta, typeof(external_id), typeof(image_path), typeof(meta) FROM cases ORDER BY id");
+  sqlite::Statement cases(
+      *db_,
+      "SELECT id, external_id, image_path, patient, eye, split, typeof(grade), grade, content_hash, "
+      "meta, typeof(external_id), typeof(image_path), typeof(meta) FROM cases ORDER BY id");
   while (cases.step()) {
     const int64_t id = cases.column_int(0);
     const char* const names[] = {"external_id", "image_path", "patient", "eye", "split"};
@@ -778,10 +807,8 @@ StoreCheck CaseStore::check() const {
       case_problem("grade", id, "grade " + std::to_string(cases.column_int(7)) + " outside 0-4");
     if (cases.column_text(8).empty()) case_problem("content_hash", id, "empty content_hash");
     std::string why;
-    if (cases.column_text(12) != "text")
-      case_problem("meta", id, "meta is not text");
-    else if (!try_parse_json(cases.column_text(9), why))
-      case_problem("meta", id, "meta: " + why);
+    if (cases.column_text(12) != "text") case_problem("meta", id, "meta is not text");
+    else if (!try_parse_json(cases.column_text(9), why)) case_problem("meta", id, "meta: " + why);
   }
 
   sqlite::Statement models(*db_,
@@ -791,8 +818,8 @@ StoreCheck CaseStore::check() const {
     const std::string model = "model " + std::to_string(models.column_int(0)) + ": ";
     const int64_t dim = models.column_int(2);
     if (models.column_text(1) != "integer" || dim < 1 || dim > kMaxDescriptorDim)
-      report("model", model + "descriptor_dim '" + models.column_text(2) + "' outside 1-" +
-                          std::to_string(kMaxDescriptorDim));
+      report("model",
+             model + "descriptor_dim '" + models.column_text(2) + "' outside 1-" + std::to_string(kMaxDescriptorDim));
     std::string why;
     if (!try_parse_json(models.column_text(3), why)) report("model", model + "config: " + why);
     if (!try_parse_json(models.column_text(4), why)) report("model", model + "preprocessing: " + why);
@@ -800,9 +827,10 @@ StoreCheck CaseStore::check() const {
     if (models.column_text(6) != "integer") report("model", model + "embeddings_version is not an integer");
   }
 
-  sqlite::Statement vectors(*db_,
-                            "SELECT e.case_id, e.model_id, typeof(e.vector), e.vector, m.descriptor_dim FROM embeddings e "
-                            "JOIN models m ON m.id = e.model_id ORDER BY e.model_id, e.case_id");
+  sqlite::Statement vectors(
+      *db_,
+      "SELECT e.case_id, e.model_id, typeof(e.vector), e.vector, m.descriptor_dim FROM embeddings e "
+      "JOIN models m ON m.id = e.model_id ORDER BY e.model_id, e.case_id");
   std::vector<float> v;
   while (vectors.step()) {
     const int64_t id = vectors.column_int(0), model = vectors.column_int(1), dim = vectors.column_int(4);
@@ -824,8 +852,8 @@ StoreCheck CaseStore::check() const {
 
   for (const auto& [kind, n] : seen)
     if (n > kMaxProblemsPerKind)
-      c.problems.push_back(strprintf("... and %zu more problems of kind '%s' (%zu in all)", n - kMaxProblemsPerKind,
-                                     kind.c_str(), n));
+      c.problems.push_back(
+          strprintf("... and %zu more problems of kind '%s' (%zu in all)", n - kMaxProblemsPerKind, kind.c_str(), n));
   return c;
 }
 

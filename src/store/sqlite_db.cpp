@@ -17,11 +17,11 @@ void Database::fail(int rc, const std::string& what) const {
   if (primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT)
     FUNDUS_THROW(path_ << ": not a SQLite database or the file is corrupt (" << detail << ")");
   if (primary == SQLITE_READONLY)
-    FUNDUS_THROW(path_ << ": cannot write to the case store (" << detail << ") during " << what
-                       << (read_only_ ? "; it was opened read-only" : "; check the permissions of the file and its folder"));
+    FUNDUS_THROW(
+        path_ << ": cannot write to the case store (" << detail << ") during " << what
+              << (read_only_ ? "; it was opened read-only" : "; check the permissions of the file and its folder"));
   if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
-    FUNDUS_THROW(path_ << ": database is locked by another writer; gave up after the busy timeout during "
-                       << what);
+    FUNDUS_THROW(path_ << ": database is locked by another writer; gave up after the busy timeout during " << what);
   FUNDUS_THROW(path_ << ": " << what << " failed: " << detail);
 }
 
@@ -32,10 +32,8 @@ namespace {
 std::string file_uri(const std::string& path) {
   std::string uri = "file:";
   for (unsigned char c : path) {
-    if (std::isalnum(c) || c == '/' || c == '.' || c == '-' || c == '_' || c == '~')
-      uri += char(c);
-    else
-      uri += strprintf("%%%02X", c);
+    if (std::isalnum(c) || c == '/' || c == '.' || c == '-' || c == '_' || c == '~') uri += char(c);
+    else uri += strprintf("%%%02X", c);
   }
   return uri;
 }
@@ -129,8 +127,7 @@ bool Statement::step() {
 }
 
 void Statement::run() {
-  while (step()) {
-  }
+  while (step()) {}
 }
 
 void Statement::reset() {

@@ -33,7 +33,7 @@ class Statement {
   void reset();
 
   int64_t column_int(int index) const;
-  bool column_is_integer(int index) const;  // the stored value's type, not its conversion
+  bool column_is_integer(int index) const;   // the stored value's type, not its conversion
   std::string column_text(int index) const;  // "" for NULL
   const void* column_blob(int index, size_t& size) const;
 

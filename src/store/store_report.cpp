@@ -62,8 +62,8 @@ std::string format_store_stats(const StoreStats& stats, const std::vector<ModelI
   out << stats.cases << " cases, " << stats.patients << " patients, " << models.size() << " models\n\n";
   out << strprintf("%-10s %8s %7s\n", "grade", "cases", "%");
   for (int g = 0; g < kNumGrades; ++g)
-    out << strprintf("%-10s %8lld %7s\n", (std::to_string(g) + " " + grade_name(g)).c_str(), (long long)stats.per_grade[g],
-                     percent(stats.per_grade[g], stats.cases).c_str());
+    out << strprintf("%-10s %8lld %7s\n", (std::to_string(g) + " " + grade_name(g)).c_str(),
+                     (long long)stats.per_grade[g], percent(stats.per_grade[g], stats.cases).c_str());
   out << strprintf("\n%-10s %8s %7s\n", "split", "cases", "%");
   for (auto& [name, n] : stats.per_split)
     out << strprintf("%-10s %8lld %7s\n", name.empty() ? "(none)" : name.c_str(), (long long)n,
@@ -74,7 +74,8 @@ std::string format_store_stats(const StoreStats& stats, const std::vector<ModelI
       auto it = stats.embeddings_per_model.find(m.id);
       long long n = it == stats.embeddings_per_model.end() ? 0 : (long long)it->second;
       out << strprintf("%5lld  %-20s %5d %5lld/%lld  %.12s  %s\n", (long long)m.id, m.name.c_str(), m.descriptor_dim, n,
-                       (long long)stats.cases, m.checkpoint_hash.c_str(), health_cell(health_json(stats, m.id)).c_str());
+                       (long long)stats.cases, m.checkpoint_hash.c_str(),
+                       health_cell(health_json(stats, m.id)).c_str());
     }
   }
   return out.str();

@@ -30,7 +30,8 @@ bool selects_on_validation(const TrainSettings& t) { return t.select != "last" &
 // The recipe as far as results depend on it (threads, workers, logging and the seed excluded).
 Json recipe_identity(const CvOptions& o) {
   Json c = o.config.to_json();
-  for (const char* k : {"seed", "threads", "workers", "prefetch_batches", "cache_dir", "feature_cache_dir", "val_batch_size"})
+  for (const char* k :
+       {"seed", "threads", "workers", "prefetch_batches", "cache_dir", "feature_cache_dir", "val_batch_size"})
     c["train"].erase(k);
   c.erase("preset");
   return {{"config", c}, {"folds", o.folds}, {"fold_seed", o.fold_seed}, {"inner_val_fraction", o.inner_val_fraction}};
@@ -73,8 +74,8 @@ FoldEmbeddings train_and_embed(const Dataset& data, const std::string& dir, uint
     FUNDUS_CHECK(a.shape.size() == 2 && a.shape[0] == int64_t(data.size()) && meta.at("ids").size() == data.size(),
                  npy << ": does not match the fold's " << data.size() << " images; delete " << dir << " to redo it");
     for (size_t i = 0; i < data.size(); ++i)
-      FUNDUS_CHECK(meta["ids"][i] == data.records[i].id, meta_path << ": ids differ from the fold's manifest; delete "
-                                                                    << dir << " to redo it");
+      FUNDUS_CHECK(meta["ids"][i] == data.records[i].id,
+                   meta_path << ": ids differ from the fold's manifest; delete " << dir << " to redo it");
     f.dim = a.shape[1];
     f.vectors = a.as_float();
     f.train_seconds = meta.value("train_seconds", 0.0);
@@ -113,7 +114,9 @@ FoldEmbeddings train_and_embed(const Dataset& data, const std::string& dir, uint
   Json ids = Json::array();
   for (const auto& r : data.records) ids.push_back(r.id);
   write_npy(npy, f.vectors.data(), {int64_t(data.size()), f.dim});
-  save_json_file(meta_path, {{"ids", ids}, {"train_seconds", f.train_seconds}, {"checkpoint_meta", model.meta.value("batchnorm", Json())}});
+  save_json_file(
+      meta_path,
+      {{"ids", ids}, {"train_seconds", f.train_seconds}, {"checkpoint_meta", model.meta.value("batchnorm", Json())}});
   if (!o.keep_checkpoints) {
     std::filesystem::remove_all(join_path(run_dir, "checkpoints"));
     std::filesystem::remove(join_path(run_dir, "best.pth"));
@@ -219,8 +222,13 @@ Json summarise(const std::vector<CvRun>& runs, const std::vector<std::string>& p
       for (const auto& [seed, v] : by_seed) seed_means.push_back(stats_of(v).mean);
       Stats sm = stats_of(seed_means);
       auto num = [](double x) { return std::isfinite(x) ? Json(x) : Json(); };
-      per_metric[m] = {{"mean", num(s.mean)}, {"std", num(s.std)}, {"min", num(s.min)}, {"max", num(s.max)},
-                       {"runs", s.n},         {"chance", num(c.mean)}, {"seed_std", num(sm.std)},
+      per_metric[m] = {{"mean", num(s.mean)},
+                       {"std", num(s.std)},
+                       {"min", num(s.min)},
+                       {"max", num(s.max)},
+                       {"runs", s.n},
+                       {"chance", num(c.mean)},
+                       {"seed_std", num(sm.std)},
                        {"seeds", int64_t(by_seed.size())}};
     }
     summary[post] = per_metric;
@@ -238,8 +246,8 @@ std::string markdown(const Json& summary, const std::vector<CvRun>& runs, const 
   std::set<uint64_t> seeds;
   for (const auto& r : runs) seeds.insert(r.seed);
   for (uint64_t s : seeds) md << " " << s;
-  md << "; held-out fold queried against the other folds. Cells: mean ± std over " << runs.size() / std::max<size_t>(1, posts.size())
-     << " runs (chance floor).\n\n| metric |";
+  md << "; held-out fold queried against the other folds. Cells: mean ± std over "
+     << runs.size() / std::max<size_t>(1, posts.size()) << " runs (chance floor).\n\n| metric |";
   for (const auto& p : posts) md << " " << p << " |";
   md << "\n|---|";
   for (size_t i = 0; i < posts.size(); ++i) md << "---|";
@@ -252,13 +260,15 @@ std::string markdown(const Json& summary, const std::vector<CvRun>& runs, const 
     }
     md << "\n";
   }
-  md << "\nPer run (" << posts.front() << "):\n\n| seed | fold | P@10 | macro P@10 | mAP@10 | MAP@R | Mild P@10 | kNN QWK | train s |\n"
+  md << "\nPer run (" << posts.front()
+     << "):\n\n| seed | fold | P@10 | macro P@10 | mAP@10 | MAP@R | Mild P@10 | kNN QWK | train s |\n"
      << "|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& r : runs)
     if (r.postprocess == posts.front())
-      md << "| " << r.seed << " | " << r.fold + 1 << " | " << fmt(r.values["P@10"]) << " | " << fmt(r.values["macro_P@10"])
-         << " | " << fmt(r.values["mAP@10"]) << " | " << fmt(r.values["MAP@R"]) << " | " << fmt(r.values["P@10 Mild"])
-         << " | " << fmt(r.values["kNN_QWK"]) << " | " << strprintf("%.0f", r.train_seconds) << " |\n";
+      md << "| " << r.seed << " | " << r.fold + 1 << " | " << fmt(r.values["P@10"]) << " | "
+         << fmt(r.values["macro_P@10"]) << " | " << fmt(r.values["mAP@10"]) << " | " << fmt(r.values["MAP@R"]) << " | "
+         << fmt(r.values["P@10 Mild"]) << " | " << fmt(r.values["kNN_QWK"]) << " | "
+         << strprintf("%.0f", r.train_seconds) << " |\n";
   return md.str();
 }
 
@@ -285,7 +295,8 @@ Json CvOptions::to_json() const {
 CvResult run_cross_validation(const CvOptions& o) {
   FUNDUS_CHECK(!o.seeds.empty(), "cv: no seeds");
   FUNDUS_CHECK(!o.postprocess.empty(), "cv: no post-processing variant (use none)");
-  FUNDUS_CHECK(o.inner_val_fraction > 0 && o.inner_val_fraction < 0.5, "cv: inner validation fraction must be in (0, 0.5)");
+  FUNDUS_CHECK(o.inner_val_fraction > 0 && o.inner_val_fraction < 0.5,
+               "cv: inner validation fraction must be in (0, 0.5)");
   std::vector<std::string> posts;
   for (const auto& p : o.postprocess) posts.push_back(parse_postprocess(p).to_string());  // validate all first
   FUNDUS_CHECK(file_exists(o.data), o.data << ": dataset not found");
@@ -321,10 +332,12 @@ CvResult run_cross_validation(const CvOptions& o) {
         run.train_seconds = f.train_seconds;
         if (post == posts.front())
           FUNDUS_INFO("cv seed " << seed << " fold " << k + 1 << "/" << o.folds << ": P@10 " << fmt(run.values["P@10"])
-                                 << " (chance " << fmt(run.chance["P@10"]) << "), macro P@10 " << fmt(run.values["macro_P@10"])
-                                 << ", mAP@10 " << fmt(run.values["mAP@10"]) << ", Mild P@10 " << fmt(run.values["P@10 Mild"])
-                                 << ", kNN QWK " << fmt(run.values["kNN_QWK"]) << ", descriptors "
-                                 << run.health.value("status", std::string()) << strprintf(", trained in %.0f s", f.train_seconds));
+                                 << " (chance " << fmt(run.chance["P@10"]) << "), macro P@10 "
+                                 << fmt(run.values["macro_P@10"]) << ", mAP@10 " << fmt(run.values["mAP@10"])
+                                 << ", Mild P@10 " << fmt(run.values["P@10 Mild"]) << ", kNN QWK "
+                                 << fmt(run.values["kNN_QWK"]) << ", descriptors "
+                                 << run.health.value("status", std::string())
+                                 << strprintf(", trained in %.0f s", f.train_seconds));
         result.runs.push_back(std::move(run));
       }
     }
@@ -334,8 +347,13 @@ CvResult run_cross_validation(const CvOptions& o) {
   Json runs = Json::array();
   std::vector<std::vector<std::string>> rows = {{"seed", "fold", "postprocess", "metric", "value", "chance"}};
   for (const auto& r : result.runs) {
-    runs.push_back({{"seed", r.seed}, {"fold", r.fold + 1}, {"postprocess", r.postprocess}, {"values", r.values},
-                    {"chance", r.chance}, {"health", r.health}, {"train_seconds", r.train_seconds}});
+    runs.push_back({{"seed", r.seed},
+                    {"fold", r.fold + 1},
+                    {"postprocess", r.postprocess},
+                    {"values", r.values},
+                    {"chance", r.chance},
+                    {"health", r.health},
+                    {"train_seconds", r.train_seconds}});
     for (const auto& m : cv_metric_names())
       rows.push_back({std::to_string(r.seed), std::to_string(r.fold + 1), r.postprocess, m, fmt(r.values[m], "%.6f"),
                       fmt(r.chance[m], "%.6f")});

@@ -92,8 +92,8 @@ LossInputs DataParallel::gather_loss_inputs(const LossInputs& local) {
   std::vector<torch::Tensor> columns;
   for (const torch::Tensor* f : fields) {
     if (!f->defined()) continue;
-    FUNDUS_CHECK(f->dim() == 2 && f->size(0) == rows, "gather_loss_inputs: field of shape " << f->sizes()
-                                                                                           << " for " << rows << " rows");
+    FUNDUS_CHECK(f->dim() == 2 && f->size(0) == rows,
+                 "gather_loss_inputs: field of shape " << f->sizes() << " for " << rows << " rows");
     columns.push_back(f->detach().to(d.scalar_type()));
   }
   columns.push_back(local.grades.view({rows, 1}).to(d.device(), d.scalar_type()));
@@ -145,7 +145,8 @@ bool DataParallel::reduce_gradients(const std::vector<torch::Tensor>& params, bo
   }
   bool any_stop = false;
   if (buckets.empty()) {
-    torch::Tensor vote = torch::full({1}, stop_vote ? 1.0 : 0.0, torch::TensorOptions(torch::kFloat32).device(comm_.device()));
+    torch::Tensor vote =
+        torch::full({1}, stop_vote ? 1.0 : 0.0, torch::TensorOptions(torch::kFloat32).device(comm_.device()));
     comm_.all_reduce_sum(vote);
     any_stop = vote.item<double>() > 0;
   }

@@ -92,7 +92,9 @@ FeatureCache::FeatureCache(RetrievalNetImpl& net, const Dataset& dataset, const 
     dir = join_path(c.train.feature_cache_dir, frozen_identity(net, c).substr(0, 20));
     make_dirs(dir);
   }
-  auto entry_path = [&](int64_t i, int m) { return join_path(dir, hashes[size_t(i)].substr(0, 32) + "_" + std::to_string(m) + ".feat"); };
+  auto entry_path = [&](int64_t i, int m) {
+    return join_path(dir, hashes[size_t(i)].substr(0, 32) + "_" + std::to_string(m) + ".feat");
+  };
 
   std::unique_ptr<PreprocessCache> images;
   if (!c.train.cache_dir.empty()) images = std::make_unique<PreprocessCache>(c.train.cache_dir, c.preprocess);

@@ -92,8 +92,8 @@ Splits prepare_data(const TrainRequest& req) {
                                                   << "' (splits present: " << splits_text
                                                   << "); make one with `fundus dataset split`");
   FUNDUS_CHECK(!s.val.records.empty() || !selects_on_validation(req.config.train),
-               req.data << ": no images in validation split '" << req.val_split << "' (splits present: "
-                        << splits_text << "); train.select=" << req.config.train.select
+               req.data << ": no images in validation split '" << req.val_split << "' (splits present: " << splits_text
+                        << "); train.select=" << req.config.train.select
                         << " needs one (or use train.select=last or train_loss)");
   std::vector<std::string> missing;
   for (const Dataset* d : {&s.train, &s.val})
@@ -139,20 +139,41 @@ void load_optimizer(torch::optim::Optimizer& opt, const std::string& bytes, cons
     archive.load_from(in, device);
     opt.load(archive);
   } catch (const c10::Error& e) {
-    FUNDUS_THROW(source << ": optimiser state does not fit this configuration (" << e.what_without_backtrace()
-                        << ")");
+    FUNDUS_THROW(source << ": optimiser state does not fit this configuration (" << e.what_without_backtrace() << ")");
   } catch (const std::exception& e) {  // e.g. bad_alloc for an absurd size in a damaged archive
     FUNDUS_THROW(source << ": unreadable optimiser state (" << e.what() << ")");
   }
 }
 
 // ---- logs ------------------------------------------------------------------------------------
-const std::vector<std::string> kCsvColumns = {
-    "kind",     "epoch",      "step",        "lr",         "loss",        "ftl",       "batch_hard",
-    "contrastive", "ce",      "bce",         "relevance_mean", "mean_cos", "ftl_blind", "images_per_s",
-    "train_loss", "train_ftl", "train_ftl_blind", "train_mean_cos", "val_P@10", "val_mAP@10", "val_macro_P@10",
-    "val_macro_mAP@10", "chance_P@10", "chance_macro_P@10", "val_mean_cos", "val_relative_spread",
-    "val_health", "seconds"};
+const std::vector<std::string> kCsvColumns = {"kind",
+                                              "epoch",
+                                              "step",
+                                              "lr",
+                                              "loss",
+                                              "ftl",
+                                              "batch_hard",
+                                              "contrastive",
+                                              "ce",
+                                              "bce",
+                                              "relevance_mean",
+                                              "mean_cos",
+                                              "ftl_blind",
+                                              "images_per_s",
+                                              "train_loss",
+                                              "train_ftl",
+                                              "train_ftl_blind",
+                                              "train_mean_cos",
+                                              "val_P@10",
+                                              "val_mAP@10",
+                                              "val_macro_P@10",
+                                              "val_macro_mAP@10",
+                                              "chance_P@10",
+                                              "chance_macro_P@10",
+                                              "val_mean_cos",
+                                              "val_relative_spread",
+                                              "val_health",
+                                              "seconds"};
 
 class MetricsLog {
  public:
@@ -170,10 +191,8 @@ class MetricsLog {
     std::vector<std::string> fields;
     for (const auto& c : kCsvColumns) {
       auto it = row.find(c);
-      if (it == row.end() || it->is_null())
-        fields.emplace_back();
-      else
-        fields.push_back(it->is_string() ? it->get<std::string>() : it->dump());
+      if (it == row.end() || it->is_null()) fields.emplace_back();
+      else fields.push_back(it->is_string() ? it->get<std::string>() : it->dump());
     }
     csv_ << csv_line(fields);
     jsonl_.flush();
@@ -218,7 +237,8 @@ Json validate(RetrievalNetImpl& net, const RunConfig& cfg, const Splits& splits,
   opt.chance_rounds = 50;
   RetrievalReport r = evaluate_retrieval(eval_set(q, splits.val), eval_set(g, splits.train), opt);
   DescriptorHealth health = assess_descriptors(g.data.data(), g.rows, g.dim);
-  if (health.flagged()) FUNDUS_WARN("validation: training-set descriptors " << health.summary() << "; " << health.advice());
+  if (health.flagged())
+    FUNDUS_WARN("validation: training-set descriptors " << health.summary() << "; " << health.advice());
   net.train();
   Json result = {{"val_mean_cos", health.mean_cosine},
                  {"val_relative_spread", health.relative_spread},
@@ -241,8 +261,9 @@ std::string rank_agreement(const TrainRequest& req) {
   Json config = req.config.to_json();
   for (const char* k : {"threads", "workers", "prefetch_batches", "cache_dir", "feature_cache_dir"})
     config["train"].erase(k);
-  std::string text = "resume=" + std::to_string(req.resume) + "\ndevice=" + req.device + "\nprecision=" +
-                     req.precision + "\ntrain_split=" + req.train_split + "\nval_split=" + req.val_split + "\n";
+  std::string text = "resume=" + std::to_string(req.resume) + "\ndevice=" + req.device +
+                     "\nprecision=" + req.precision + "\ntrain_split=" + req.train_split +
+                     "\nval_split=" + req.val_split + "\n";
   const Json flat = config.flatten();  // a named object: items() of a temporary would dangle
   for (const auto& [key, value] : flat.items()) text += "config" + key + "=" + value.dump() + "\n";
   return text;
@@ -260,18 +281,18 @@ std::string data_identity(const Splits& s) {
 
 // The config fields that must match for an exact resume (epochs, threads, workers may change).
 Json resume_identity(Json config) {
-  for (const char* k : {"epochs", "threads", "workers", "prefetch_batches", "stop_after_steps", "cache_dir", "feature_cache_dir",
-                        "val_batch_size", "val_every", "channels_last", "bn_recalibration_images"})
+  for (const char* k : {"epochs", "threads", "workers", "prefetch_batches", "stop_after_steps", "cache_dir",
+                        "feature_cache_dir", "val_batch_size", "val_every", "channels_last", "bn_recalibration_images"})
     config["train"].erase(k);
   config.erase("preset");
   return config;
 }
 
 struct RunState {
-  int epoch = 0;          // next epoch to run
-  int64_t batch = 0;      // next batch within it
-  int64_t step = 0;       // global steps done
-  double loss_sum = 0;    // running sums of the current epoch (for train_loss selection)
+  int epoch = 0;        // next epoch to run
+  int64_t batch = 0;    // next batch within it
+  int64_t step = 0;     // global steps done
+  double loss_sum = 0;  // running sums of the current epoch (for train_loss selection)
   int64_t loss_count = 0;
   double ftl_sum = 0, blind_sum = 0, cos_sum = 0;  // collapse guards: FTL vs its label-blind value
   int64_t guard_count = 0;
@@ -281,9 +302,15 @@ struct RunState {
   Json last_validation;
 
   Json to_json() const {
-    return {{"epoch", epoch},           {"batch", batch},           {"step", step},
-            {"loss_sum", loss_sum},     {"loss_count", loss_count}, {"best_value", best_value},
-            {"best_epoch", best_epoch}, {"history", history},       {"last_validation", last_validation},
+    return {{"epoch", epoch},
+            {"batch", batch},
+            {"step", step},
+            {"loss_sum", loss_sum},
+            {"loss_count", loss_count},
+            {"best_value", best_value},
+            {"best_epoch", best_epoch},
+            {"history", history},
+            {"last_validation", last_validation},
             {"guards", {ftl_sum, blind_sum, cos_sum, guard_count}}};
   }
   static RunState from_json(const Json& j) {
@@ -475,7 +502,8 @@ class Training {
     Json epoch_row = {{"kind", "epoch"}, {"epoch", epoch + 1}, {"step", st_.step}, {"train_loss", train_loss}};
     std::string guard_text = epoch_guards(st_, loss_cfg_, epoch + 1, epoch_row);
     batchnorm_record_ = recalibrate();
-    bool validate_now = !splits_.val.records.empty() && ((epoch + 1) % cfg_.train.val_every == 0 || epoch + 1 == epochs);
+    bool validate_now =
+        !splits_.val.records.empty() && ((epoch + 1) % cfg_.train.val_every == 0 || epoch + 1 == epochs);
     if (validate_now) {
       st_.last_validation = validate(*net_, cfg_, splits_, comm_.get());
       epoch_row.update(st_.last_validation);
@@ -488,7 +516,8 @@ class Training {
                    : select_last   ? double(epoch + 1)
                    : validate_now  ? epoch_row.value(cfg_.train.select, 0.0)
                                    : 0.0;
-    bool improved = has_value && (st_.best_epoch < 0 || (lower_is_better ? value < st_.best_value : value > st_.best_value));
+    bool improved =
+        has_value && (st_.best_epoch < 0 || (lower_is_better ? value < st_.best_value : value > st_.best_value));
     if (improved) {
       st_.best_value = value;
       st_.best_epoch = epoch + 1;
@@ -500,15 +529,14 @@ class Training {
       if (improved) save_checkpoint(best_path_, make_checkpoint(false));
       save_checkpoint(last_path_, make_checkpoint(true));
     }
-    std::string val_text = validate_now ? strprintf(" val P@10 %.3f mAP@10 %.3f macro-P@10 %.3f (chance %.3f / %.3f)",
-                                                    epoch_row["val_P@10"].get<double>(),
-                                                    epoch_row["val_mAP@10"].get<double>(),
-                                                    epoch_row["val_macro_P@10"].get<double>(),
-                                                    epoch_row["chance_P@10"].get<double>(),
-                                                    epoch_row["chance_macro_P@10"].get<double>())
-                                         : "";
-    FUNDUS_INFO("epoch " << epoch + 1 << "/" << epochs << ": train loss " << strprintf("%.4f", train_loss)
-                         << guard_text << val_text << (improved && !select_last ? "  [best]" : ""));
+    std::string val_text =
+        validate_now ? strprintf(" val P@10 %.3f mAP@10 %.3f macro-P@10 %.3f (chance %.3f / %.3f)",
+                                 epoch_row["val_P@10"].get<double>(), epoch_row["val_mAP@10"].get<double>(),
+                                 epoch_row["val_macro_P@10"].get<double>(), epoch_row["chance_P@10"].get<double>(),
+                                 epoch_row["chance_macro_P@10"].get<double>())
+                     : "";
+    FUNDUS_INFO("epoch " << epoch + 1 << "/" << epochs << ": train loss " << strprintf("%.4f", train_loss) << guard_text
+                         << val_text << (improved && !select_last ? "  [best]" : ""));
   }
 
   /// After the last epoch. With no training at all (train.epochs 0, not a resume) the initial model
@@ -559,7 +587,8 @@ class Training {
     if (!req_.resume && main_rank_) resolve_pretrained(cfg_.model.pretrained, backbone_name(cfg_.model.backbone));
     splits_ = prepare_data(req_);
     if (comm_)
-      comm_->check_same_everywhere("the training data (" + req_.data + ": ids, grades, splits)", data_identity(splits_));
+      comm_->check_same_everywhere("the training data (" + req_.data + ": ids, grades, splits)",
+                                   data_identity(splits_));
     if (main_rank_) {  // the run folder is rank 0's alone (it need not exist on the other machines)
       FUNDUS_CHECK(req_.resume || !file_exists(last_path_),
                    req_.out_dir << " already holds a run; continue it with --resume or choose another --out");
@@ -591,8 +620,8 @@ class Training {
       load_into(*net_, ckpt.model, {});
       load_optimizer(*optimizer_, ckpt.optimizer_state, last_path_, device_);
       st_ = RunState::from_json(ckpt.meta.at("state"));
-      FUNDUS_INFO("resuming " << req_.out_dir << " at epoch " << st_.epoch + 1 << ", batch " << st_.batch
-                              << " (step " << st_.step << ")");
+      FUNDUS_INFO("resuming " << req_.out_dir << " at epoch " << st_.epoch + 1 << ", batch " << st_.batch << " (step "
+                              << st_.step << ")");
     }
     if (comm_) {
       dp_ = std::make_unique<DataParallel>(*comm_, *net_);
@@ -634,21 +663,23 @@ class Training {
   void start_run() {
     FUNDUS_INFO("train: " << splits_.train.size() << " images (" << per_epoch_ << " batches of "
                           << cfg_.sampler.batch_size << "), val: " << splits_.val.size() << ", " << cfg_.train.epochs
-                          << " epochs, " << threads_ << " threads, model " << backbone_name(cfg_.model.backbone)
-                          << "/" << attention_name(cfg_.model.attention) << " " << cfg_.model.input_size << "px");
+                          << " epochs, " << threads_ << " threads, model " << backbone_name(cfg_.model.backbone) << "/"
+                          << attention_name(cfg_.model.attention) << " " << cfg_.model.input_size << "px");
     if (main_rank_) log_ = std::make_unique<MetricsLog>(req_.out_dir, req_.resume);
     sigint_ = std::make_unique<SigintGuard>();  // from here on, Ctrl-C ends the run with a checkpoint
     calibrator_ = std::make_unique<BatchNormCalibrator>(splits_.train, cfg_);
     run_start_ = std::chrono::steady_clock::now();
-    progress_ = std::make_unique<Progress>("train", std::max<int64_t>(0, per_epoch_ * cfg_.train.epochs - st_.step), "step");
+    progress_ =
+        std::make_unique<Progress>("train", std::max<int64_t>(0, per_epoch_ * cfg_.train.epochs - st_.step), "step");
     // Frozen backbone stages computed once per augmented copy (train/feature_cache.h).
     if (cfg_.train.feature_cache > 0) {
       feature_cache_ = std::make_unique<FeatureCache>(*net_, splits_.train, cfg_);
       const int copies = feature_cache_->copies();
-      FUNDUS_INFO("feature cache: " << copies << " cop" << (copies == 1 ? "y" : "ies") << " of the frozen stages' output, "
-                                    << strprintf("%.0f MB", double(feature_cache_->bytes()) / 1e6) << ", "
-                                    << feature_cache_->loaded_from_disk() << " entries from "
-                                    << (cfg_.train.feature_cache_dir.empty() ? "(no folder)" : cfg_.train.feature_cache_dir));
+      FUNDUS_INFO(
+          "feature cache: " << copies << " cop" << (copies == 1 ? "y" : "ies") << " of the frozen stages' output, "
+                            << strprintf("%.0f MB", double(feature_cache_->bytes()) / 1e6) << ", "
+                            << feature_cache_->loaded_from_disk() << " entries from "
+                            << (cfg_.train.feature_cache_dir.empty() ? "(no folder)" : cfg_.train.feature_cache_dir));
     }
   }
 
@@ -694,7 +725,7 @@ class Training {
       st_.blind_sum += loss.parts.count("ftl_blind") ? loss.parts.at("ftl_blind") : 0.0;
       ++st_.guard_count;
     }
-    Json row = {{"kind", "step"}, {"epoch", epoch + 1}, {"step", st_.step}, {"lr", lr},
+    Json row = {{"kind", "step"}, {"epoch", epoch + 1},          {"step", st_.step},  {"lr", lr},
                 {"loss", total},  {"images_per_s", n / seconds}, {"seconds", seconds}};
     for (const auto& [k, v] : loss.parts)
       if (k != "total") row[k] = v;

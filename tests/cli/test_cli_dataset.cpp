@@ -17,9 +17,7 @@ using test::shell_quote;
 // This suite links no OpenCV, so it writes its images as minimal PNGs: RGB, 8 bit, zlib "stored"
 // (uncompressed) deflate blocks. Any PNG decoder reads them.
 std::string png_image(int w, int h, int seed) {
-  auto be32 = [](uint32_t v) {
-    return std::string{char(v >> 24), char(v >> 16), char(v >> 8), char(v)};
-  };
+  auto be32 = [](uint32_t v) { return std::string{char(v >> 24), char(v >> 16), char(v >> 8), char(v)}; };
   auto chunk = [&](const std::string& type, const std::string& data) {
     std::string body = type + data;
     return be32(uint32_t(data.size())) + body + be32(crc32(body));
@@ -28,7 +26,8 @@ std::string png_image(int w, int h, int seed) {
   for (int y = 0; y < h; ++y) {
     raw += '\0';  // filter: none
     // Red-dominant, as a retina is: the image policy refuses what has no field of view (data/fov.h).
-    for (int x = 0; x < w; ++x) raw += {char(150 + (x * 2 + seed * 7) % 60), char(60 + y), char(20 + ((x ^ y) + seed) % 20)};
+    for (int x = 0; x < w; ++x)
+      raw += {char(150 + (x * 2 + seed * 7) % 60), char(60 + y), char(20 + ((x ^ y) + seed) % 20)};
   }
   std::string z = "\x78\x01";
   uint32_t a = 1, b = 0;
@@ -90,7 +89,8 @@ TEST(CliDataset, ValidateCleanAndBroken) {
 
   r = test::run_cli("dataset validate " + shell_quote(csv) + " --skip-bad");
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("21 rows, 19 usable, 2 problems: bad_grade 1, corrupt_image 1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("21 rows, 19 usable, 2 problems: bad_grade 1, corrupt_image 1"), std::string::npos)
+      << r.output;
 
   r = test::run_cli("dataset validate " + shell_quote(csv) + " --json --skip-bad");
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -49,9 +49,7 @@ const CliSetup& setup() {
   return *s;
 }
 
-std::string model_store() {
-  return " --model " + shell_quote(setup().ckpt) + " --store " + shell_quote(setup().store);
-}
+std::string model_store() { return " --model " + shell_quote(setup().ckpt) + " --store " + shell_quote(setup().store); }
 
 }  // namespace
 
@@ -249,7 +247,8 @@ TEST(CliSearch, QueryAndExplainRefuseImagesWithoutFieldOfView) {
                                      shell_quote(s.dir.file("black_panel.png"))}) {
     auto r = cli(cmd);
     EXPECT_EQ(r.exit_code, 1) << cmd << "\n" << r.output;
-    EXPECT_NE(r.output.find(black + ": no field of view found (the image is practically uniform"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(black + ": no field of view found (the image is practically uniform"), std::string::npos)
+        << r.output;
     EXPECT_NE(r.output.find("not a fundus photograph"), std::string::npos) << r.output;
     EXPECT_EQ(r.output.find("grade estimate"), std::string::npos) << r.output;
   }

@@ -152,7 +152,8 @@ TEST(CliStore, DamagedStoresAreClearErrorsNeverCrashesOrWrites) {
     auto r = test::run_cli(command + s);
     EXPECT_EQ(r.exit_code, 1) << command << "\n" << r.output;
     EXPECT_NE(r.output.find(db + ": case store schema version -100000 is invalid"), std::string::npos)
-        << command << "\n" << r.output;
+        << command << "\n"
+        << r.output;
   }
   test::run_sql(db, "PRAGMA user_version = 2; DROP TABLE store_info;");
   auto r = test::run_cli("store check" + s);
@@ -172,9 +173,9 @@ TEST(CliStore, DamagedStoresAreClearErrorsNeverCrashesOrWrites) {
   db = make_store(dir2);
   s = " --store " + shell_quote(db);
   test::run_sql(db,
-          "PRAGMA ignore_check_constraints = 1; UPDATE cases SET grade = 7 WHERE id = 2;"
-          "INSERT INTO models(name, checkpoint_hash, descriptor_dim) VALUES ('m', 'h', 2);"
-          "INSERT INTO embeddings VALUES (3, 1, X'0000C07F0000803F');");
+                "PRAGMA ignore_check_constraints = 1; UPDATE cases SET grade = 7 WHERE id = 2;"
+                "INSERT INTO models(name, checkpoint_hash, descriptor_dim) VALUES ('m', 'h', 2);"
+                "INSERT INTO embeddings VALUES (3, 1, X'0000C07F0000803F');");
   r = test::run_cli("store check" + s);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("case id 2: grade 7 outside 0-4"), std::string::npos) << r.output;
@@ -209,9 +210,9 @@ TEST(CliStore, ReadCommandsWorkOnAWriteProtectedStore) {
   // The folder read-only as well (SQLite cannot create its -shm file there), then writable.
   for (mode_t folder : {0755, 0777}) {
     ASSERT_EQ(::chmod(dir.path().c_str(), folder), 0);
-    for (const std::string& command : std::vector<std::string>{"store stats" + s, "store stats --json" + s,
-                                                               "store check" + s,
-                                                               "store export --out " + shell_quote(dir.file("out")) + s}) {
+    for (const std::string& command :
+         std::vector<std::string>{"store stats" + s, "store stats --json" + s, "store check" + s,
+                                  "store export --out " + shell_quote(dir.file("out")) + s}) {
       auto r = test::run_command(as + shell_quote(FUNDUS_CLI) + " " + command);
       EXPECT_EQ(r.exit_code, 0) << std::oct << folder << ": " << command << "\n" << r.output;
     }
@@ -226,17 +227,18 @@ TEST(CliStore, ReadCommandsWorkOnAWriteProtectedStore) {
 // Item 10: CLI11 read "-k 0x10" as 16, "010" as 8 and "1e1" as 10.
 TEST(CliStore, NumericOptionsAreDecimalOnly) {
   test::TempDir dir;
-  for (const std::string& args : std::vector<std::string>{
-           "query a.jpg --store " + shell_quote(dir.file("s.db")) + " --model m.ckpt -k 0x10",
-        "query a.jpg --store " + shell_quote(dir.file("s.db")) + " --model m.ckpt -k 1e1",
-        "store export --store " + shell_quote(dir.file("s.db")) + " --out o --model 0x1",
-        "store add --store " + shell_quote(dir.file("s.db")) + " --data d.csv --threads 0x2"}) {
+  for (const std::string& args :
+       std::vector<std::string>{"query a.jpg --store " + shell_quote(dir.file("s.db")) + " --model m.ckpt -k 0x10",
+                                "query a.jpg --store " + shell_quote(dir.file("s.db")) + " --model m.ckpt -k 1e1",
+                                "store export --store " + shell_quote(dir.file("s.db")) + " --out o --model 0x1",
+                                "store add --store " + shell_quote(dir.file("s.db")) + " --data d.csv --threads 0x2"}) {
     auto r = test::run_cli(args);
     EXPECT_NE(r.exit_code, 0) << args << "\n" << r.output;
     // (A range check on the same option may speak first: "Value 1e1 not in range 1 to 1000".)
     EXPECT_TRUE(r.output.find("is not a decimal integer") != std::string::npos ||
                 r.output.find("not in range") != std::string::npos)
-        << args << "\n" << r.output;
+        << args << "\n"
+        << r.output;
   }
   EXPECT_FALSE(file_exists(dir.file("s.db")));
 }

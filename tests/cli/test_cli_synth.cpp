@@ -38,9 +38,9 @@ TEST(CliSynth, WritesDatasetAndSummary) {
 
   // Same seed, one thread, single call again: identical labels and images.
   std::string again = dir.file("again");
-  ASSERT_EQ(test::run_cli("synth --out " + test::shell_quote(again) + " --count 7 --size 96 --seed 3 --threads 1")
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      test::run_cli("synth --out " + test::shell_quote(again) + " --count 7 --size 96 --seed 3 --threads 1").exit_code,
+      0);
   EXPECT_EQ(read_file(join_path(out, "labels.csv")), read_file(join_path(again, "labels.csv")));
   std::string first_image = t.field(t.rows[0], 0);
   EXPECT_EQ(read_file(join_path(out, first_image)), read_file(join_path(again, first_image)));

@@ -73,8 +73,7 @@ TEST(CliWeights, ListShowsWhatIsCachedAndPretrainedFindsIt) {
       << r.output;
   r = cli(home, "model info --preset cpu --pretrained imagenet");
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.output.find(home.file("torch/hub/checkpoints/mobilenet_v2-b0353104.pth") +
-                          ": not a PyTorch weight file"),
+  EXPECT_NE(r.output.find(home.file("torch/hub/checkpoints/mobilenet_v2-b0353104.pth") + ": not a PyTorch weight file"),
             std::string::npos)
       << "the cached file was the one read:\n"
       << r.output;

@@ -22,7 +22,7 @@ TEST(BoundedQueue, FifoOrderAndDrainAfterClose) {
   EXPECT_EQ(q.size(), 4u);
   EXPECT_EQ(q.pop(), 0);
   q.close();
-  EXPECT_FALSE(q.push(9));  // closed: dropped
+  EXPECT_FALSE(q.push(9));                            // closed: dropped
   for (int i = 1; i < 4; ++i) EXPECT_EQ(q.pop(), i);  // what was queued before close is still delivered
   EXPECT_EQ(q.pop(), std::nullopt);
   EXPECT_EQ(q.pop(), std::nullopt);  // and stays closed
@@ -40,8 +40,7 @@ TEST(BoundedQueue, ProducerWaitsWhileFullAndNeverExceedsCapacity) {
     for (int i = 0; i < items; ++i) {
       EXPECT_TRUE(q.push(i));
       size_t seen = q.size(), prev = largest.load();
-      while (seen > prev && !largest.compare_exchange_weak(prev, seen)) {
-      }
+      while (seen > prev && !largest.compare_exchange_weak(prev, seen)) {}
     }
     q.close();
   });
@@ -133,8 +132,7 @@ TEST(ParallelFor, CoversEachIndexOnceInContiguousChunks) {
       for (int64_t i = 0; i < n; ++i) EXPECT_EQ(hits[size_t(i)].load(), 1) << "n " << n << " index " << i;
       // Chunks of ceil(n / t) indices, t = min(threads, n): the last chunk may be shorter.
       const int64_t t = std::max<int64_t>(1, std::min<int64_t>(threads, n)), chunk = (n + t - 1) / t;
-      EXPECT_EQ(calls.load(), n == 0 ? 0 : int((n + chunk - 1) / chunk))
-          << "n " << n << " threads " << threads;
+      EXPECT_EQ(calls.load(), n == 0 ? 0 : int((n + chunk - 1) / chunk)) << "n " << n << " threads " << threads;
     }
   }
   // One thread runs the whole range in the caller.

@@ -44,8 +44,7 @@ TEST(Hash, Crc32KnownValues) {
 TEST(Hash, Sha256KnownValues) {
   EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  EXPECT_EQ(sha256_hex(std::string(1000000, 'a')),
-            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  EXPECT_EQ(sha256_hex(std::string(1000000, 'a')), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 TEST(Hash, Fnv1a64KnownValues) {
@@ -116,8 +115,9 @@ TEST(Framed, BinaryReaderBoundsChecked) {
 }
 
 TEST(Csv, QuotesLinesAndErrors) {
-  auto t = parse_csv("\xEF\xBB\xBFimage,grade,note\r\na.jpg,1,\"x, y\"\r\n\r\nb.jpg, 2 ,\"say \"\"hi\"\"\nthere\"\nc.jpg,3\n",
-                     "t.csv");
+  auto t = parse_csv(
+      "\xEF\xBB\xBFimage,grade,note\r\na.jpg,1,\"x, y\"\r\n\r\nb.jpg, 2 ,\"say \"\"hi\"\"\nthere\"\nc.jpg,3\n",
+      "t.csv");
   ASSERT_EQ(t.header.size(), 3u);
   EXPECT_EQ(t.header[0], "image");
   ASSERT_EQ(t.rows.size(), 3u);
@@ -153,11 +153,13 @@ TEST(Csv, RejectsWrongEncodingsNulBytesAndDuplicateColumns) {
             "or a damaged file?)");
   std::string utf16 = "\xFF\xFE";
   for (char c : std::string("image,grade\n")) utf16 += std::string(1, c) + std::string(1, '\0');
-  EXPECT_NE(message_of([&] { parse_csv(utf16, "u16.csv"); })
-                .find("u16.csv: the file is UTF-16 (little-endian byte order mark FF FE), not UTF-8; save it as UTF-8"),
+  EXPECT_NE(message_of([&] {
+              parse_csv(utf16, "u16.csv");
+            }).find("u16.csv: the file is UTF-16 (little-endian byte order mark FF FE), not UTF-8; save it as UTF-8"),
             std::string::npos);
-  EXPECT_NE(message_of([&] { parse_csv(utf16.substr(2), "u16.csv"); }).find("u16.csv: the file is UTF-16 (little-endian, no"),
-            std::string::npos);
+  EXPECT_NE(
+      message_of([&] { parse_csv(utf16.substr(2), "u16.csv"); }).find("u16.csv: the file is UTF-16 (little-endian, no"),
+      std::string::npos);
   EXPECT_NE(message_of([] { parse_csv("\xFE\xFF\0i\0m", "be.csv"); }).find("UTF-16 (big-endian byte order mark"),
             std::string::npos);
   EXPECT_EQ(message_of([] { parse_csv("image,grade,patient, grade\na.jpg,1,P,3\n", "dup.csv"); }),
@@ -200,7 +202,6 @@ TEST(Strings, StrictNumbers) {
   EXPECT_THROW(parse_int("", "g"), Error);
   EXPECT_DOUBLE_EQ(parse_double("1e-3", "x"), 1e-3);
 }
-
 
 // Issue 10 item 10: "0x2", "1e2", "k=0x10" were grades and counts (strtoll/strtod fallbacks).
 TEST(Strings, NumbersAreDecimalOnly) {
@@ -247,7 +248,8 @@ TEST(Strings, Utf8ValidationAndControlEscapes) {
 TEST(Json, NestingDepthIsBounded) {
   EXPECT_EQ(parse_json(nested(kMaxJsonDepth), "ok.json").dump().size(), nested(kMaxJsonDepth).size());
   EXPECT_EQ(parse_json(nested(kMaxJsonDepth, '['), "ok.json").dump().size(), nested(kMaxJsonDepth, '[').size());
-  EXPECT_EQ(message_of([] { parse_json(nested(kMaxJsonDepth + 1), "meta"); }), "meta: JSON nested deeper than 64 levels");
+  EXPECT_EQ(message_of([] { parse_json(nested(kMaxJsonDepth + 1), "meta"); }),
+            "meta: JSON nested deeper than 64 levels");
   EXPECT_EQ(message_of([] { parse_json(nested(60000), "meta"); }), "meta: JSON nested deeper than 64 levels");
   EXPECT_EQ(message_of([] { parse_json(nested(60000, '['), "meta"); }), "meta: JSON nested deeper than 64 levels");
   EXPECT_EQ(message_of([] { parse_json(nested(5), "cfg", 3); }), "cfg: JSON nested deeper than 3 levels");
@@ -309,11 +311,14 @@ TEST(Json, IntegersAreCheckedAsWritten) {
   EXPECT_EQ(json_value(Json{{"n", -3}}, "n", int64_t(0), "model"), -3);
   EXPECT_EQ(json_value(Json::object(), "n", 7, "model"), 7);
   EXPECT_EQ(json_value(Json{{"n", 18446744073709551615ull}}, "n", uint64_t(1), "train"), 18446744073709551615ull);
-  EXPECT_EQ(what(Json::parse(R"({"n": 1e30})"), 0), "model.n: 1e+30 is out of range (expected an integer from -2147483648 to 2147483647)");
-  EXPECT_EQ(what(Json{{"n", 3000000000ll}}, 0), "model.n: 3000000000 is out of range (expected an integer from -2147483648 to 2147483647)");
+  EXPECT_EQ(what(Json::parse(R"({"n": 1e30})"), 0),
+            "model.n: 1e+30 is out of range (expected an integer from -2147483648 to 2147483647)");
+  EXPECT_EQ(what(Json{{"n", 3000000000ll}}, 0),
+            "model.n: 3000000000 is out of range (expected an integer from -2147483648 to 2147483647)");
   EXPECT_EQ(what(Json{{"n", 2.5}}, 0), "model.n: 2.5 is not an integer");
   EXPECT_EQ(what(Json{{"n", "5"}}, 0), "model.n: expected an integer, got \"5\"");
-  EXPECT_EQ(what(Json{{"n", -1}}, uint64_t(0)), "model.n: -1 is out of range (expected an integer from 0 to 9223372036854775807)");
+  EXPECT_EQ(what(Json{{"n", -1}}, uint64_t(0)),
+            "model.n: -1 is out of range (expected an integer from 0 to 9223372036854775807)");
   EXPECT_EQ(what(Json::parse(R"({"n": 9.3e18})"), int64_t(0)),
             "model.n: 9.3e+18 is out of range (expected an integer from -9223372036854775808 to 9223372036854775807)");
   EXPECT_EQ(json_integer(Json(40), 32, 4096, "model.input_size"), 40);
@@ -362,11 +367,18 @@ TEST(Json, FieldReaderTypesRangesChoicesAndUnknownKeys) {
   // Every error names the source and the field.
   EXPECT_EQ(message([&] { read(Json{{"threads", 2000}}); }), "run.json: train.threads: 2000 outside 0-1024");
   EXPECT_EQ(message([&] { read(Json{{"threads", 2.5}}); }), "run.json: train.threads: 2.5 is not an integer");
-  EXPECT_EQ(message([&] { read(Json{{"colour", "blue"}}); }), "run.json: train.colour: 'blue' is not one of red, green");
+  EXPECT_EQ(message([&] {
+              read(Json{{"colour", "blue"}});
+            }),
+            "run.json: train.colour: 'blue' is not one of red, green");
   EXPECT_NE(message([&] { read(Json{{"lr", "fast"}}); }).find("run.json: train.lr: "), std::string::npos);
-  EXPECT_EQ(message([&] { read(Json{{"thread", 3}}); }),
+  EXPECT_EQ(message([&] {
+              read(Json{{"thread", 3}});
+            }),
             "run.json: train: unknown key 'thread' (did you mean 'threads'? known: threads, lr, name, colour)");
-  EXPECT_EQ(message([&] { read(Json{{"zzzzzz", 3}}); }),
+  EXPECT_EQ(message([&] {
+              read(Json{{"zzzzzz", 3}});
+            }),
             "run.json: train: unknown key 'zzzzzz' (known: threads, lr, name, colour)");
   EXPECT_EQ(message([&] { read(Json::array()); }), "run.json: train: expected a JSON object");
   // Choices: spellings both ways.
@@ -380,7 +392,7 @@ TEST(Strings, ClosestMatch) {
   EXPECT_EQ(closest_match("batch", keys), "batch_size");       // a truncation
   EXPECT_EQ(closest_match("batch_sise", keys), "batch_size");  // one typo
   EXPECT_EQ(closest_match("knd", keys), "kind");
-  EXPECT_EQ(closest_match("learning_rate", keys), "");         // nothing close
+  EXPECT_EQ(closest_match("learning_rate", keys), "");  // nothing close
   EXPECT_EQ(closest_match("x", {}), "");
 }
 

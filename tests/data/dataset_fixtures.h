@@ -21,8 +21,8 @@ inline cv::Mat fundus_like_image(int w, int h, int seed = 0) {
   for (int y = 0; y < h; ++y)
     for (int x = 0; x < w; ++x)
       img.at<cv::Vec3b>(y, x) = std::hypot(x + 0.5 - w / 2.0, y + 0.5 - h / 2.0) <= r
-                                    ? cv::Vec3b(uint8_t(170 + ((x * 3 + seed * 17) & 63)), uint8_t(70 + ((y * 5 + seed) & 31)),
-                                                uint8_t(20 + ((x ^ y) & 15)))
+                                    ? cv::Vec3b(uint8_t(170 + ((x * 3 + seed * 17) & 63)),
+                                                uint8_t(70 + ((y * 5 + seed) & 31)), uint8_t(20 + ((x ^ y) & 15)))
                                     : cv::Vec3b::all(uint8_t((x + y + seed) & 3));
   return img;
 }

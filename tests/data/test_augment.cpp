@@ -156,9 +156,15 @@ TEST(AugmentOptions, JsonRoundTripAndValidation) {
   AugmentOptions back = AugmentOptions::from_json(o.to_json());
   EXPECT_EQ(back.to_json(), o.to_json());
   EXPECT_DOUBLE_EQ(AugmentOptions::from_json(Json::object()).rotation_deg, 180);
-  EXPECT_NE(error_of([] { AugmentOptions::from_json(Json{{"rotate", 10}}); }).find("unknown key 'rotate'"), std::string::npos);
+  EXPECT_NE(error_of([] {
+              AugmentOptions::from_json(Json{{"rotate", 10}});
+            }).find("unknown key 'rotate'"),
+            std::string::npos);
   EXPECT_NE(error_of([] { AugmentOptions::from_json(Json{{"hflip", 2}}); }).find("augment.hflip"), std::string::npos);
-  EXPECT_NE(error_of([] { AugmentOptions::from_json(Json{{"scale", -0.1}}); }).find("augment.scale"), std::string::npos);
+  EXPECT_NE(error_of([] {
+              AugmentOptions::from_json(Json{{"scale", -0.1}});
+            }).find("augment.scale"),
+            std::string::npos);
   EXPECT_THROW(apply_augment(cv::Mat::zeros(4, 4, CV_8UC1), AugmentParams{}), Error);
 }
 

@@ -147,7 +147,8 @@ TEST(PreprocessCache, ConcurrentFillsFromFourThreads) {
   PreprocessCache check(dir.file("cache"), small_options());
   for (size_t i = 0; i < d.records.size(); ++i) EXPECT_TRUE(same_bytes(check.load(d.records[i].image_path), expect[i]));
   EXPECT_EQ(check.stats().hits, 6);
-  test::CommandResult tmp = test::run_command("find " + test::shell_quote(dir.file("cache")) + " -name '*.tmp*' | wc -l");
+  test::CommandResult tmp =
+      test::run_command("find " + test::shell_quote(dir.file("cache")) + " -name '*.tmp*' | wc -l");
   EXPECT_EQ(std::stoi(tmp.output), 0);
   test::CommandResult n = test::run_command("find " + test::shell_quote(dir.file("cache")) + " -name '*.fpc' | wc -l");
   EXPECT_EQ(std::stoi(n.output), 6);
@@ -156,7 +157,8 @@ TEST(PreprocessCache, ConcurrentFillsFromFourThreads) {
 TEST(PreprocessCache, BadImagesAreErrorsAndNotCached) {
   test::TempDir dir;
   PreprocessCache cache(dir.file("cache"), small_options());
-  EXPECT_NE(error_of([&] { cache.load(dir.file("nope.jpg")); }).find("nope.jpg: image file not found"), std::string::npos);
+  EXPECT_NE(error_of([&] { cache.load(dir.file("nope.jpg")); }).find("nope.jpg: image file not found"),
+            std::string::npos);
   write_file_atomic(dir.file("bad.jpg"), "\xFF\xD8 this is not a JPEG");
   EXPECT_NE(error_of([&] { cache.load(dir.file("bad.jpg")); }).find("bad.jpg"), std::string::npos);
   test::CommandResult n = test::run_command("find " + test::shell_quote(dir.file("cache")) + " -type f | wc -l");
@@ -169,7 +171,8 @@ TEST(PreprocessCache, UnwritableDirectoryIsAnError) {
   test::TempDir dir;
   make_dirs(dir.file("ro"));
   test::run_command("chmod 555 " + test::shell_quote(dir.file("ro")));
-  EXPECT_NE(error_of([&] { PreprocessCache c(dir.file("ro"), small_options()); }).find("not writable"), std::string::npos);
+  EXPECT_NE(error_of([&] { PreprocessCache c(dir.file("ro"), small_options()); }).find("not writable"),
+            std::string::npos);
   test::run_command("chmod 755 " + test::shell_quote(dir.file("ro")));
 }
 

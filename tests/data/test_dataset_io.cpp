@@ -104,7 +104,9 @@ TEST(DatasetIo, ForcedFormatWithMissingColumnNamesTheColumns) {
   DatasetLoadOptions o;
   o.format = DatasetFormat::aptos;
   std::string e = error_of([&] { load_dataset(dir.file("labels.csv"), o); });
-  EXPECT_NE(e.find("labels.csv:1: missing column 'id_code' for format aptos (columns: 'image', 'level')"), std::string::npos) << e;
+  EXPECT_NE(e.find("labels.csv:1: missing column 'id_code' for format aptos (columns: 'image', 'level')"),
+            std::string::npos)
+      << e;
 }
 
 TEST(DatasetIo, EyepacsTrainLabels) {
@@ -180,8 +182,8 @@ TEST(DatasetIo, FolderPerGrade) {
   write_test_image(dir.file("root/2_moderate/77_left.png"));
   write_test_image(dir.file("root/4 - PDR/z.JPG"));
   write_text(dir.file("root/0/notes.txt"), "not an image");
-  write_test_image(dir.file("root/masks/m.png"));       // not a grade folder: ignored
-  write_test_image(dir.file("root/7_other/q.jpg"));     // grade 7: a problem
+  write_test_image(dir.file("root/masks/m.png"));                // not a grade folder: ignored
+  write_test_image(dir.file("root/7_other/q.jpg"));              // grade 7: a problem
   write_test_image(dir.file("root/2_moderate/Patient1_L.jpg"));  // same id in two grade folders
   LoadResult r = load_dataset(dir.file("root"));
   EXPECT_EQ(r.format, DatasetFormat::folders);
@@ -239,10 +241,10 @@ TEST(DatasetIo, ManifestRoundTripWithRelativePaths) {
 
 TEST(DatasetIo, ExtensionGuessing) {
   test::TempDir dir;
-  write_test_image(dir.file("a.jpg"));     // CSV says a.png
-  write_test_image(dir.file("b.JPG"));     // CSV says b (no extension)
-  write_test_image(dir.file("c.jpeg"));    // exact
-  write_test_image(dir.file("d.png"));     // CSV says d.tif
+  write_test_image(dir.file("a.jpg"));         // CSV says a.png
+  write_test_image(dir.file("b.JPG"));         // CSV says b (no extension)
+  write_test_image(dir.file("c.jpeg"));        // exact
+  write_test_image(dir.file("d.png"));         // CSV says d.tif
   write_test_image(dir.file("images/e.jpg"));  // in images/, CSV says e.jpeg
   write_test_image(dir.file("cache/f.jpg"));   // another folder: must not stand in for the missing f.jpg
   write_text(dir.file("labels.csv"), "image,grade\na.png,0\nb,1\nc.jpeg,2\nd.tif,3\ne.jpeg,4\nf.jpg,0\n");
@@ -265,17 +267,17 @@ TEST(DatasetIo, EveryRowProblemIsReportedWithItsLine) {
   for (const char* name : {"a", "b", "c", "d", "e", "f", "g"}) write_test_image(dir.file(std::string(name) + ".jpg"));
   write_text(dir.file("labels.csv"),
              "image,grade,eye\n"
-             "a.jpg,0,L\n"      // 2 ok
-             "b.jpg,7,R\n"      // 3 grade outside 0-4
-             "c.jpg,two,\n"     // 4 not a number
-             "a.jpg,1,\n"       // 5 duplicate id 'a'
-             "d.jpg,2.0,\n"     // 6 ok (integral float)
-             "e.jpg,,\n"        // 7 empty grade
-             ",3,\n"            // 8 empty image name
-             "f.jpg,1,up\n"     // 9 bad eye
+             "a.jpg,0,L\n"        // 2 ok
+             "b.jpg,7,R\n"        // 3 grade outside 0-4
+             "c.jpg,two,\n"       // 4 not a number
+             "a.jpg,1,\n"         // 5 duplicate id 'a'
+             "d.jpg,2.0,\n"       // 6 ok (integral float)
+             "e.jpg,,\n"          // 7 empty grade
+             ",3,\n"              // 8 empty image name
+             "f.jpg,1,up\n"       // 9 bad eye
              "nothere.jpg,1,L\n"  // 10 missing image
-             "g.jpg,-1,\n"      // 11 negative grade
-             "g.jpg,1.5,\n");   // 12 not whole, and a duplicate of line 11's id
+             "g.jpg,-1,\n"        // 11 negative grade
+             "g.jpg,1.5,\n");     // 12 not whole, and a duplicate of line 11's id
   LoadResult r = load_dataset(dir.file("labels.csv"));
   ASSERT_EQ(r.dataset.size(), 2u);
   EXPECT_EQ(r.dataset.records[1].grade, 2);
@@ -296,7 +298,8 @@ TEST(DatasetIo, EveryRowProblemIsReportedWithItsLine) {
   EXPECT_EQ(at[10].first, ProblemKind::missing_image);
   EXPECT_EQ(at[11].second, "grade -1 outside 0-4 (column 'grade')");
   // Line 12 has two problems; both are reported.
-  EXPECT_EQ(std::count_if(r.problems.begin(), r.problems.end(), [](const DatasetProblem& p) { return p.line == 12; }), 2);
+  EXPECT_EQ(std::count_if(r.problems.begin(), r.problems.end(), [](const DatasetProblem& p) { return p.line == 12; }),
+            2);
   EXPECT_EQ(at[12].second, "duplicate id 'g' (first on line 11)");
   for (const DatasetProblem& p : r.problems) EXPECT_EQ(p.source, dir.file("labels.csv"));
   Json j = problems_to_json(r.problems);
@@ -315,19 +318,20 @@ TEST(DatasetIo, HostileTextIsRejectedWithFileAndLine) {
   for (const char* name : {"a", "b", "c", "d", "e"}) write_test_image(dir.file(std::string(name) + ".jpg"));
   write_text(dir.file("latin1.csv"), "image,grade,patient\na.jpg,0,P1\nb.jpg,1,Jos\xE9\n");
   EXPECT_EQ(error_of([&] { load_dataset(dir.file("latin1.csv")); }),
-            dir.file("latin1.csv") + ":3: byte 0xE9 at column 12 is not valid UTF-8; the file is probably in Latin-1 or "
-                                     "Windows-1252: convert it (e.g. iconv -f WINDOWS-1252 -t UTF-8 IN.csv > OUT.csv) "
-                                     "and import it again");
+            dir.file("latin1.csv") +
+                ":3: byte 0xE9 at column 12 is not valid UTF-8; the file is probably in Latin-1 or "
+                "Windows-1252: convert it (e.g. iconv -f WINDOWS-1252 -t UTF-8 IN.csv > OUT.csv) "
+                "and import it again");
   write_text(dir.file("dup.csv"), "image,grade,grade\na.jpg,0,1\n");
   EXPECT_EQ(error_of([&] { load_dataset(dir.file("dup.csv")); }),
             dir.file("dup.csv") + ":1: duplicate column 'grade' (columns 2 and 3); rename one of them");
   write_text(dir.file("labels.csv"),
              "image,grade,patient,note\n"
-             "a.jpg,0x2,P1,\n"              // 2 hex is not a grade
-             "b.jpg,1e0,P2,\n"              // 3 nor is an exponent
+             "a.jpg,0x2,P1,\n"                  // 2 hex is not a grade
+             "b.jpg,1e0,P2,\n"                  // 3 nor is an exponent
              "c.jpg,\x1b[2J,P\x1b[31mX\x07,\n"  // 4 escape sequences and a bell
-             "d.jpg,3,P4,\"two\nlines\"\n"  // 5 ok: free-text columns may hold newlines
-             "e.jpg, 4 ,P5,\n");            // 7 ok
+             "d.jpg,3,P4,\"two\nlines\"\n"      // 5 ok: free-text columns may hold newlines
+             "e.jpg, 4 ,P5,\n");                // 7 ok
   LoadResult r = load_dataset(dir.file("labels.csv"));
   ASSERT_EQ(r.dataset.size(), 2u) << format_problems(r.problems);
   std::multimap<int, std::string> at;
@@ -355,8 +359,10 @@ TEST(DatasetIo, EmptyFilesAndUnknownFormats) {
   LoadResult r = load_dataset(dir.file("header_only.csv"));
   EXPECT_EQ(r.rows, 0u);
   EXPECT_TRUE(r.dataset.records.empty());
-  EXPECT_NE(error_of([&] { load_dataset(dir.file("absent.csv")); }).find("absent.csv: no such file"), std::string::npos);
-  EXPECT_NE(error_of([&] { parse_dataset_format("kaggle"); }).find("unknown dataset format 'kaggle'"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_dataset(dir.file("absent.csv")); }).find("absent.csv: no such file"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { parse_dataset_format("kaggle"); }).find("unknown dataset format 'kaggle'"),
+            std::string::npos);
   EXPECT_EQ(parse_dataset_format("IDRiD"), DatasetFormat::idrid);
   EXPECT_NE(error_of([&] { load_dataset(dir.path()); }).find("none of manifest.csv"), std::string::npos);
 }

@@ -34,7 +34,8 @@ Dataset synthetic(int patients, uint64_t seed = 1) {
     while (g < kNumGrades - 1 && u >= weights[g]) u -= weights[g++];
     std::string pid = strprintf("P%04d", p);
     d.records.push_back({pid + "_L", pid + "_L.jpg", g, pid, "L", "", 0});
-    if (rng.uniform() < 0.8) d.records.push_back({pid + "_R", pid + "_R.jpg", std::max(0, g - int(rng.below(2))), pid, "R", "", 0});
+    if (rng.uniform() < 0.8)
+      d.records.push_back({pid + "_R", pid + "_R.jpg", std::max(0, g - int(rng.below(2))), pid, "R", "", 0});
   }
   return d;
 }
@@ -125,7 +126,8 @@ TEST(DatasetSplit, DeterministicOrderIndependentAndPinned) {
   EXPECT_EQ(summarize_split(a).assignment_sha256, "f02ee794a4b69b57f4afeac24d1e12c6fc78087a2baf7782ae292d7ecbfeacd9");
   SplitOptions image;
   image.mode = SplitMode::image;
-  EXPECT_EQ(summarize_split(split_dataset(d, image), image).assignment_sha256, "694d3a9e9dbde1d550945ab9b9e01132a4655d67eb0c0272f9d00aaa2d744e7d");
+  EXPECT_EQ(summarize_split(split_dataset(d, image), image).assignment_sha256,
+            "694d3a9e9dbde1d550945ab9b9e01132a4655d67eb0c0272f9d00aaa2d744e7d");
 }
 
 TEST(DatasetSplit, ImageModeReproducesTheAuthorsSizes) {

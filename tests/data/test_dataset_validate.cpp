@@ -61,7 +61,8 @@ TEST(DatasetValidate, ReportsEveryBrokenImageWithItsLine) {
   std::map<int, DatasetProblem> at;
   for (const DatasetProblem& p : v.problems) at[p.line] = p;
   ASSERT_EQ(at.size(), 6u) << format_problems(v.problems);
-  for (int line : {3, 4, 5, 7, 8, 9}) ASSERT_TRUE(at.count(line)) << "line " << line << "\n" << format_problems(v.problems);
+  for (int line : {3, 4, 5, 7, 8, 9})
+    ASSERT_TRUE(at.count(line)) << "line " << line << "\n" << format_problems(v.problems);
   EXPECT_EQ(at[8].kind, ProblemKind::missing_image);
   for (int line : {3, 4, 5, 7, 9}) {
     EXPECT_EQ(at[line].kind, ProblemKind::corrupt_image);
@@ -166,7 +167,7 @@ TEST(DatasetValidate, DamagedMiddleWithIntactEndIsReported) {
   const std::string jpeg = read_file(dir.file("good.jpg"));
   ASSERT_GT(jpeg.size(), 2000u);
   const size_t mid = jpeg.size() / 2;
-  std::string cut = jpeg.substr(0, mid) + jpeg.substr(mid + 600);        // 600 bytes of scan data lost
+  std::string cut = jpeg.substr(0, mid) + jpeg.substr(mid + 600);            // 600 bytes of scan data lost
   std::string marker = jpeg.substr(0, mid) + "\xFF\xD3" + jpeg.substr(mid);  // a stray restart marker
   std::string extra = jpeg.substr(0, jpeg.size() - 2) + "abc" + jpeg.substr(jpeg.size() - 2);
   write_text(dir.file("cut.jpg"), cut);
@@ -199,7 +200,8 @@ TEST(DatasetValidate, SamePolicyAsDecodingAndClearMessages) {
   test::TempDir dir;
   write_test_image(dir.file("good.png"), 64, 48, 3);
   std::string png = read_file(dir.file("good.png"));
-  for (int k = 0; k < 4; ++k) png[size_t(16 + k)] = png[size_t(20 + k)] = char(k == 2 ? 0x2e : k == 3 ? 0xe0 : 0);  // 12000 x 12000
+  for (int k = 0; k < 4; ++k)
+    png[size_t(16 + k)] = png[size_t(20 + k)] = char(k == 2 ? 0x2e : k == 3 ? 0xe0 : 0);  // 12000 x 12000
   write_text(dir.file("bomb.png"), png);
   make_dirs(dir.file("x.jpg"));
   write_text(dir.file("labels.csv"), "image,grade\ngood.png,0\nbomb.png,1\nx.jpg,2\n");
@@ -209,7 +211,8 @@ TEST(DatasetValidate, SamePolicyAsDecodingAndClearMessages) {
   ASSERT_EQ(v.problems.size(), 2u) << format_problems(v.problems);
   EXPECT_EQ(v.problems[0].line, 3);
   EXPECT_EQ(v.problems[0].kind, ProblemKind::corrupt_image);
-  EXPECT_NE(v.problems[0].message.find("12000x12000 = 144000000 pixels exceeds the limit of 40000000 pixels"), std::string::npos)
+  EXPECT_NE(v.problems[0].message.find("12000x12000 = 144000000 pixels exceeds the limit of 40000000 pixels"),
+            std::string::npos)
       << v.problems[0].message;
   EXPECT_EQ(v.problems[1].line, 4);
   EXPECT_EQ(v.problems[1].kind, ProblemKind::missing_image);
@@ -231,7 +234,8 @@ TEST(DatasetValidate, ImagesWithoutFieldOfViewAreReported) {
   write_test_image(dir.file("good.jpg"), 320, 240, 1);
   write_image_rgb(dir.file("black.jpg"), cv::Mat::zeros(240, 320, CV_8UC3));
   cv::Mat page(400, 300, CV_8UC3, cv::Scalar::all(240));
-  for (int y = 30; y < 380; y += 24) cv::putText(page, "lorem ipsum dolor sit", {10, y}, cv::FONT_HERSHEY_SIMPLEX, 0.6, cv::Scalar::all(20));
+  for (int y = 30; y < 380; y += 24)
+    cv::putText(page, "lorem ipsum dolor sit", {10, y}, cv::FONT_HERSHEY_SIMPLEX, 0.6, cv::Scalar::all(20));
   write_image_rgb(dir.file("page.png"), page);
   write_text(dir.file("labels.csv"), "image,grade\ngood.jpg,0\nblack.jpg,1\npage.png,2\n");
   ValidateOptions o;
@@ -241,9 +245,10 @@ TEST(DatasetValidate, ImagesWithoutFieldOfViewAreReported) {
   ASSERT_EQ(v.problems.size(), 2u);
   EXPECT_EQ(v.problems[0].kind, ProblemKind::no_field_of_view);
   EXPECT_EQ(v.problems[0].line, 3);
-  EXPECT_EQ(v.problems[0].message, "image '" + dir.file("black.jpg") +
-                                       "': no field of view found (the image is practically uniform: brightness 0 to 0): "
-                                       "not a fundus photograph");
+  EXPECT_EQ(v.problems[0].message,
+            "image '" + dir.file("black.jpg") +
+                "': no field of view found (the image is practically uniform: brightness 0 to 0): "
+                "not a fundus photograph");
   EXPECT_EQ(v.problems[1].kind, ProblemKind::no_field_of_view);
   EXPECT_NE(v.problems[1].message.find("the colours are not a retina's"), std::string::npos) << v.problems[1].message;
   EXPECT_EQ(count_problem_kinds(v.problems).at("no_field_of_view"), 2);

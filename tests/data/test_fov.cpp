@@ -77,7 +77,7 @@ TEST(Fov, NotchedBorder) {
   cv::Mat truth = disc_mask(size, c, r);
   cv::fillConvexPoly(truth, poly, cv::Scalar(0));
   ASSERT_LT(cv::countNonZero(truth), cv::countNonZero(disc_mask(size, c, r)) - 300);  // the notch is real
-  expect_fov(img, truth, c, r);  // the circle ignores the notch
+  expect_fov(img, truth, c, r);                                                       // the circle ignores the notch
 }
 
 TEST(Fov, OffCentreField) {
@@ -110,8 +110,8 @@ TEST(Fov, TextLabelsInCornersAreIgnored) {
   cv::rectangle(img, cv::Rect(440, 4, 30, 18), cv::Scalar::all(255), cv::FILLED);  // a logo
   expect_fov(img, disc_mask(size, c, r), c, r);
   FovResult f = detect_fov(img);
-  EXPECT_GE(f.bbox.y, 30);         // above: text rows excluded
-  EXPECT_LE(f.bbox.br().x, 405);   // right: logo and text excluded
+  EXPECT_GE(f.bbox.y, 30);        // above: text rows excluded
+  EXPECT_LE(f.bbox.br().x, 405);  // right: logo and text excluded
 }
 
 TEST(Fov, LargeImageUsesDownscaledDetectionAccurately) {
@@ -223,7 +223,8 @@ TEST(Fov, NonFundusInputsHaveNoFieldOfView) {
   cv::Mat table(900, 1200, CV_8UC3, cv::Scalar(35, 30, 25));  // a page photographed on a dark desk
   text_page({600, 800}, cv::Scalar::all(235), 3).copyTo(table(cv::Rect(300, 50, 600, 800)));
   cv::Mat tilted(900, 1200, CV_8UC3, cv::Scalar::all(20));
-  cv::fillConvexPoly(tilted, std::vector<cv::Point>{{350, 80}, {900, 140}, {860, 850}, {300, 800}}, cv::Scalar(240, 235, 230));
+  cv::fillConvexPoly(tilted, std::vector<cv::Point>{{350, 80}, {900, 140}, {860, 850}, {300, 800}},
+                     cv::Scalar(240, 235, 230));
   for (int y = 150; y < 780; y += 30) cv::line(tilted, {380, y}, {840, y + 20}, cv::Scalar::all(40), 2);
   cv::Mat gradient(480, 640, CV_8UC3);
   for (int y = 0; y < 480; ++y) gradient.row(y).setTo(cv::Scalar::all(y * 255 / 479));
@@ -234,7 +235,8 @@ TEST(Fov, NonFundusInputsHaveNoFieldOfView) {
       {"1x1", cv::Mat(1, 1, CV_8UC3, cv::Scalar(200, 90, 40)), "an image of 1x1 pixels is too small"},
       {"2x10000", strip, "an image of 2x10000 pixels is too small"},
       {"1000x20", cv::Mat(20, 1000, CV_8UC3, cv::Scalar(200, 90, 40)), "too elongated"},
-      {"text page", text_page({800, 1000}, cv::Scalar::all(245), 1), "no dark surround, and the colours are not a retina's"},
+      {"text page", text_page({800, 1000}, cv::Scalar::all(245), 1),
+       "no dark surround, and the colours are not a retina's"},
       {"yellowish page", text_page({800, 1000}, cv::Scalar(240, 215, 170), 2), "the colours are not a retina's"},
       {"page on a desk", table, "not a disc"},
       {"tilted page", tilted, "not a disc"},

@@ -32,7 +32,7 @@ std::string encode(const cv::Mat& bgr_or_grey, const std::string& ext, std::vect
 
 // What OpenCV's imdecode makes of the bytes (IMREAD_COLOR or a reduced variant), in RGB.
 cv::Mat opencv_rgb(const std::string& bytes, int reduce = 1) {
-  const int flags = reduce == 1 ? cv::IMREAD_COLOR
+  const int flags = reduce == 1   ? cv::IMREAD_COLOR
                     : reduce == 2 ? cv::IMREAD_REDUCED_COLOR_2
                     : reduce == 4 ? cv::IMREAD_REDUCED_COLOR_4
                                   : cv::IMREAD_REDUCED_COLOR_8;
@@ -57,8 +57,9 @@ cv::Mat test_bgr(int w, int h) {
 
 // A JPEG with an EXIF APP1 segment carrying `orientation` (big-endian TIFF, one IFD0 entry).
 std::string with_exif_orientation(const std::string& jpeg, int orientation) {
-  std::string tiff = std::string("MM\0*\0\0\0\x08", 8) + std::string("\0\x01", 2) + std::string("\x01\x12\0\x03\0\0\0\x01", 8) +
-                     std::string(1, '\0') + std::string(1, char(orientation)) + std::string("\0\0", 2) + std::string(4, '\0');
+  std::string tiff = std::string("MM\0*\0\0\0\x08", 8) + std::string("\0\x01", 2) +
+                     std::string("\x01\x12\0\x03\0\0\0\x01", 8) + std::string(1, '\0') +
+                     std::string(1, char(orientation)) + std::string("\0\0", 2) + std::string(4, '\0');
   std::string payload = std::string("Exif\0\0", 6) + tiff;
   size_t len = payload.size() + 2;
   std::string app1 = std::string("\xFF\xE1", 2) + char(len >> 8) + char(len & 0xFF) + payload;
@@ -79,11 +80,12 @@ std::string message_of(const std::function<void()>& f) { return test::error_of(f
 
 TEST(ImageIo, JpegDecodingMatchesOpenCvAtEveryReduction) {
   const cv::Mat bgr = test_bgr(333, 250);  // odd sides: DCT-scaled sides round up
-  for (const std::string& jpeg : {encode(bgr, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 90}),
-                                  encode(bgr, ".jpg", {cv::IMWRITE_JPEG_PROGRESSIVE, 1}),
-                                  encode(bgr, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 100, cv::IMWRITE_JPEG_CHROMA_QUALITY, 60})})
+  for (const std::string& jpeg :
+       {encode(bgr, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 90}), encode(bgr, ".jpg", {cv::IMWRITE_JPEG_PROGRESSIVE, 1}),
+        encode(bgr, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 100, cv::IMWRITE_JPEG_CHROMA_QUALITY, 60})})
     for (int reduce : {1, 2, 4, 8})
-      expect_same_pixels(decode_image_rgb_bytes(jpeg, "t.jpg", reduce), opencv_rgb(jpeg, reduce), "reduce " + std::to_string(reduce));
+      expect_same_pixels(decode_image_rgb_bytes(jpeg, "t.jpg", reduce), opencv_rgb(jpeg, reduce),
+                         "reduce " + std::to_string(reduce));
   cv::Mat grey;
   cv::cvtColor(bgr, grey, cv::COLOR_BGR2GRAY);
   const std::string grey_jpeg = encode(grey, ".jpg");
@@ -173,7 +175,8 @@ TEST(ImageIo, LongTrailerAfterTheEndMarkerIsAccepted) {
   trailer.replace(5000, 2, "\xFF\xD8");  // even marker-like bytes in the trailer do not matter
   const std::string padded = jpeg + trailer;
   EXPECT_EQ(image_structure_problem(padded), "");
-  expect_same_pixels(decode_image_rgb_bytes(padded, "padded.jpg"), decode_image_rgb_bytes(jpeg, "plain.jpg"), "trailer");
+  expect_same_pixels(decode_image_rgb_bytes(padded, "padded.jpg"), decode_image_rgb_bytes(jpeg, "plain.jpg"),
+                     "trailer");
   // An end marker inside the entropy data of a cut file is not taken for the end.
   std::string cut = jpeg.substr(0, jpeg.size() / 2);
   EXPECT_EQ(image_structure_problem(cut), "truncated JPEG (no end-of-image marker)");
@@ -189,10 +192,13 @@ TEST(ImageIo, CutScanWithReappendedEndMarkerIsRejectedEverywhere) {
   EXPECT_EQ(image_structure_problem(fake), "");
   write_file_atomic(dir.file("fake.jpg"), fake);
   std::string m = message_of([&] { decode_image_rgb(dir.file("fake.jpg"), 4); });
-  EXPECT_NE(m.find(dir.file("fake.jpg") + ": corrupt JPEG data (Corrupt JPEG data: premature end of data segment)"), std::string::npos) << m;
+  EXPECT_NE(m.find(dir.file("fake.jpg") + ": corrupt JPEG data (Corrupt JPEG data: premature end of data segment)"),
+            std::string::npos)
+      << m;
   m = message_of([&] { preprocess_fundus_file(dir.file("fake.jpg"), PreprocessOptions{}); });
   EXPECT_NE(m.find("fake.jpg: corrupt JPEG data"), std::string::npos) << m;
-  EXPECT_EQ(problem_of([&] { preprocess_fundus_file(dir.file("fake.jpg"), PreprocessOptions{}); }), ImageProblem::corrupt);
+  EXPECT_EQ(problem_of([&] { preprocess_fundus_file(dir.file("fake.jpg"), PreprocessOptions{}); }),
+            ImageProblem::corrupt);
 }
 
 // Patches the sides of a JPEG's frame header.
@@ -226,8 +232,10 @@ TEST(ImageIo, DecompressionBombsAreRefusedFromTheHeader) {
   ASSERT_LT(bomb_jpeg.size(), 20000u);
   write_file_atomic(dir.file("bomb.jpg"), bomb_jpeg);
   std::string m = message_of([&] { decode_image_rgb(dir.file("bomb.jpg"), 8); });
-  EXPECT_NE(m.find("bomb.jpg: 60000x60000 = 3600000000 pixels exceeds the limit of 40000000 pixels"), std::string::npos) << m;
-  EXPECT_EQ(problem_of([&] { preprocess_fundus_file(dir.file("bomb.jpg"), PreprocessOptions{}); }), ImageProblem::too_many_pixels);
+  EXPECT_NE(m.find("bomb.jpg: 60000x60000 = 3600000000 pixels exceeds the limit of 40000000 pixels"), std::string::npos)
+      << m;
+  EXPECT_EQ(problem_of([&] { preprocess_fundus_file(dir.file("bomb.jpg"), PreprocessOptions{}); }),
+            ImageProblem::too_many_pixels);
 
   const std::string bomb_png = with_png_size(encode(test_bgr(64, 64), ".png"), 12000, 12000);
   EXPECT_EQ(problem_of([&] { decode_image_rgb_bytes(bomb_png, "bomb.png"); }), ImageProblem::too_many_pixels);
@@ -255,13 +263,14 @@ TEST(ImageIo, DecompressionBombsAreRefusedFromTheHeader) {
 TEST(ImageIo, MessagesSayWhatIsWrong) {
   test::TempDir dir;
   make_dirs(dir.file("x.jpg"));
-  for (auto f : std::vector<std::function<void()>>{[&] { read_image_file(dir.file("x.jpg")); },
-                                                    [&] { decode_image_rgb(dir.file("x.jpg")); },
-                                                    [&] { preprocess_fundus_file(dir.file("x.jpg"), PreprocessOptions{}); }}) {
+  for (auto f : std::vector<std::function<void()>>{
+           [&] { read_image_file(dir.file("x.jpg")); }, [&] { decode_image_rgb(dir.file("x.jpg")); },
+           [&] { preprocess_fundus_file(dir.file("x.jpg"), PreprocessOptions{}); }}) {
     EXPECT_EQ(message_of(f), dir.file("x.jpg") + ": is a directory, not an image file");
     EXPECT_EQ(problem_of(f), ImageProblem::not_a_file);
   }
-  EXPECT_EQ(message_of([&] { read_image_file(dir.file("none.jpg")); }), dir.file("none.jpg") + ": image file not found");
+  EXPECT_EQ(message_of([&] { read_image_file(dir.file("none.jpg")); }),
+            dir.file("none.jpg") + ": image file not found");
   write_file_atomic(dir.file("zero.jpg"), "");
   EXPECT_EQ(problem_of([&] { read_image_file(dir.file("zero.jpg")); }), ImageProblem::empty);
 
@@ -308,13 +317,17 @@ TEST(ImageIo, HarmlessDecoderWarningsNameTheFile) {
   const std::string err = testing::internal::GetCapturedStderr();
   set_log_level(before);
   expect_same_pixels(img, decode_image_rgb_bytes(jpeg, "clean.jpg"), "no pixel lost");
-  EXPECT_NE(err.find("noisy.jpg: libjpeg warning: Corrupt JPEG data: 3 extraneous bytes before marker"), std::string::npos) << err;
-  for (const std::string& line : split(err, '\n')) EXPECT_TRUE(line.empty() || line.find("noisy.jpg") != std::string::npos) << line;
+  EXPECT_NE(err.find("noisy.jpg: libjpeg warning: Corrupt JPEG data: 3 extraneous bytes before marker"),
+            std::string::npos)
+      << err;
+  for (const std::string& line : split(err, '\n'))
+    EXPECT_TRUE(line.empty() || line.find("noisy.jpg") != std::string::npos) << line;
 
   // A PNG with a damaged ancillary chunk (CRC): libpng warns, the pixels are intact.
   std::string png = encode(test_bgr(20, 10), ".png");
   const std::string text = "tEXtkey\0value";
-  std::string chunk = std::string("\0\0\0\x09", 4) + std::string(text.data(), 13) + std::string("\0\0\0\0", 4);  // wrong CRC
+  std::string chunk =
+      std::string("\0\0\0\x09", 4) + std::string(text.data(), 13) + std::string("\0\0\0\0", 4);  // wrong CRC
   const std::string with_text = png.substr(0, 33) + chunk + png.substr(33);
   set_log_level(LogLevel::warn);
   testing::internal::CaptureStderr();

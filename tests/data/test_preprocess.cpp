@@ -140,7 +140,7 @@ TEST(Preprocess, BenGrahamOfUniformImageIsMidGreyAndAmplifiesDetail) {
     EXPECT_NEAR(q.image.at<cv::Vec3b>(32, 33)[ch], 128 - 40 * w1(0) * w1(1), 0.51);  // darkened surround
     EXPECT_NEAR(q.image.at<cv::Vec3b>(30, 34)[ch], 128 - 40 * w1(2) * w1(2), 0.51);
   }
-  EXPECT_EQ(q.image.at<cv::Vec3b>(2, 2)[0], 128);   // far away: unchanged mid grey
+  EXPECT_EQ(q.image.at<cv::Vec3b>(2, 2)[0], 128);  // far away: unchanged mid grey
 }
 
 TEST(Preprocess, BenGrahamAveragesOverTheRetinaOnlySoTheEdgeHasNoRing) {
@@ -283,9 +283,17 @@ TEST(PreprocessOptions, JsonRoundTripAndValidation) {
   PreprocessOptions partial = PreprocessOptions::from_json(Json{{"size", 224}});
   EXPECT_EQ(partial.size, 224);
   EXPECT_TRUE(partial.mask);
-  EXPECT_NE(error_of([] { PreprocessOptions::from_json(Json{{"sise", 224}}); }).find("unknown key 'sise'"), std::string::npos);
-  EXPECT_NE(error_of([] { PreprocessOptions::from_json(Json{{"size", 8}}); }).find("preprocess.size"), std::string::npos);
-  EXPECT_NE(error_of([] { PreprocessOptions::from_json(Json{{"mask_radius", 0}}); }).find("preprocess.mask_radius"),
+  EXPECT_NE(error_of([] {
+              PreprocessOptions::from_json(Json{{"sise", 224}});
+            }).find("unknown key 'sise'"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              PreprocessOptions::from_json(Json{{"size", 8}});
+            }).find("preprocess.size"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              PreprocessOptions::from_json(Json{{"mask_radius", 0}});
+            }).find("preprocess.mask_radius"),
             std::string::npos);
   EXPECT_THROW(PreprocessOptions::from_json(Json{{"size", "big"}}), std::exception);
 }
@@ -324,7 +332,9 @@ TEST(PreprocessOptions, CacheKeyNamesExactlyWhatChangesPixels) {
 
 TEST(Preprocess, ErrorsNameTheFile) {
   test::TempDir dir;
-  EXPECT_NE(error_of([&] { preprocess_fundus_file(dir.file("missing.jpg"), opts(64)); }).find("missing.jpg: image file not found"),
+  EXPECT_NE(error_of([&] {
+              preprocess_fundus_file(dir.file("missing.jpg"), opts(64));
+            }).find("missing.jpg: image file not found"),
             std::string::npos);
   write_image_rgb(dir.file("cut.jpg"), synthetic_field({200, 160}, {100, 80}, 70));
   std::string bytes = read_file(dir.file("cut.jpg"));

@@ -18,8 +18,9 @@ TEST(PreprocessCli, WritesBeforeAfterImagesAndFovJson) {
   make_dirs(dir.file("x"));
   write_image_rgb(dir.file("x/a.jpg"), test::synthetic_field({300, 200}, {140, 100}, 90));
   write_image_rgb(dir.file("x/b.png"), test::synthetic_field({200, 200}, {100, 100}, 80, 0.2, 4));
-  test::CommandResult r = test::run_cli("preprocess " + shell_quote(dir.file("x/a.jpg")) + " " + shell_quote(dir.file("x/b.png")) +
-                                        " --out " + shell_quote(dir.file("out")) + " --size 96 --ben-graham");
+  test::CommandResult r =
+      test::run_cli("preprocess " + shell_quote(dir.file("x/a.jpg")) + " " + shell_quote(dir.file("x/b.png")) +
+                    " --out " + shell_quote(dir.file("out")) + " --size 96 --ben-graham");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("a "), std::string::npos) << r.output;
   cv::Mat pre = decode_image_rgb(dir.file("out/a_pre.png"));
@@ -45,15 +46,15 @@ TEST(PreprocessCli, DatasetWithLimitAndErrors) {
   std::string csv = "image,grade\n";
   for (auto& rec : d.records) csv += "images/" + rec.id + ".jpg," + std::to_string(rec.grade) + "\n";
   write_file_atomic(dir.file("d/labels.csv"), csv);
-  test::CommandResult r = test::run_cli("preprocess --data " + shell_quote(dir.file("d/labels.csv")) + " --limit 3 --no-mask --out " +
-                                        shell_quote(dir.file("out")) + " --size 64");
+  test::CommandResult r = test::run_cli("preprocess --data " + shell_quote(dir.file("d/labels.csv")) +
+                                        " --limit 3 --no-mask --out " + shell_quote(dir.file("out")) + " --size 64");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(file_exists(dir.file("out/case2_pre.png")));
   EXPECT_FALSE(file_exists(dir.file("out/case3_pre.png")));
   EXPECT_EQ(load_json_file(dir.file("out/fov.json"))["images"].size(), 3u);
 
-  r = test::run_cli("preprocess " + shell_quote(dir.file("nope.jpg")) + " " + shell_quote(d.records[0].image_path) + " --out " +
-                    shell_quote(dir.file("out2")));
+  r = test::run_cli("preprocess " + shell_quote(dir.file("nope.jpg")) + " " + shell_quote(d.records[0].image_path) +
+                    " --out " + shell_quote(dir.file("out2")));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("nope.jpg: image file not found"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("error: 1 of 2 images"), std::string::npos) << r.output;
@@ -62,7 +63,8 @@ TEST(PreprocessCli, DatasetWithLimitAndErrors) {
   r = test::run_cli("preprocess --out " + shell_quote(dir.file("out3")));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("no images given"), std::string::npos) << r.output;
-  r = test::run_cli("preprocess " + shell_quote(d.records[0].image_path) + " --out " + shell_quote(dir.file("out4")) + " --size 4");
+  r = test::run_cli("preprocess " + shell_quote(d.records[0].image_path) + " --out " + shell_quote(dir.file("out4")) +
+                    " --size 4");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("preprocess.size"), std::string::npos) << r.output;
 }

@@ -48,8 +48,8 @@ inline cv::Mat synthetic_field(cv::Size size, cv::Point2d c, double r, double ga
   // Vessels: darker red arcs, clipped to the retina.
   cv::Mat vessels = cv::Mat::zeros(size, CV_8UC1);
   for (int k = 0; k < 4; ++k)
-    cv::ellipse(vessels, cv::Point(int(c.x), int(c.y)), cv::Size(int(r * (0.3 + 0.15 * k)), int(r * (0.5 + 0.1 * k))), 20.0 * k,
-                0, 300, cv::Scalar(255), std::max(1, int(r / 60)));
+    cv::ellipse(vessels, cv::Point(int(c.x), int(c.y)), cv::Size(int(r * (0.3 + 0.15 * k)), int(r * (0.5 + 0.1 * k))),
+                20.0 * k, 0, 300, cv::Scalar(255), std::max(1, int(r / 60)));
   vessels &= disc_mask(size, c, r);
   img.setTo(cv::Scalar(120 * gain, 30 * gain, 20 * gain), vessels);
   return img;
@@ -84,7 +84,8 @@ inline Dataset synthetic_dataset(const std::string& dir, int n, cv::Size size = 
     r.grade = i % 5;
     r.patient = "p" + std::to_string(i / 2);
     cv::Point2d c(size.width / 2.0 + (i % 3 - 1) * 6, size.height / 2.0 + (i % 2) * 4);
-    write_image_rgb(r.image_path, synthetic_field(size, c, size.height * (0.42 + 0.02 * (i % 3)), 1.0, uint64_t(100 + i)));
+    write_image_rgb(r.image_path,
+                    synthetic_field(size, c, size.height * (0.42 + 0.02 * (i % 3)), 1.0, uint64_t(100 + i)));
     d.records.push_back(r);
   }
   return d;

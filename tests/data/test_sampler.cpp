@@ -147,9 +147,15 @@ TEST(Sampler, BalancedIsDeterministicPerSeedAndEpoch) {
 
 TEST(Sampler, ErrorsAndOptions) {
   EXPECT_NE(error_of([] { BatchSampler({}, SamplerOptions{}, 1); }).find("empty"), std::string::npos);
-  EXPECT_NE(error_of([] { BatchSampler({0, 7}, kind(SamplerKind::balanced, 2), 1); }).find("grade 7"), std::string::npos);
+  EXPECT_NE(error_of([] {
+              BatchSampler({0, 7}, kind(SamplerKind::balanced, 2), 1);
+            }).find("grade 7"),
+            std::string::npos);
   EXPECT_NO_THROW(BatchSampler({0, 7}, kind(SamplerKind::shuffled, 2), 1));  // ungraded data may be shuffled
-  EXPECT_NE(error_of([] { BatchSampler({0, 1}, kind(SamplerKind::shuffled, 4, true), 1); }).find("drop_last"), std::string::npos);
+  EXPECT_NE(error_of([] {
+              BatchSampler({0, 1}, kind(SamplerKind::shuffled, 4, true), 1);
+            }).find("drop_last"),
+            std::string::npos);
   EXPECT_NE(error_of([] { kind(SamplerKind::shuffled, 0).validate(); }).find("sampler.batch_size"), std::string::npos);
 
   SamplerOptions o = kind(SamplerKind::balanced, 32);
@@ -158,10 +164,17 @@ TEST(Sampler, ErrorsAndOptions) {
   SamplerOptions back = SamplerOptions::from_json(o.to_json());
   EXPECT_EQ(back.to_json(), o.to_json());
   EXPECT_EQ(o.to_json()["kind"], "balanced");
-  EXPECT_NE(error_of([] { SamplerOptions::from_json(Json{{"kind", "random"}}); }).find("unknown sampler 'random'"),
+  EXPECT_NE(error_of([] {
+              SamplerOptions::from_json(Json{{"kind", "random"}});
+            }).find("unknown sampler 'random'"),
             std::string::npos);
-  EXPECT_NE(error_of([] { SamplerOptions::from_json(Json{{"batch", 3}}); }).find("unknown key 'batch'"), std::string::npos);
-  EXPECT_NE(error_of([] { SamplerOptions::from_json(Json{{"grades_per_batch", 6}}); }).find("sampler.grades_per_batch"),
+  EXPECT_NE(error_of([] {
+              SamplerOptions::from_json(Json{{"batch", 3}});
+            }).find("unknown key 'batch'"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              SamplerOptions::from_json(Json{{"grades_per_batch", 6}});
+            }).find("sampler.grades_per_batch"),
             std::string::npos);
 }
 

@@ -170,8 +170,8 @@ TEST(SynthRender, DecodedJpegHasDarkBorderAndBrightCircularField) {
     cv::circle(outside, c.fov_center, int(c.fov_radius * 1.06 + 4), 0, cv::FILLED);  // the notch sticks out <= 3%
     cv::Mat grey;
     cv::cvtColor(img, grey, cv::COLOR_RGB2GRAY);
-    for (cv::Rect corner : {cv::Rect(0, 0, 12, 12), cv::Rect(244, 0, 12, 12), cv::Rect(0, 244, 12, 12),
-                            cv::Rect(244, 244, 12, 12)})
+    for (cv::Rect corner :
+         {cv::Rect(0, 0, 12, 12), cv::Rect(244, 0, 12, 12), cv::Rect(0, 244, 12, 12), cv::Rect(244, 244, 12, 12)})
       EXPECT_LT(cv::mean(grey(corner))[0], 6.0);
     EXPECT_LT(cv::mean(grey, outside)[0], 6.0);
     EXPECT_GT(cv::mean(grey, inside)[0], 50.0);
@@ -245,7 +245,7 @@ TEST(SynthPlan, PatientsHaveTwoEyesWithCloseGradesAndExactQuota) {
     differ += d;
   }
   EXPECT_EQ(singles, 1);
-  EXPECT_GE(differ, 8);   // about a quarter of 50 pairs differ by one grade, like real data
+  EXPECT_GE(differ, 8);  // about a quarter of 50 pairs differ by one grade, like real data
   EXPECT_LE(differ, 20);
 
   o.both_eyes = false;

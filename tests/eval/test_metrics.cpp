@@ -37,9 +37,9 @@ TEST(RankingMetrics, HandComputedList) {
   EXPECT_DOUBLE_EQ(at(m, ks, "mAP", 3), (1 + 2.0 / 3) / 3);
   EXPECT_DOUBLE_EQ(at(m, ks, "mAP", 5), (1 + 2.0 / 3) / 5);
   EXPECT_DOUBLE_EQ(at(m, ks, "mAP", 10), (1 + 2.0 / 3 + 0.5) / 10);
-  EXPECT_DOUBLE_EQ(at(m, ks, "AP", 1), 1.0);                         // / min(1, 3)
+  EXPECT_DOUBLE_EQ(at(m, ks, "AP", 1), 1.0);  // / min(1, 3)
   EXPECT_DOUBLE_EQ(at(m, ks, "AP", 3), (1 + 2.0 / 3) / 3);
-  EXPECT_DOUBLE_EQ(at(m, ks, "AP", 5), (1 + 2.0 / 3) / 3);           // / min(5, 3)
+  EXPECT_DOUBLE_EQ(at(m, ks, "AP", 5), (1 + 2.0 / 3) / 3);  // / min(5, 3)
   EXPECT_DOUBLE_EQ(at(m, ks, "AP", 10), (1 + 2.0 / 3 + 0.5) / 3);
   for (int k : ks) EXPECT_DOUBLE_EQ(at(m, ks, "Recall", k), 1.0);
   const double l3 = std::log2(3.0), l5 = std::log2(5.0), l6 = std::log2(6.0), l7 = std::log2(7.0);
@@ -79,8 +79,7 @@ TEST(RankingMetrics, TableGivesNamesLayoutAndIndex) {
   RankSums one = s;
   one.k = 1;
   one.hits = one.any_hit = one.precision_sum = one.dcg = 0;
-  EXPECT_EQ(ranking_values({one, s}),
-            (std::vector<double>{0, 0.25, 0, 0.125, 0, 0.25, 0, 1, 0, 0.5, 0.25, 0.5}));
+  EXPECT_EQ(ranking_values({one, s}), (std::vector<double>{0, 0.25, 0, 0.125, 0, 0.25, 0, 1, 0, 0.5, 0.25, 0.5}));
 }
 
 TEST(RankingMetrics, LateFirstHitAndNoRelevantItem) {
@@ -108,8 +107,8 @@ TEST(RankingMetrics, LateFirstHitAndNoRelevantItem) {
 TEST(RankingMetrics, RelevanceRules) {
   EXPECT_TRUE(is_relevant(1, 1, RelevanceRule::same_grade));
   EXPECT_FALSE(is_relevant(1, 0, RelevanceRule::same_grade));
-  EXPECT_TRUE(is_relevant(1, 0, RelevanceRule::referable));   // both non-referable
-  EXPECT_TRUE(is_relevant(2, 4, RelevanceRule::referable));   // both referable
+  EXPECT_TRUE(is_relevant(1, 0, RelevanceRule::referable));  // both non-referable
+  EXPECT_TRUE(is_relevant(2, 4, RelevanceRule::referable));  // both referable
   EXPECT_FALSE(is_relevant(1, 2, RelevanceRule::referable));
   EXPECT_EQ(parse_relevance_rule("referable"), RelevanceRule::referable);
   EXPECT_THROW(parse_relevance_rule("same"), Error);
@@ -163,7 +162,8 @@ TEST(QuadraticKappa, KnownValues) {
 }
 
 // Brute force: the mean of ranking_metrics over all n! orders of the pool.
-std::vector<double> all_permutations_mean(std::vector<uint8_t> rel, std::vector<double> gain, const std::vector<int>& ks) {
+std::vector<double> all_permutations_mean(std::vector<uint8_t> rel, std::vector<double> gain,
+                                          const std::vector<int>& ks) {
   std::vector<size_t> order(rel.size());
   std::iota(order.begin(), order.end(), size_t(0));
   std::vector<double> sum(num_ranking_metrics(ks.size()), 0.0);
@@ -189,8 +189,8 @@ TEST(ChanceFloors, ClosedFormsMatchAllPermutations) {
   struct Pool {
     std::vector<int> grades;
   };
-  for (const Pool& pool : {Pool{{1, 1, 0, 2, 3, 1, 4}}, Pool{{1, 0, 2, 3, 4, 0}}, Pool{{0, 2, 3, 4}},
-                           Pool{{1, 1, 1}}, Pool{{1}}, Pool{{2}}}) {
+  for (const Pool& pool : {Pool{{1, 1, 0, 2, 3, 1, 4}}, Pool{{1, 0, 2, 3, 4, 0}}, Pool{{0, 2, 3, 4}}, Pool{{1, 1, 1}},
+                           Pool{{1}}, Pool{{2}}}) {
     std::vector<uint8_t> rel;
     std::vector<double> gain;
     for (int g : pool.grades) {
@@ -213,9 +213,9 @@ TEST(ChanceFloors, HandValuesAndMonteCarlo) {
   auto c = chance_metrics(rel, gain, ks);
   EXPECT_DOUBLE_EQ(at(c, ks, "P", 1), 0.25);
   EXPECT_DOUBLE_EQ(at(c, ks, "P", 8), 0.125);
-  EXPECT_DOUBLE_EQ(at(c, ks, "Recall", 2), 0.5);   // 1 - (3/4)(2/3)
+  EXPECT_DOUBLE_EQ(at(c, ks, "Recall", 2), 0.5);  // 1 - (3/4)(2/3)
   EXPECT_DOUBLE_EQ(c[ranking_metric_index("MRR", ks)], 25.0 / 48);
-  EXPECT_DOUBLE_EQ(c[ranking_metric_index("MAP@R", ks)], 0.25);       // R = 1: P(relevant item first)
+  EXPECT_DOUBLE_EQ(c[ranking_metric_index("MAP@R", ks)], 0.25);  // R = 1: P(relevant item first)
   auto mc = chance_metrics_monte_carlo(rel, gain, ks, 2000, 7);
   for (size_t i = 0; i < c.size(); ++i) EXPECT_NEAR(mc[i], c[i], 0.03) << ranking_metric_names(ks)[i];
   EXPECT_EQ(mc, chance_metrics_monte_carlo(rel, gain, ks, 2000, 7));  // seeded

@@ -105,7 +105,7 @@ TEST(ExactRanking, DotProductAndBadInput) {
     EXPECT_NE(std::string(e.what()).find("gallery row 1"), std::string::npos) << e.what();
   }
   std::vector<float> ok = {1, 0, 0, 1};
-  EXPECT_THROW(ExactRanker({ok.data(), 2, 2}, keys({{"a", ""}}), false), Error);  // key count
+  EXPECT_THROW(ExactRanker({ok.data(), 2, 2}, keys({{"a", ""}}), false), Error);            // key count
   EXPECT_THROW(ExactRanker({ok.data(), 2, 2}, keys({{"a", ""}, {"", ""}}), false), Error);  // empty id
   std::vector<float> q = {1, 0, 0};
   EXPECT_THROW(rank_queries({q.data(), 1, 3}, keys({{"q", ""}}), {ok.data(), 2, 2}, keys({{"a", ""}, {"b", ""}})),

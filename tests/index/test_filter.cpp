@@ -129,9 +129,9 @@ void check_index_type(const std::string& spec, double min_recall) {
   ASSERT_EQ(a.kept(rare), 100);
   EXPECT_GE(check_filtered(*index, rare, k, "grade 4 (1%)"), min_recall);
   EXPECT_GE(check_filtered(*index, CountOnlyFilter(rare), k, "grade 4, counted, not listed"), min_recall);
-  EXPECT_GE(check_filtered(*index, PredicateFilter([&](int64_t id) { return rare.keep(id); }), k,
-                           "grade 4, predicate only"),
-            min_recall);
+  EXPECT_GE(
+      check_filtered(*index, PredicateFilter([&](int64_t id) { return rare.keep(id); }), k, "grade 4, predicate only"),
+      min_recall);
   CaseFilter common(a.attributes, {0, 1}, "");
   EXPECT_GE(check_filtered(*index, common, k, "grades 0,1"), min_recall);
   // Exclude the patient of each query's nearest case: fellow-eye leakage off.
@@ -163,7 +163,8 @@ void check_index_type(const std::string& spec, double min_recall) {
   for (int64_t id = 100; id <= 5000; id += 100) gone.push_back(id);
   index->remove(gone);
   PredicateFilter rare_live([&](int64_t id) { return rare.keep(id) && id > 5000; });
-  EXPECT_EQ(check_filtered(*index, rare_live, k, "grade 4 after removals"), check_filtered(*index, rare_live, k, "again"));
+  EXPECT_EQ(check_filtered(*index, rare_live, k, "grade 4 after removals"),
+            check_filtered(*index, rare_live, k, "again"));
   SearchResult after = index->search(a.queries, k, &rare);
   for (int64_t id : after.ids) EXPECT_TRUE(id < 0 || id > 5000) << id;
   int64_t valid = std::count_if(after.ids.begin(), after.ids.begin() + k, [](int64_t id) { return id >= 0; });

@@ -46,7 +46,8 @@ std::vector<std::pair<double, int64_t>> naive_topk(const std::vector<float>& dat
     for (int j = 0; j < dim; ++j) s += double(data[r * size_t(dim) + size_t(j)]) * query[j];
     all.push_back({s, ids[r]});
   }
-  std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  std::sort(all.begin(), all.end(),
+            [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
   all.resize(std::min(all.size(), size_t(k)));
   return all;
 }
@@ -130,7 +131,8 @@ TEST(ExactIndex, EqualsNaiveDoubleLoopOnBothPaths) {
     ASSERT_EQ(nq < ExactIndex::kGemmMinQueries, nq == 3);
     SearchResult r = index.search(nq, queries.data(), 10);
     ASSERT_EQ(r.ids.size(), size_t(nq * 10));
-    for (int64_t q = 0; q < nq; ++q) expect_matches_naive(r, q, naive_topk(data, ids, dim, queries.data() + q * dim, 10));
+    for (int64_t q = 0; q < nq; ++q)
+      expect_matches_naive(r, q, naive_topk(data, ids, dim, queries.data() + q * dim, 10));
   }
   // Thread count does not change results.
   SearchResult two = index.search(40, queries.data(), 10);
@@ -205,7 +207,6 @@ TEST(IndexSpec, ParsesCanonicalisesAndRejects) {
   EXPECT_EQ(h->describe(), "hnsw:M=8,ef=99,efc=40");
   EXPECT_NE(error_of([&] { h->set_search_params(parse_index_spec("ivfpq:nprobe=3")); }), "");
 }
-
 
 TEST(HnswIndex, RecallOnClusteredData) {
   // Queries: 200 more points of the same distribution, not in the index.
@@ -300,14 +301,15 @@ TEST(IvfPqIndex, ReranksExactlyFromTheMappedVectorFile) {
   ivf.set_search_params(parse_index_spec("ivfpq:rerank=100"));
   SearchResult reranked = ivf.search(queries, 10);
   const double with_rerank = recall_at_k(truth, reranked);
-  EXPECT_LT(codes_only, 0.75);  // measured 0.605: 4 dims per 6-bit code
-  EXPECT_GE(with_rerank, 0.9) << "codes only: " << codes_only;  // measured 0.943 (capped by nprobe)
+  EXPECT_LT(codes_only, 0.75);                                            // measured 0.605: 4 dims per 6-bit code
+  EXPECT_GE(with_rerank, 0.9) << "codes only: " << codes_only;            // measured 0.943 (capped by nprobe)
   ivf.set_search_params(parse_index_spec("ivfpq:nprobe=64,rerank=200"));  // every list
   EXPECT_GE(recall_at_k(truth, ivf.search(queries, 10)), 0.99);
   ivf.set_search_params(parse_index_spec("ivfpq:nprobe=16,rerank=100"));
   // Re-ranked scores are the exact inner products.
   for (int i = 0; i < 10; ++i)
-    EXPECT_FLOAT_EQ(reranked.scores[size_t(i)], dot_f32(queries.data(), data.data() + (reranked.ids[size_t(i)] - 5) * dim, dim));
+    EXPECT_FLOAT_EQ(reranked.scores[size_t(i)],
+                    dot_f32(queries.data(), data.data() + (reranked.ids[size_t(i)] - 5) * dim, dim));
 
   // Saving writes <index>.vectors and maps it: the in-memory copies are released, results unchanged.
   test::TempDir dir;

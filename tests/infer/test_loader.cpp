@@ -40,8 +40,10 @@ TEST(Tensor, ValuesByHandWithAndWithoutImagenetNormalisation) {
   EXPECT_NEAR(n[0][0][1].item<float>(), 2.248908, 1e-5);  // the value torchvision's Normalize gives
 
   // Same as the PyTorch idiom from_blob -> permute -> /255 -> normalise.
-  torch::Tensor ref = torch::from_blob(img.data, {2, 3, 3}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat32).div(255);
-  ref = (ref - torch::tensor({0.485f, 0.456f, 0.406f}).view({3, 1, 1})) / torch::tensor({0.229f, 0.224f, 0.225f}).view({3, 1, 1});
+  torch::Tensor ref =
+      torch::from_blob(img.data, {2, 3, 3}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat32).div(255);
+  ref = (ref - torch::tensor({0.485f, 0.456f, 0.406f}).view({3, 1, 1})) /
+        torch::tensor({0.229f, 0.224f, 0.225f}).view({3, 1, 1});
   EXPECT_TRUE(torch::allclose(n, ref, 1e-6, 1e-6));
   EXPECT_TRUE(test::same_bytes(tensor_to_image(n, Normalization::imagenet()), img));
 }
@@ -239,7 +241,8 @@ TEST_F(LoaderTest, ImageWithoutFieldOfViewIsAnErrorNamingIt) {
     DataLoader loader(data_, o);
     loader.start_epoch(0);
     std::string message = error_of([&] { loader.next(); });
-    EXPECT_NE(message.find("case1.jpg: no field of view found (the image is practically uniform"), std::string::npos) << message;
+    EXPECT_NE(message.find("case1.jpg: no field of view found (the image is practically uniform"), std::string::npos)
+        << message;
     EXPECT_NE(message.find("not a fundus photograph (case 'case1')"), std::string::npos) << message;
   }
 }

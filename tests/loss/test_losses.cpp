@@ -73,8 +73,7 @@ TEST(FineTripletLoss, HandComputedDegrees) {
   FtlOptions ratio;
   ratio.degree = Degree::ratio;
   double expected_ratio = std::log(1 + std::exp(2 * 0.9375) * (std::exp(0.9375) + std::exp(-0.0625)));
-  EXPECT_NEAR(fine_triplet_loss(swapped, r_swapped, grades_of({0, 0, 1}), ratio).item<double>(), expected_ratio,
-              1e-12);
+  EXPECT_NEAR(fine_triplet_loss(swapped, r_swapped, grades_of({0, 0, 1}), ratio).item<double>(), expected_ratio, 1e-12);
   FtlOptions minmax;
   EXPECT_NEAR(fine_triplet_loss(swapped, r_swapped, grades_of({0, 0, 1}), minmax).item<double>(), expected, 1e-12);
 }
@@ -186,11 +185,10 @@ TEST(FineTripletLoss, FiniteDifferenceGradients) {
           auto s = cosine_matrix(x);
           auto alpha_p = torch::relu(1 + o.margin - s0), alpha_n = torch::relu(s0 + o.margin);
           auto r2 = r;
-          torch::Tensor w = deg == Degree::none ? torch::full_like(s, o.gamma)
-                            : deg == Degree::ratio
-                                ? r2.unsqueeze(0) / r2.unsqueeze(1)
-                                : o.gamma * torch::minimum(r2.unsqueeze(0), r2.unsqueeze(1)) /
-                                      torch::maximum(r2.unsqueeze(0), r2.unsqueeze(1));
+          torch::Tensor w = deg == Degree::none    ? torch::full_like(s, o.gamma)
+                            : deg == Degree::ratio ? r2.unsqueeze(0) / r2.unsqueeze(1)
+                                                   : o.gamma * torch::minimum(r2.unsqueeze(0), r2.unsqueeze(1)) /
+                                                         torch::maximum(r2.unsqueeze(0), r2.unsqueeze(1));
           auto pairs = torch::ones({7, 7}, torch::kBool).triu(1);
           auto same = g.unsqueeze(1) == g.unsqueeze(0);
           auto lp = torch::logsumexp((-w * alpha_p * (s - (1 - o.margin))).masked_select(pairs & same), 0);
@@ -214,7 +212,8 @@ TEST(FineTripletLoss, RejectsBadInput) {
   // Zero relevance is clamped at 1e-6 (as relevance_degree does), so even ratio stays finite.
   FtlOptions ratio;
   ratio.degree = Degree::ratio;
-  EXPECT_TRUE(std::isfinite(fine_triplet_loss(x, torch::zeros({4}, kF64), grades_of({0, 1, 0, 1}), ratio).item<double>()));
+  EXPECT_TRUE(
+      std::isfinite(fine_triplet_loss(x, torch::zeros({4}, kF64), grades_of({0, 1, 0, 1}), ratio).item<double>()));
   EXPECT_THROW(fine_triplet_loss(x.reshape({12}), {}, grades_of({0}), {}), Error);
   EXPECT_THROW(fine_triplet_loss(x, positive_relevance(4, 1), grades_of({0, 1, 0, 1}).to(torch::kInt), {}), Error);
   FtlOptions bad;
@@ -258,8 +257,11 @@ TEST(Contrastive, HandComputed) {
   EXPECT_NEAR(contrastive_loss(toy_descriptors(), grades_of({0, 0, 1}), 0.5).item<double>(), 1.25, 1e-12);
   auto x = random_matrix(1, 4, 24).requires_grad_(true);
   expect_zero_with_finite_grad(contrastive_loss(x, grades_of({3}), 0.5), x);
-  check_loss_gradient([&](const torch::Tensor& v) { return contrastive_loss(v, grades_of({0, 1, 0, 1, 1}), -0.2); },
-                 random_matrix(5, 3, 25));
+  check_loss_gradient(
+      [&](const torch::Tensor& v) {
+        return contrastive_loss(v, grades_of({0, 1, 0, 1, 1}), -0.2);
+      },
+      random_matrix(5, 3, 25));
 }
 
 TEST(ClassifierLosses, HandComputed) {

@@ -80,10 +80,8 @@ torch.save(out, sys.argv[2])
 void randomize(torch::nn::Module& m, double scale = 0.4) {
   torch::NoGradGuard no_grad;
   for (auto& p : m.named_parameters()) {
-    if (p.key().find(".1.weight") != std::string::npos)
-      p.value().uniform_(0.5, 1.5);  // BN gamma
-    else
-      p.value().normal_(0.0, scale);
+    if (p.key().find(".1.weight") != std::string::npos) p.value().uniform_(0.5, 1.5);  // BN gamma
+    else p.value().normal_(0.0, scale);
   }
 }
 
@@ -217,8 +215,8 @@ TEST(FiniteDifferences, MirrorAttentionBothAggregations) {
       auto o = m(xa, xh, xv);
       return (o.y_h * rh).sum() + (o.y_v * rv).sum();
     };
-    for (torch::Tensor t : {xa, xh, xv, m->theta_h->conv->weight, m->theta_a->bn->weight, m->g_v->weight,
-                            m->w_h->weight, m->w_v->bias}) {
+    for (torch::Tensor t :
+         {xa, xh, xv, m->theta_h->conv->weight, m->theta_a->bn->weight, m->g_v->weight, m->w_h->weight, m->w_v->bias}) {
       SCOPED_TRACE(aggregation_name(agg));
       expect_gradient_matches(f, t, 1e-6);
     }

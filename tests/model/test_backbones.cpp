@@ -67,9 +67,7 @@ for name, size, first in specs:
 
 class TorchvisionParity : public ::testing::Test {
  protected:
-  void SetUp() override {
-    FUNDUS_REQUIRE_PYTHON_ORACLE();
-  }
+  void SetUp() override { FUNDUS_REQUIRE_PYTHON_ORACLE(); }
   test::TempDir dir_;
 };
 
@@ -193,9 +191,8 @@ torch.save({"x": x, "features": f}, sys.argv[2])
 }
 
 TEST(Backbones, NamesShapesAndErrors) {
-  const std::pair<const char*, int64_t> expected[] = {
-      {"mobilenet_v2", 1280}, {"resnet18", 512}, {"resnet34", 512}, {"resnet50", 2048}, {"densenet121", 1024},
-      {"convnet4", 256}};
+  const std::pair<const char*, int64_t> expected[] = {{"mobilenet_v2", 1280}, {"resnet18", 512},     {"resnet34", 512},
+                                                      {"resnet50", 2048},     {"densenet121", 1024}, {"convnet4", 256}};
   ASSERT_EQ(backbone_names().size(), 6u);
   for (const auto& [name, channels] : expected) {
     Backbone b = make_backbone(name);

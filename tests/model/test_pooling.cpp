@@ -15,8 +15,9 @@ using test::max_abs_diff;
 
 TEST(Pooling, HandComputedValues) {
   // One channel holding 1,2,3,4 and one holding 0.5 everywhere.
-  torch::Tensor x = torch::stack({torch::tensor({1.0, 2.0, 3.0, 4.0}).view({2, 2}), torch::full({2, 2}, 0.5, torch::kDouble)})
-                        .unsqueeze(0);
+  torch::Tensor x =
+      torch::stack({torch::tensor({1.0, 2.0, 3.0, 4.0}).view({2, 2}), torch::full({2, 2}, 0.5, torch::kDouble)})
+          .unsqueeze(0);
   Pooling gem(PoolingKind::gem);
   gem->to(torch::kDouble);
   EXPECT_EQ(gem->p.sizes(), (std::vector<int64_t>{1}));
@@ -57,7 +58,8 @@ TEST(Pooling, RmacMatchesCirtorch) {
   FUNDUS_REQUIRE_PYTHON_ORACLE();
   torch::manual_seed(4);
   StateDict in;
-  const std::vector<std::vector<int64_t>> shapes{{2, 5, 8, 8}, {1, 3, 7, 7}, {2, 4, 8, 12}, {1, 4, 12, 8}, {1, 2, 5, 5}};
+  const std::vector<std::vector<int64_t>> shapes{
+      {2, 5, 8, 8}, {1, 3, 7, 7}, {2, 4, 8, 12}, {1, 4, 12, 8}, {1, 2, 5, 5}};
   for (size_t k = 0; k < shapes.size(); ++k) in.insert("x" + std::to_string(k), torch::rand(shapes[k], torch::kDouble));
   test::TempDir dir;
   write_state_dict(dir.file("in.pth"), in);

@@ -36,7 +36,8 @@ TEST(ModelConfig, DefaultsPresetsAndErrors) {
   EXPECT_EQ(model_preset("self-attention")["head_classes"], 5);
   EXPECT_EQ(model_preset("self-attention")["combine"], "sum");
   EXPECT_EQ(model_preset("baseline-gem")["attention"], "none");
-  EXPECT_EQ(model_section(Json{{"model", {{"backbone", "resnet18"}}}, {"loss", Json::object()}})["backbone"], "resnet18");
+  EXPECT_EQ(model_section(Json{{"model", {{"backbone", "resnet18"}}}, {"loss", Json::object()}})["backbone"],
+            "resnet18");
 
   auto error = [](const Json& j) {
     try {
@@ -61,8 +62,11 @@ TEST(ModelConfig, DefaultsPresetsAndErrors) {
   EXPECT_NE(error({{"poling", "gem"}}).find("run.json: model: unknown key 'poling' (did you mean 'pooling'?"),
             std::string::npos);
   // Every choice round-trips through its spelling.
-  ModelConfig every = ModelConfig::from_json(
-      {{"backbone", "convnet4"}, {"attention", "self"}, {"aggregation", "standard"}, {"pooling", "rmac"}, {"combine", "sum"}});
+  ModelConfig every = ModelConfig::from_json({{"backbone", "convnet4"},
+                                              {"attention", "self"},
+                                              {"aggregation", "standard"},
+                                              {"pooling", "rmac"},
+                                              {"combine", "sum"}});
   EXPECT_EQ(every.backbone, BackboneKind::convnet4);
   EXPECT_EQ(every.attention, AttentionKind::self);
   EXPECT_EQ(every.aggregation, Aggregation::standard);
@@ -147,7 +151,8 @@ TEST(RetrievalNet, FrozenStagesSplitTheForwardAndNeverTrain) {
     EXPECT_LE(max_abs_diff(frozen->forward(x).descriptor, full->forward(x).descriptor), 1e-6) << backbone;
     torch::Tensor f = frozen->frozen_features(x);
     EXPECT_EQ(f.size(0), 6) << "three views of two images";
-    EXPECT_LE(max_abs_diff(frozen->forward_from_frozen(f, 2).descriptor, full->forward(x).descriptor), 1e-6) << backbone;
+    EXPECT_LE(max_abs_diff(frozen->forward_from_frozen(f, 2).descriptor, full->forward(x).descriptor), 1e-6)
+        << backbone;
   }
   // Training mode: the frozen stages stay in eval mode and get no gradient; the rest trains.
   seed_torch(5);
@@ -211,8 +216,8 @@ TEST(RetrievalNet, ChannelsLastGivesTheSameResults) {
   // Weights save and load as usual.
   test::TempDir dir;
   write_state_dict(dir.file("cl.pth"), module_state_dict(*net));
-  EXPECT_TRUE(read_state_dict(dir.file("cl.pth"))["backbone.features.0.0.weight"].equal(
-      net->backbone->parameters().front()));
+  EXPECT_TRUE(
+      read_state_dict(dir.file("cl.pth"))["backbone.features.0.0.weight"].equal(net->backbone->parameters().front()));
   net->use_channels_last(false);
   EXPECT_TRUE(net->backbone->parameters().front().is_contiguous());
 }
@@ -257,7 +262,8 @@ TEST(RetrievalNet, WeightsRoundTripAndPretrainedBackbone) {
     RetrievalNet bad(r);
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("net.pth: cannot load into the resnet18 model"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("net.pth: cannot load into the resnet18 model"), std::string::npos)
+        << e.what();
   }
 
   std::string weights = test::shared_model("mobilenet_v2_imagenet1k.pth");
@@ -279,7 +285,8 @@ TEST(RetrievalNet, SummaryCountsParameters) {
   EXPECT_EQ(s["feature_map"], Json::array({7, 7}));
   EXPECT_EQ(s["descriptor_dim"], 2560);
   // Mirror block: 3 x (1280*640 + 640 + 2*640) + 2 x (1280*640 + 640) + 2 x (640*1280 + 1280).
-  EXPECT_EQ(s["parameters"]["attention"], 3 * (1280 * 640 + 640 + 1280) + 2 * (1280 * 640 + 640) + 2 * (640 * 1280 + 1280));
+  EXPECT_EQ(s["parameters"]["attention"],
+            3 * (1280 * 640 + 640 + 1280) + 2 * (1280 * 640 + 640) + 2 * (640 * 1280 + 1280));
   EXPECT_TRUE(net->is_training()) << "summary restores the mode";
   EXPECT_NE(format_model_summary(s).find("descriptor:    2560-d"), std::string::npos) << format_model_summary(s);
 }

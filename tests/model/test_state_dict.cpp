@@ -98,9 +98,8 @@ std::string error_of(const std::function<void()>& f) {
 
 TEST_F(StateDictFiles, ReadsOrderedDictStateDictInFileOrder) {
   StateDict s = read_state_dict(file("od.pth"));
-  std::vector<std::string> expected{"0.weight",       "0.bias",          "1.weight",
-                                    "1.bias",         "1.running_mean",  "1.running_var",
-                                    "1.num_batches_tracked"};
+  std::vector<std::string> expected{
+      "0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked"};
   EXPECT_EQ(s.keys(), expected);
   for (const auto& item : s) {
     if (item.key() == "1.num_batches_tracked") {
@@ -175,12 +174,14 @@ TEST_F(StateDictFiles, RejectsTruncatedOrDamagedLegacyFiles) {
   }
   std::string bad_magic = bytes;
   bad_magic[5] ^= 0x40;
-  EXPECT_NE(error_of([&] { parse_state_dict(bad_magic, "m.pth"); }).find("m.pth: a pickle without torch.save's magic number"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { parse_state_dict(bad_magic, "m.pth"); }).find("m.pth: a pickle without torch.save's magic number"),
+      std::string::npos);
   std::string tar(1024, '\0');
   tar.replace(0, 7, "sys_info");
   tar.replace(257, 5, "ustar");
-  EXPECT_NE(error_of([&] { parse_state_dict(tar, "old.tar"); }).find("old.tar: PyTorch's tar format"), std::string::npos);
+  EXPECT_NE(error_of([&] { parse_state_dict(tar, "old.tar"); }).find("old.tar: PyTorch's tar format"),
+            std::string::npos);
 }
 
 TEST_F(StateDictFiles, ReadsManyEntriesWithLongMemoKeys) {
@@ -242,10 +243,13 @@ std::string pickle_ints(const std::vector<int64_t>& v) {
   for (int64_t x : v) s += pickle_int(x);
   return s + "t";
 }
-std::string tensor_pickle(int64_t numel, int64_t offset, const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides) {
+std::string tensor_pickle(int64_t numel, int64_t offset, const std::vector<int64_t>& sizes,
+                          const std::vector<int64_t>& strides) {
   return "\x80\x02}(" + pickle_str("w") + "ctorch._utils\n_rebuild_tensor_v2\n((" + pickle_str("storage") +
-         "ctorch\nFloatStorage\n" + pickle_str("0") + pickle_str("cpu") + pickle_int(numel) + "tQ" + pickle_int(offset) +
-         pickle_ints(sizes) + pickle_ints(strides) + "\x89" "ccollections\nOrderedDict\n)RtRu.";
+         "ctorch\nFloatStorage\n" + pickle_str("0") + pickle_str("cpu") + pickle_int(numel) + "tQ" +
+         pickle_int(offset) + pickle_ints(sizes) + pickle_ints(strides) +
+         "\x89"
+         "ccollections\nOrderedDict\n)RtRu.";
 }
 std::string archive(const std::string& pickle, const std::string& data = std::string(16, '\0')) {
   ZipWriter w;
@@ -258,15 +262,18 @@ std::string archive(const std::string& pickle, const std::string& data = std::st
 // Issue 10 item 11: absurd sizes are refused from what the file holds, before LibTorch allocates,
 // with a message naming the file and no LibTorch stack trace.
 TEST(StateDictHostile, AbsurdSizesAreRefusedBeforeAllocating) {
-  ASSERT_EQ(parse_state_dict(archive(tensor_pickle(4, 0, {2, 2}, {2, 1})), "ok.pth").size(), 1u);  // the well-formed base
+  ASSERT_EQ(parse_state_dict(archive(tensor_pickle(4, 0, {2, 2}, {2, 1})), "ok.pth").size(),
+            1u);  // the well-formed base
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {tensor_pickle(int64_t(1) << 40, 0, {4}, {1}), "storage '0' declares 1099511627776 elements of 4 bytes, but its data record 'a/data/0' holds 16 bytes"},
+      {tensor_pickle(int64_t(1) << 40, 0, {4}, {1}),
+       "storage '0' declares 1099511627776 elements of 4 bytes, but its data record 'a/data/0' holds 16 bytes"},
       {tensor_pickle(-5, 0, {4}, {1}), "storage '0' declares -5 elements"},
       {tensor_pickle(4, 0, {int64_t(1) << 32, int64_t(1) << 32}, {0, 0}), "outside its storage of 4 elements"},
       {tensor_pickle(4, 0, {int64_t(1) << 62, 4}, {1, 1}), "outside its storage of 4 elements"},
       {tensor_pickle(4, 0, {-3}, {1}), "negative tensor size or stride"},
       {tensor_pickle(4, 9, {1}, {1}), "tensor offset 9 outside its storage of 4 elements"},
-      {tensor_pickle(4, 0, std::vector<int64_t>(100, 1), std::vector<int64_t>(100, 1)), "tensor with 100 dimensions (at most 32)"},
+      {tensor_pickle(4, 0, std::vector<int64_t>(100, 1), std::vector<int64_t>(100, 1)),
+       "tensor with 100 dimensions (at most 32)"},
   };
   for (const auto& [pickle, expected] : cases) {
     std::string e = error_of([&] { parse_state_dict(archive(pickle), "hostile.pth"); });
@@ -355,7 +362,7 @@ TEST(LoadInto, CopiesByNameAndReportsProblems) {
   Tiny m;
   StateDict full = module_state_dict(m);
   EXPECT_EQ(full.keys(), (std::vector<std::string>{"conv.weight", "conv.bias", "bn.weight", "bn.bias",
-                                                    "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}));
+                                                   "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}));
   StateDict s;
   s.insert("conv.weight", torch::full({3, 2, 1, 1}, 0.5, torch::kDouble));  // converted to float
   s.insert("bn.running_mean", torch::full({4}, 1.0));                       // wrong shape

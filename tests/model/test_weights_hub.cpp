@@ -78,10 +78,8 @@ class EnvGuard {
   }
   ~EnvGuard() {
     for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
-      if (it->second.first)
-        ::setenv(it->first.c_str(), it->second.second.c_str(), 1);
-      else
-        ::unsetenv(it->first.c_str());
+      if (it->second.first) ::setenv(it->first.c_str(), it->second.second.c_str(), 1);
+      else ::unsetenv(it->first.c_str());
     }
   }
 
@@ -99,7 +97,8 @@ class WeightsServer {
   enum class Mode { normal, cut_off_halfway, ignore_range };
 
   WeightsServer() {
-    server_.Get(R"(/models/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); });
+    server_.Get(R"(/models/([^/]+))",
+                [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); });
     port_ = server_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -272,8 +271,10 @@ TEST_F(Download, AWrongHashLeavesNothingBehind) {
 TEST_F(Download, NotFoundIsOneLineAndLeavesNothing) {
   make_dirs(dir_.file("cache"));
   write_file_atomic(dir_.file("cache/missing.pth.partial"), "old bytes");  // not resumable from a 404
-  std::string e = error_of([&] { download_file(server_.url("missing.pth"), dir_.file("cache/missing.pth"), options_); });
-  EXPECT_NE(e.find("download of " + server_.url("missing.pth") + " failed: HTTP 404 (not found)"), std::string::npos) << e;
+  std::string e =
+      error_of([&] { download_file(server_.url("missing.pth"), dir_.file("cache/missing.pth"), options_); });
+  EXPECT_NE(e.find("download of " + server_.url("missing.pth") + " failed: HTTP 404 (not found)"), std::string::npos)
+      << e;
   EXPECT_EQ(e.find('\n'), std::string::npos) << e;
   EXPECT_TRUE(list_dir(dir_.file("cache")).empty());
 }
@@ -335,7 +336,8 @@ TEST(WeightsHub, NamesVersionsAndHashPrefixes) {
   EXPECT_EQ(find_known_weights("resnet18:IMAGENET1K_V2"), nullptr);
   std::string e = error_of([] { known_weights_named("resnet101"); });
   EXPECT_NE(e.find("unknown weights 'resnet101' (known: mobilenet_v2, mobilenet_v2:IMAGENET1K_V1, "
-                   "mobilenet_v2:IMAGENET1K_V2, resnet18, "), std::string::npos)
+                   "mobilenet_v2:IMAGENET1K_V2, resnet18, "),
+            std::string::npos)
       << e;
   for (const auto& w : known_weights()) {
     EXPECT_EQ(w.sha256_prefix().size(), 8u) << w.file;
@@ -374,7 +376,9 @@ class WeightsCache : public ::testing::Test {
     cache_ = dir_.file("torch/hub/checkpoints");
     make_dirs(cache_);
   }
-  void put(const std::string& file, const std::string& bytes = "x") { write_file_atomic(join_path(cache_, file), bytes); }
+  void put(const std::string& file, const std::string& bytes = "x") {
+    write_file_atomic(join_path(cache_, file), bytes);
+  }
   EnvGuard env_;
   test::TempDir dir_;
   std::string cache_;
@@ -443,7 +447,8 @@ TEST_F(WeightsCache, FetchDownloadsOnceAndReplacesADamagedFile) {
   KnownWeights missing{"resnet18", "TEST", "gone-12345678.pth", false, 0, 0};
   std::string e = error_of([&] { fetch_weights(missing, options); });
   EXPECT_NE(e.find("HTTP 404 (not found). To install it by hand, copy gone-12345678.pth (from "
-                   "https://download.pytorch.org/models/gone-12345678.pth) into " + cache_),
+                   "https://download.pytorch.org/models/gone-12345678.pth) into " +
+                   cache_),
             std::string::npos)
       << e;
   EXPECT_EQ(e.find('\n'), std::string::npos) << e;
@@ -482,17 +487,15 @@ TEST(TorchvisionLegacy, UpgradesDenseNetKeysAndAddsBatchNormCounters) {
   old.insert("features.denseblock1.denselayer1.norm.1.weight", torch::ones({2}));
   old.insert("features.denseblock1.denselayer1.norm.1.running_mean", torch::zeros({2}));
   old.insert("features.denseblock1.denselayer12.conv.2.weight", torch::ones({1}));
-  old.insert("features.transition1.norm.weight", torch::ones({2}));   // never had a dot-number
+  old.insert("features.transition1.norm.weight", torch::ones({2}));  // never had a dot-number
   old.insert("features.denseblock1.denselayer1.norm.1.num_batches_tracked", torch::zeros({}, torch::kLong));
   StateDict now = upgrade_torchvision_state_dict(old);
-  EXPECT_EQ(now.keys(), (std::vector<std::string>{"features.norm0.running_mean",
-                                                  "features.denseblock1.denselayer1.norm1.weight",
-                                                  "features.denseblock1.denselayer1.norm1.running_mean",
-                                                  "features.denseblock1.denselayer12.conv2.weight",
-                                                  "features.transition1.norm.weight",
-                                                  "features.denseblock1.denselayer1.norm.1.num_batches_tracked",
-                                                  "features.norm0.num_batches_tracked",
-                                                  "features.denseblock1.denselayer1.norm1.num_batches_tracked"}));
+  EXPECT_EQ(now.keys(),
+            (std::vector<std::string>{
+                "features.norm0.running_mean", "features.denseblock1.denselayer1.norm1.weight",
+                "features.denseblock1.denselayer1.norm1.running_mean", "features.denseblock1.denselayer12.conv2.weight",
+                "features.transition1.norm.weight", "features.denseblock1.denselayer1.norm.1.num_batches_tracked",
+                "features.norm0.num_batches_tracked", "features.denseblock1.denselayer1.norm1.num_batches_tracked"}));
   EXPECT_EQ(get(now, "features.norm0.num_batches_tracked").item<int64_t>(), 0);
 }
 

@@ -13,11 +13,11 @@ namespace fundus::test {
 
 struct RetrievalData {
   TempDir dir;
-  std::string synth_dir;     // images/, masks/, labels.csv
-  std::string manifest;      // the synthetic set with a patient-disjoint split column
-  std::string ckpt_mirror;   // tiny MobileNetV2 + mirror attention, 64 px
-  std::string ckpt_none;     // the same without attention
-  Dataset dataset;           // the manifest's records
+  std::string synth_dir;    // images/, masks/, labels.csv
+  std::string manifest;     // the synthetic set with a patient-disjoint split column
+  std::string ckpt_mirror;  // tiny MobileNetV2 + mirror attention, 64 px
+  std::string ckpt_none;    // the same without attention
+  Dataset dataset;          // the manifest's records
 };
 
 /// Built on first use: 30 synthetic images (128 px, 15 patients, every grade), the split manifest

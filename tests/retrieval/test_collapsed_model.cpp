@@ -22,8 +22,7 @@ std::string collapsed_checkpoint(const test::TempDir& dir) {
     torch::NoGradGuard no_grad;
     if (item.key().size() >= 11 && item.key().compare(item.key().size() - 11, 11, "running_var") == 0)
       item.value().fill_(1);
-    else
-      item.value().zero_();
+    else item.value().zero_();
   }
   save_checkpoint(path, c);
   return path;

@@ -388,10 +388,8 @@ TEST(SearchEngine, ConcurrentQueriesAddsAndRemovesStayConsistent) {
     CaseRecord rec = record(i);
     rec.image_path.clear();
     CaseInfo info = engine->add_case(read_file(record(i).image_path), record(i).image_path, rec);
-    if (i % 3 == 0)
-      EXPECT_TRUE(engine->remove_case(info.id));
-    else
-      kept.push_back(info.id);
+    if (i % 3 == 0) EXPECT_TRUE(engine->remove_case(info.id));
+    else kept.push_back(info.id);
   }
   stop = true;
   for (auto& t : readers) t.join();

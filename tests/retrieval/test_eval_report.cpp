@@ -81,7 +81,7 @@ TEST(Report, LeakageRowsAndHtmlIsSelfContained) {
   for (size_t p = html.find("<svg"); p != std::string::npos; p = html.find("<svg", p + 1)) ++svgs;
   EXPECT_EQ(svgs, 2u);  // P@k curves and the confusion matrix
   EXPECT_NE(html.find("<polyline"), std::string::npos);
-  EXPECT_NE(html.find("stroke-dasharray"), std::string::npos);  // chance floors
+  EXPECT_NE(html.find("stroke-dasharray"), std::string::npos);             // chance floors
   EXPECT_NE(html.find("data:image/jpeg;base64,/9j/"), std::string::npos);  // an embedded JPEG
   EXPECT_NE(html.find("a &lt;figure&gt;"), std::string::npos);
   EXPECT_NE(html.find("Leakage effect"), std::string::npos);
@@ -169,10 +169,8 @@ TEST(EvalRun, OutputsMatchEvaluateRetrievalAndReportLeakage) {
     const std::string name = group["name"];
     for (const std::string& metric : expected.metrics) {
       const double want = expected.value(name, metric);
-      if (std::isnan(want))
-        EXPECT_TRUE(group["values"][metric].is_null()) << name << " " << metric;
-      else
-        EXPECT_NEAR(group["values"][metric].get<double>(), want, 1e-6) << name << " " << metric;
+      if (std::isnan(want)) EXPECT_TRUE(group["values"][metric].is_null()) << name << " " << metric;
+      else EXPECT_NEAR(group["values"][metric].get<double>(), want, 1e-6) << name << " " << metric;
     }
   }
   // The other same-patient setting is always computed; the image-level split leaks fellow eyes.

@@ -41,8 +41,8 @@ class FakeBackend : public SearchBackend {
  public:
   explicit FakeBackend(std::string image_dir) : dir_(std::move(image_dir)) {}
 
-  std::atomic<int> query_delay_ms{0};  // makes queries slow (graceful-shutdown test)
-  std::atomic<bool> fail_stats{false}; // stats() throws std::runtime_error (500 test)
+  std::atomic<int> query_delay_ms{0};    // makes queries slow (graceful-shutdown test)
+  std::atomic<bool> fail_stats{false};   // stats() throws std::runtime_error (500 test)
   std::atomic<int64_t> corrupt_case{0};  // reading this case throws StoreCorruptError, as a damaged store does
   std::string private_dir = "/srv/fundus-private";  // what server-side errors name, as the engine's do
 
@@ -169,7 +169,8 @@ class FakeBackend : public SearchBackend {
 };
 
 /// multipart/form-data items: the image plus text fields.
-inline httplib::MultipartFormDataItems form(const std::string& image, std::vector<std::pair<std::string, std::string>> fields = {},
+inline httplib::MultipartFormDataItems form(const std::string& image,
+                                            std::vector<std::pair<std::string, std::string>> fields = {},
                                             const std::string& filename = "q.jpg") {
   httplib::MultipartFormDataItems items;
   if (!image.empty()) items.push_back({"image", image, filename, "image/jpeg"});

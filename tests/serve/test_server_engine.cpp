@@ -33,13 +33,13 @@ class EngineServerTest : public ::testing::Test {
     fixture = new TempDir();
     const std::string d = fixture->path();
     make_dirs(d + "/base");
-    for (const std::string& args :
-         {"synth --out " + d + "/data --count 30 --size 128 --seed 21",
-          "synth --out " + d + "/extra --count 2 --size 128 --seed 977",
-          "dataset split " + d + "/data/labels.csv --out " + d + "/split --seed 2",
-          "train --preset tiny --data " + d + "/split/manifest.csv --out " + d +
-              "/run --epochs 1 --set train.max_steps_per_epoch=1 --set train.select=train_loss --set model.backbone=resnet18",
-          "store add --store " + d + "/base/cases.db --data " + d + "/split/manifest.csv"}) {
+    for (const std::string& args : {"synth --out " + d + "/data --count 30 --size 128 --seed 21",
+                                    "synth --out " + d + "/extra --count 2 --size 128 --seed 977",
+                                    "dataset split " + d + "/data/labels.csv --out " + d + "/split --seed 2",
+                                    "train --preset tiny --data " + d + "/split/manifest.csv --out " + d +
+                                        "/run --epochs 1 --set train.max_steps_per_epoch=1 --set "
+                                        "train.select=train_loss --set model.backbone=resnet18",
+                                    "store add --store " + d + "/base/cases.db --data " + d + "/split/manifest.csv"}) {
       CommandResult r = run_cli(args);
       ASSERT_EQ(r.exit_code, 0) << "fundus " << args << "\n" << r.output;
     }
@@ -238,7 +238,8 @@ TEST_F(EngineServerTest, NonFundusUploadsAreRefusedWithNoFieldOfView) {
     return std::string(buf.begin(), buf.end());
   };
   cv::Mat page(600, 450, CV_8UC3, cv::Scalar::all(240));
-  for (int y = 40; y < 560; y += 26) cv::putText(page, "The quick brown fox jumps", {12, y}, cv::FONT_HERSHEY_SIMPLEX, 0.6, cv::Scalar::all(20));
+  for (int y = 40; y < 560; y += 26)
+    cv::putText(page, "The quick brown fox jumps", {12, y}, cv::FONT_HERSHEY_SIMPLEX, 0.6, cv::Scalar::all(20));
   const std::vector<std::tuple<std::string, std::string, std::string>> uploads = {
       {"black.jpg", encoded(cv::Mat::zeros(480, 640, CV_8UC3), ".jpg"), "practically uniform"},
       {"white.png", encoded(cv::Mat(480, 640, CV_8UC3, cv::Scalar::all(255)), ".png"), "practically uniform"},
@@ -299,8 +300,8 @@ TEST_F(EngineServerTest, ConcurrentClientsKeepStoreAndIndexConsistent) {
           tally(c.Post("/api/query", form(images[size_t(i + t) % images.size()], {{"k", "4"}})), 200);
           continue;
         }
-        auto r = c.Post("/api/cases", form(images[size_t(i)], {{"grade", std::to_string(i % 5)},
-                                                               {"id", strprintf("c%d-%d", t, i)}}));
+        auto r = c.Post("/api/cases",
+                        form(images[size_t(i)], {{"grade", std::to_string(i % 5)}, {"id", strprintf("c%d-%d", t, i)}}));
         tally(r, 201);
         if (!r || r->status != 201) continue;
         ++added;
@@ -329,7 +330,8 @@ TEST_F(EngineServerTest, ConcurrentClientsKeepStoreAndIndexConsistent) {
 class ServeProcess {
  public:
   ServeProcess(const std::string& args, const std::string& log) {
-    std::string command = "exec " + shell_quote(FUNDUS_CLI) + " serve --port 0 " + args + " > " + shell_quote(log) + " 2>&1";
+    std::string command =
+        "exec " + shell_quote(FUNDUS_CLI) + " serve --port 0 " + args + " > " + shell_quote(log) + " 2>&1";
     const char* argv[] = {"/bin/sh", "-c", command.c_str(), nullptr};
     EXPECT_EQ(posix_spawn(&pid_, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ), 0);
     for (int i = 0; i < 1200 && port_ == 0; ++i) {  // up to 2 minutes on a busy machine
@@ -375,7 +377,8 @@ TEST_F(EngineServerTest, CliServeSurvivesAHardKillWithoutLosingAcknowledgedAdds)
     c.set_read_timeout(60, 0);
     httplib::Headers auth = {{"Authorization", "Bearer tok"}};
     for (int i = 0; i < 2; ++i) {
-      auto r = c.Post("/api/cases", auth, form(read_file(image("extra", i)), {{"grade", "2"}, {"id", strprintf("kept%d", i)}}));
+      auto r = c.Post("/api/cases", auth,
+                      form(read_file(image("extra", i)), {{"grade", "2"}, {"id", strprintf("kept%d", i)}}));
       ASSERT_TRUE(r);
       ASSERT_EQ(r->status, 201) << r->body;
       ids.push_back(body_json(r)["id"]);

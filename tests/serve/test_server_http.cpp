@@ -38,7 +38,8 @@ class ServerTest : public ::testing::Test {
     server->start();
     ASSERT_GT(server->port(), 0);
   }
-  void add(const std::string& image, const std::string& id, int grade, const std::string& patient, const std::string& eye) {
+  void add(const std::string& image, const std::string& id, int grade, const std::string& patient,
+           const std::string& eye) {
     CaseRecord r;
     r.id = id;
     r.grade = grade;
@@ -264,11 +265,10 @@ TEST_F(ServerTest, CaseEndpoints) {
 TEST_F(ServerTest, AddThenQueryThenDelete) {
   start();
   auto c = client();
-  auto add = c.Post("/api/cases", form(make_image(230, 230, 20), {{"grade", "3"},
-                                                                  {"patient", "P9"},
-                                                                  {"eye", "r"},
-                                                                  {"id", "yellow"},
-                                                                  {"meta", R"({"site": "A"})"}}));
+  auto add =
+      c.Post("/api/cases",
+             form(make_image(230, 230, 20),
+                  {{"grade", "3"}, {"patient", "P9"}, {"eye", "r"}, {"id", "yellow"}, {"meta", R"({"site": "A"})"}}));
   ASSERT_TRUE(add);
   ASSERT_EQ(add->status, 201) << add->body;
   Json a = body_json(add);
@@ -434,7 +434,8 @@ TEST_F(ServerTest, TokenRequiredForWritesOnly) {
   EXPECT_EQ(del_no->status, 401);
   EXPECT_EQ(backend->size(), 3);
 
-  auto bearer = c.Post("/api/cases", httplib::Headers{{"Authorization", "Bearer s3cret"}}, form(jpeg, {{"grade", "1"}}));
+  auto bearer =
+      c.Post("/api/cases", httplib::Headers{{"Authorization", "Bearer s3cret"}}, form(jpeg, {{"grade", "1"}}));
   ASSERT_TRUE(bearer);
   EXPECT_EQ(bearer->status, 201) << bearer->body;
   auto header = c.Delete("/api/cases/1", httplib::Headers{{"X-Fundus-Token", "s3cret"}});
@@ -526,8 +527,10 @@ TEST_F(ServerTest, HostileFieldsAreRefusedBeforeAnythingIsStored) {
   };
   expect(c.Post("/api/cases", form(jpeg, {{"grade", "1"}, {"meta", nested_json(60000)}})), "bad_meta",
          "field 'meta': longer than 65536 bytes", "meta 60,000 deep (360 kB)");
-  expect(c.Post("/api/cases", form(jpeg, {{"grade", "1"}, {"meta", "{\"a\":" + std::string(30000, '[') + std::string(30000, ']') + "}"}})),
-         "bad_meta", "field 'meta': JSON nested deeper than 64 levels", "meta 30,000 deep (60 kB)");
+  expect(
+      c.Post("/api/cases", form(jpeg, {{"grade", "1"},
+                                       {"meta", "{\"a\":" + std::string(30000, '[') + std::string(30000, ']') + "}"}})),
+      "bad_meta", "field 'meta': JSON nested deeper than 64 levels", "meta 30,000 deep (60 kB)");
   expect(c.Post("/api/cases", form(jpeg, {{"grade", "1"}, {"meta", nested_json(65)}})), "bad_meta",
          "field 'meta': JSON nested deeper than 64 levels", "meta 65 deep");
   expect(c.Post("/api/cases", form(jpeg, {{"grade", "1"}, {"meta", "{\"a\":\"" + std::string(70000, 'x') + "\"}"}})),
@@ -536,7 +539,8 @@ TEST_F(ServerTest, HostileFieldsAreRefusedBeforeAnythingIsStored) {
          "field 'patient': not valid UTF-8", "Latin-1 patient");
   expect(c.Post("/api/cases", form(jpeg, {{"grade", "1"}, {"id", "x\x1b[2J"}})), "bad_field",
          "field 'id': contains control characters", "escape sequence in id");
-  for (const char* k : {"0x10", "1e1", "0x2", "+0x1", "1_0"}) expect(c.Post("/api/query", form(jpeg, {{"k", k}})), "bad_k", "", k);
+  for (const char* k : {"0x10", "1e1", "0x2", "+0x1", "1_0"})
+    expect(c.Post("/api/query", form(jpeg, {{"k", k}})), "bad_k", "", k);
   for (const char* g : {"0x2", "1e0", "2e0"}) {
     expect(c.Post("/api/cases", form(jpeg, {{"grade", g}})), "bad_grade", "", g);
     expect(c.Post("/api/query", form(jpeg, {{"grades", g}})), "bad_grade", "", g);
@@ -757,8 +761,8 @@ TEST_F(ServerTest, ConcurrentQueriesAddsAndDeletesStayConsistent) {
           tally(c.Post("/api/query", form(make_image(20 * t, 10 * i, 90), {{"k", "5"}})), 200);
           continue;
         }
-        auto r = c.Post("/api/cases", form(make_image(20 * t, 10 * i, 90), {{"grade", std::to_string(i % 5)},
-                                                                          {"id", strprintf("t%d_%d", t, i)}}));
+        auto r = c.Post("/api/cases", form(make_image(20 * t, 10 * i, 90),
+                                           {{"grade", std::to_string(i % 5)}, {"id", strprintf("t%d_%d", t, i)}}));
         tally(r, 201);
         if (!r || r->status != 201) continue;
         ++added;

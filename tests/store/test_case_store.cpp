@@ -173,8 +173,9 @@ TEST(CaseStore, ModelsAreIdempotentByCheckpointAndPreprocessing) {
   EXPECT_EQ(store.register_model("again", R"({"backbone":"resnet18"})", "abc123", R"( {"size":224} )", 1024), a);
   int64_t b = store.register_model("mirror", "{}", "abc123", R"({"size": 512})", 1024);
   EXPECT_NE(a, b);
-  EXPECT_NE(error_of([&] { store.register_model("x", "{}", "abc123", R"({"size": 224})", 512); })
-                .find("descriptor_dim 1024, not 512"),
+  EXPECT_NE(error_of([&] {
+              store.register_model("x", "{}", "abc123", R"({"size": 224})", 512);
+            }).find("descriptor_dim 1024, not 512"),
             std::string::npos);
   EXPECT_NE(error_of([&] { store.register_model("x", "{oops", "h", "{}", 8); }), "");
   EXPECT_NE(error_of([&] { store.register_model("x", "{}", "h", "{}", 0); }), "");
@@ -228,7 +229,9 @@ TEST(CaseStore, EmbeddingsRoundTripAndValidation) {
   EXPECT_NE(error_of([&] { store.put_embeddings(model, {ids[6]}, bad.data(), dim); }).find("non-finite"),
             std::string::npos);
   auto two = vectors_for({ids[6], 999}, dim);
-  EXPECT_NE(error_of([&] { store.put_embeddings(model, {ids[6], 999}, two.data(), dim); }).find("no case with id 999"),
+  EXPECT_NE(error_of([&] {
+              store.put_embeddings(model, {ids[6], 999}, two.data(), dim);
+            }).find("no case with id 999"),
             std::string::npos);
   EXPECT_FALSE(store.get_embedding(model, ids[6]));  // the first row of the failed batch was rolled back
   EXPECT_EQ(store.get_model(model)->embeddings_version, 2);
@@ -300,8 +303,7 @@ PRAGMA user_version = 1;
 
   raw_sql(path, "PRAGMA user_version = 99");
   std::string err = error_of([&] { CaseStore s(path); });
-  EXPECT_NE(err.find(path + ": case store schema version 99 is newer than this build supports (2)"),
-            std::string::npos)
+  EXPECT_NE(err.find(path + ": case store schema version 99 is newer than this build supports (2)"), std::string::npos)
       << err;
 }
 
@@ -315,8 +317,7 @@ TEST(CaseStore, RejectsMissingForeignAndCorruptFiles) {
 
   write_file_atomic(dir.file("text.db"), std::string(5000, 'x'));
   err = error_of([&] { CaseStore s(dir.file("text.db")); });
-  EXPECT_NE(err.find(dir.file("text.db") + ": not a SQLite database or the file is corrupt"), std::string::npos)
-      << err;
+  EXPECT_NE(err.find(dir.file("text.db") + ": not a SQLite database or the file is corrupt"), std::string::npos) << err;
 
   raw_sql(dir.file("other.db"), "CREATE TABLE t(x); CREATE TABLE u(y);");
   err = error_of([&] { CaseStore s(dir.file("other.db")); });
@@ -469,10 +470,11 @@ TEST(CaseStore, SchemaVersionsOutsideTheRangeOrNotMatchingTheTablesAreRefused) {
   }
   raw_sql(path, "PRAGMA user_version = 1");
   EXPECT_EQ(error_of([&] { CaseStore s(path); }),
-            path + ": case store schema version 1 does not match the tables in the file (column "
-                   "models.embeddings_version (of schema version 2) is present; table store_info (of schema version 2) "
-                   "is present); they are "
-                   "the tables of schema version 2: if only the version number was changed, restore it with sqlite3 " +
+            path +
+                ": case store schema version 1 does not match the tables in the file (column "
+                "models.embeddings_version (of schema version 2) is present; table store_info (of schema version 2) "
+                "is present); they are "
+                "the tables of schema version 2: if only the version number was changed, restore it with sqlite3 " +
                 path + " 'PRAGMA user_version = 2'");
   raw_sql(path, "PRAGMA user_version = 0");
   EXPECT_NE(error_of([&] { CaseStore s(path); }).find("they are the tables of schema version 2"), std::string::npos);
@@ -489,20 +491,23 @@ TEST(CaseStore, MissingTablesAndEmptyFilesAreRefusedWithoutWriting) {
   make_healthy_store(dir, path);
   raw_sql(path, "DROP TABLE store_info");
   EXPECT_EQ(error_of([&] { CaseStore s(path); }),
-            path + ": case store schema version 2 does not match the tables in the file (table store_info is "
-                   "missing); the file is damaged: restore it from a copy");
+            path +
+                ": case store schema version 2 does not match the tables in the file (table store_info is "
+                "missing); the file is damaged: restore it from a copy");
 
   write_file_atomic(dir.file("zero.db"), "");
   StoreOptions read_only, existing;
   read_only.read_only = true;
   existing.create = false;
   for (const StoreOptions& o : {read_only, existing})
-    EXPECT_EQ(error_of([&] { CaseStore s(dir.file("zero.db"), o); }), dir.file("zero.db") + ": empty file (0 bytes), not a case store");
+    EXPECT_EQ(error_of([&] { CaseStore s(dir.file("zero.db"), o); }),
+              dir.file("zero.db") + ": empty file (0 bytes), not a case store");
   EXPECT_EQ(read_file(dir.file("zero.db")), "");
   // An empty SQLite database (tables never created) is not a store either, unless creating one.
   raw_sql(dir.file("empty.db"), "PRAGMA user_version = 0");
   std::string before = read_file(dir.file("empty.db"));
-  EXPECT_NE(error_of([&] { CaseStore s(dir.file("empty.db"), read_only); }).find("not a case store"), std::string::npos);
+  EXPECT_NE(error_of([&] { CaseStore s(dir.file("empty.db"), read_only); }).find("not a case store"),
+            std::string::npos);
   EXPECT_EQ(read_file(dir.file("empty.db")), before);
   EXPECT_EQ(CaseStore(dir.file("zero.db")).schema_version(), kStoreSchemaVersion);  // create=true initialises it
 }
@@ -529,17 +534,20 @@ TEST(CaseStore, ReadOnlyOpenReadsEverythingAndWritesNothing) {
   }
   EXPECT_EQ(read_file(path), bytes);
   // An old schema is not migrated by a reader: it says how to upgrade.
-  raw_sql(dir.file("v1.db"),
-          "CREATE TABLE cases (id INTEGER PRIMARY KEY AUTOINCREMENT, external_id TEXT NOT NULL UNIQUE, image_path TEXT, "
-          "content_hash TEXT, grade INTEGER, patient TEXT, eye TEXT, split TEXT, meta TEXT, added_at TEXT);"
-          "CREATE TABLE models (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, config TEXT, checkpoint_hash TEXT, "
-          "preprocessing TEXT, descriptor_dim INTEGER, created_at TEXT);"
-          "CREATE TABLE embeddings (case_id INTEGER, model_id INTEGER, vector BLOB, PRIMARY KEY (case_id, model_id));"
-          "PRAGMA user_version = 1;");
+  raw_sql(
+      dir.file("v1.db"),
+      "CREATE TABLE cases (id INTEGER PRIMARY KEY AUTOINCREMENT, external_id TEXT NOT NULL UNIQUE, image_path TEXT, "
+      "content_hash TEXT, grade INTEGER, patient TEXT, eye TEXT, split TEXT, meta TEXT, added_at TEXT);"
+      "CREATE TABLE models (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, config TEXT, checkpoint_hash TEXT, "
+      "preprocessing TEXT, descriptor_dim INTEGER, created_at TEXT);"
+      "CREATE TABLE embeddings (case_id INTEGER, model_id INTEGER, vector BLOB, PRIMARY KEY (case_id, model_id));"
+      "PRAGMA user_version = 1;");
   ro.check = false;
   EXPECT_EQ(error_of([&] { CaseStore s(dir.file("v1.db"), ro); }),
-            dir.file("v1.db") + ": case store schema version 1 predates this build's 2; upgrade it once with `fundus "
-                                "store migrate --store " + dir.file("v1.db") + "` (read-only commands never write)");
+            dir.file("v1.db") +
+                ": case store schema version 1 predates this build's 2; upgrade it once with `fundus "
+                "store migrate --store " +
+                dir.file("v1.db") + "` (read-only commands never write)");
   EXPECT_EQ(CaseStore(dir.file("v1.db")).schema_version(), 2);
 }
 
@@ -548,10 +556,13 @@ TEST(CaseStore, CheckFindsEveryRowThatBreaksAReader) {
   test::TempDir dir;
   std::string path = dir.file("s.db");
   make_healthy_store(dir, path);
-  raw_sql(path,
-          "PRAGMA ignore_check_constraints = 1;"
-          "UPDATE cases SET grade = 7 WHERE id = 1;"
-          "UPDATE cases SET meta = '" + test::nested_json(1000) + "' WHERE id = 2;"   // valid JSON, too deep
+  raw_sql(
+      path,
+      "PRAGMA ignore_check_constraints = 1;"
+      "UPDATE cases SET grade = 7 WHERE id = 1;"
+      "UPDATE cases SET meta = '" +
+          test::nested_json(1000) +
+          "' WHERE id = 2;"  // valid JSON, too deep
           "UPDATE cases SET patient = CAST(X'4A6F73E9' AS TEXT), external_id = 'c' || char(27) || '[2J' WHERE id = 3;"
           "UPDATE embeddings SET vector = X'0000803F0000C07F0000803F0000803F' WHERE case_id = 2;"  // NaN
           "INSERT INTO models(name, checkpoint_hash, descriptor_dim) VALUES ('huge', 'h2', 1099511627776);");
@@ -559,10 +570,10 @@ TEST(CaseStore, CheckFindsEveryRowThatBreaksAReader) {
   std::string all = join(c.problems, "\n");
   EXPECT_EQ(c.problems.size(), 7u) << all;
   for (const char* expected :
-       {"integrity: CHECK constraint failed in cases", "case id 1: grade 7 outside 0-4", "case id 2: meta: JSON nested deeper than 64 levels",
+       {"integrity: CHECK constraint failed in cases", "case id 1: grade 7 outside 0-4",
+        "case id 2: meta: JSON nested deeper than 64 levels",
         "case id 3: external_id contains the control character 0x1B (ESC)",
-        "case id 3: patient is not valid UTF-8 (byte 0xE9)",
-        "model 2: descriptor_dim '1099511627776' outside 1-65536",
+        "case id 3: patient is not valid UTF-8 (byte 0xE9)", "model 2: descriptor_dim '1099511627776' outside 1-65536",
         "embedding of case id 2 for model 1 has a non-finite value (nan) at dimension 1"})
     EXPECT_NE(all.find(expected), std::string::npos) << expected << "\n" << all;
   // Problems never print raw control bytes.
@@ -575,8 +586,9 @@ TEST(CaseStore, CheckFindsEveryRowThatBreaksAReader) {
     ADD_FAILURE() << "no error for a NaN vector";
   } catch (const StoreCorruptError& e) {
     EXPECT_EQ(e.case_id(), 2);
-    EXPECT_EQ(e.message(), path + ": case id 2: its embedding for model 1 has a non-finite value (nan) at dimension 1; "
-                                  "the store is damaged or was edited outside fundus (run `fundus store check`)");
+    EXPECT_EQ(e.message(), path +
+                               ": case id 2: its embedding for model 1 has a non-finite value (nan) at dimension 1; "
+                               "the store is damaged or was edited outside fundus (run `fundus store check`)");
   }
   EXPECT_THROW(store.get_embedding(1, 2), StoreCorruptError);
   EXPECT_EQ(store.get_embedding(1, 1)->size(), 4u);
@@ -602,7 +614,7 @@ TEST(CaseStore, WritersRefuseTextAndMetaThatWouldBreakReaders) {
   test::TempDir dir;
   CaseStore store(dir.file("s.db"));
   Dataset ds = make_dataset(dir, 4);
-  ds.records[1].patient = "Jos\xE9";      // Latin-1
+  ds.records[1].patient = "Jos\xE9";  // Latin-1
   EXPECT_EQ(error_of([&] { store.add_cases(ds); }),
             dir.file("case.csv") + ":3: case 'case1': patient is not valid UTF-8 (byte 0xE9)");
   ds.records[1].patient = "P\x1b[31m";

@@ -15,9 +15,9 @@
 namespace fundus::test {
 
 struct GradientCheck {
-  double worst = 0;           // largest relative error over the checked elements
-  double scale = 0;           // max |autograd gradient| over the whole leaf
-  int64_t checked = 0;        // elements compared
+  double worst = 0;             // largest relative error over the checked elements
+  double scale = 0;             // max |autograd gradient| over the whole leaf
+  int64_t checked = 0;          // elements compared
   int64_t checked_nonzero = 0;  // of those, elements whose gradient is not negligible (> floor)
 };
 

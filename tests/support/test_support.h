@@ -24,17 +24,18 @@ class TempDir {
   std::string path_;
 };
 
-std::string source_dir();                  // the repository root
-std::string shared_dir();                  // ../shared (may not exist)
+std::string source_dir();  // the repository root
+std::string shared_dir();  // ../shared (may not exist)
 /// Path of a shared dataset ("rahim-dr-tiny", "rahim-dr") or "" when absent.
 std::string shared_dataset(const std::string& name);
 std::string shared_model(const std::string& file);  // "" when absent
 
 /// Skips the current test with a clear message when the shared dataset is absent.
-#define FUNDUS_REQUIRE_SHARED_DATASET(var, name)                                                       \
+#define FUNDUS_REQUIRE_SHARED_DATASET(var, name)                                                     \
   std::string var = ::fundus::test::shared_dataset(name);                                            \
-  if (var.empty()) GTEST_SKIP() << "shared dataset '" << name << "' not found under "                \
-                                << ::fundus::test::shared_dir() << " (tests on real images skipped)"
+  if (var.empty())                                                                                   \
+  GTEST_SKIP() << "shared dataset '" << name << "' not found under " << ::fundus::test::shared_dir() \
+               << " (tests on real images skipped)"
 
 struct CommandResult {
   int exit_code = -1;
@@ -47,8 +48,8 @@ CommandResult run_cli(const std::string& args);
 
 /// Whether FUNDUS_PYTHON can `import torch, torchvision`; cached.
 bool python_oracle_available();
-#define FUNDUS_REQUIRE_PYTHON_ORACLE()                                                                \
-  if (!::fundus::test::python_oracle_available())                                                    \
+#define FUNDUS_REQUIRE_PYTHON_ORACLE()            \
+  if (!::fundus::test::python_oracle_available()) \
   GTEST_SKIP() << "Python oracle (" << FUNDUS_PYTHON << " with torch+torchvision) not available"
 /// Writes `script` to a file and runs it with FUNDUS_PYTHON and `args`; fails the test on error.
 CommandResult run_python(const std::string& script, const std::string& args = "");

@@ -264,8 +264,8 @@ TEST_P(GlobalBatch, LossAndGradientsEqualOneProcess) {
     DataParallel dp(comm, *net);
     dp.broadcast_state(*net);
     ModelOutput out = net->forward(rows_of(images, comm.rank(), 2));
-    LossInputs in = dp.gather_loss_inputs({out.descriptor, out.branch_h, out.branch_v, out.logits,
-                                           rows_of(grades, comm.rank(), 2)});
+    LossInputs in = dp.gather_loss_inputs(
+        {out.descriptor, out.branch_h, out.branch_v, out.logits, rows_of(grades, comm.rank(), 2)});
     EXPECT_EQ(in.descriptor.size(0), batch);
     EXPECT_TRUE(torch::equal(in.grades, grades));
     LossResult loss = compute_loss(lc, in);
@@ -302,7 +302,8 @@ namespace {
 // convnet4 rounding stays rounding, so a wrong gradient cannot hide in it.
 std::string train_args(const std::string& out, const std::string& extra) {
   return "train --preset tiny --set model.backbone=convnet4 --data " + test::shell_quote(test::synthetic_manifest()) +
-         " --out " + test::shell_quote(out) + " --set train.workers=1 --set optim.name=sgd --set optim.lr=0.05 " + extra;
+         " --out " + test::shell_quote(out) + " --set train.workers=1 --set optim.name=sgd --set optim.lr=0.05 " +
+         extra;
 }
 
 StateDict model_of(const std::string& run) { return load_checkpoint(run + "/checkpoints/last.ckpt").model; }
@@ -409,7 +410,8 @@ int wait_for(pid_t pid, double seconds) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   int status = 0;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (::waitpid(pid, &status, WNOHANG) == pid)
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ::kill(pid, SIGKILL);
@@ -418,8 +420,9 @@ int wait_for(pid_t pid, double seconds) {
 }
 
 std::vector<std::string> train_argv(const std::string& out, const std::vector<std::string>& extra) {
-  std::vector<std::string> a = {"train", "--preset", "tiny", "--data", test::synthetic_manifest(), "--out", out,
-                                "--threads", "1", "--set", "train.workers=1", "--set", "optim.name=sgd"};
+  std::vector<std::string> a = {"train",           "--preset", "tiny",          "--data", test::synthetic_manifest(),
+                                "--out",           out,        "--threads",     "1",      "--set",
+                                "train.workers=1", "--set",    "optim.name=sgd"};
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }
@@ -484,9 +487,12 @@ TEST(DistributedProcesses, WrongWorldConfigurationsFailFastAndSayWhy) {
   test::TempDir dir;
   const auto args = train_argv(dir.file("run"), {"--epochs", "1"});
   auto rank_env = [](int rank, int world, int port) {
-    return std::vector<std::string>{"MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port),
-                                    "WORLD_SIZE=" + std::to_string(world), "RANK=" + std::to_string(rank),
-                                    "FUNDUS_QUIET=1", "OMP_WAIT_POLICY=PASSIVE"};
+    return std::vector<std::string>{"MASTER_ADDR=127.0.0.1",
+                                    "MASTER_PORT=" + std::to_string(port),
+                                    "WORLD_SIZE=" + std::to_string(world),
+                                    "RANK=" + std::to_string(rank),
+                                    "FUNDUS_QUIET=1",
+                                    "OMP_WAIT_POLICY=PASSIVE"};
   };
   auto timeout = [](std::vector<std::string> a, const std::string& seconds) {
     a.insert(a.end(), {"--dist-timeout", seconds});

@@ -113,11 +113,11 @@ TEST(RunConfig, LearningRateSchedules) {
   c.schedule = "cosine";
   c.warmup_epochs = 1;
   c.min_lr = 0.1;
-  EXPECT_NEAR(c.lr_at(0.0, 11), 0.01, 1e-12);        // warm-up starts at lr/100
-  EXPECT_NEAR(c.lr_at(0.5, 11), 0.505, 1e-12);       // halfway through the warm-up
-  EXPECT_NEAR(c.lr_at(1.0, 11), 1.0, 1e-12);         // cosine starts at lr
-  EXPECT_NEAR(c.lr_at(6.0, 11), 0.55, 1e-12);        // middle: (lr + min) / 2
-  EXPECT_NEAR(c.lr_at(11.0, 11), 0.1, 1e-12);        // end: min_lr
+  EXPECT_NEAR(c.lr_at(0.0, 11), 0.01, 1e-12);   // warm-up starts at lr/100
+  EXPECT_NEAR(c.lr_at(0.5, 11), 0.505, 1e-12);  // halfway through the warm-up
+  EXPECT_NEAR(c.lr_at(1.0, 11), 1.0, 1e-12);    // cosine starts at lr
+  EXPECT_NEAR(c.lr_at(6.0, 11), 0.55, 1e-12);   // middle: (lr + min) / 2
+  EXPECT_NEAR(c.lr_at(11.0, 11), 0.1, 1e-12);   // end: min_lr
 }
 
 TEST(Checkpoint, RoundTripAndRejections) {
@@ -198,7 +198,8 @@ TEST(Trainer, ResumeReproducesUninterruptedRun) {
 
   // Interrupt in the middle of the first epoch, then resume to the end.
   int64_t stop = int64_t(expected.size()) / 2 - 1;
-  TrainSummary part = train_model(tiny_request(dir.file("resumed"), {"train.stop_after_steps=" + std::to_string(stop)}));
+  TrainSummary part =
+      train_model(tiny_request(dir.file("resumed"), {"train.stop_after_steps=" + std::to_string(stop)}));
   EXPECT_TRUE(part.interrupted);
   EXPECT_EQ(part.steps, stop);
   TrainRequest again = tiny_request(dir.file("resumed"));
@@ -284,8 +285,10 @@ TEST(Trainer, FeatureCacheTrainsTheUnfrozenStagesAndResumesExactly) {
   seed_torch(cfg.train.seed);
   RetrievalNet init(cfg.model, true);
   StateDict initial = module_state_dict(*init);
-  EXPECT_TRUE(torch::equal(*trained.find("backbone.features.0.0.weight"), *initial.find("backbone.features.0.0.weight")));
-  EXPECT_FALSE(torch::equal(*trained.find("backbone.features.18.0.weight"), *initial.find("backbone.features.18.0.weight")));
+  EXPECT_TRUE(
+      torch::equal(*trained.find("backbone.features.0.0.weight"), *initial.find("backbone.features.0.0.weight")));
+  EXPECT_FALSE(
+      torch::equal(*trained.find("backbone.features.18.0.weight"), *initial.find("backbone.features.18.0.weight")));
   // Interrupted and resumed: the same per-step losses (the cache is rebuilt identically).
   auto stop = std::vector<std::string>(o);
   stop.push_back("train.stop_after_steps=4");
@@ -323,8 +326,9 @@ TEST(CrossValidation, FoldsTrainEvaluateAndResume) {
   Dataset all = load_dataset(synthetic_manifest()).dataset;
   for (const auto& run : r.runs) {
     double p10 = run.values["P@10"], chance = run.chance["P@10"];
-    Dataset fold = load_dataset(dir.file(strprintf("cv/seed%llu/fold%d/manifest.csv", (unsigned long long)run.seed,
-                                                   run.fold + 1))).dataset;
+    Dataset fold =
+        load_dataset(dir.file(strprintf("cv/seed%llu/fold%d/manifest.csv", (unsigned long long)run.seed, run.fold + 1)))
+            .dataset;
     // The held-out fold (split "test") is queried against every other case.
     Dataset held_out, others;
     for (const auto& c : fold.records) (c.split == "test" ? held_out : others).records.push_back(c);
@@ -349,7 +353,8 @@ TEST(CrossValidation, FoldsTrainEvaluateAndResume) {
     EXPECT_TRUE(r.runs[0].values.contains(m) && r.runs[0].chance.contains(m)) << m;
     EXPECT_TRUE(r.summary["none"].contains(m)) << m;
     EXPECT_NE(csv.find(strprintf("\n1,1,none,%s,%s,", m.c_str(), fmt6(r.runs[0].values[m]).c_str())), std::string::npos)
-        << m << "\n" << csv;
+        << m << "\n"
+        << csv;
     EXPECT_NE(md.find("| " + m + " | "), std::string::npos) << m;
   }
   EXPECT_FALSE(file_exists(dir.file("cv/seed1/fold1/run/checkpoints/last.ckpt"))) << "checkpoints are deleted";

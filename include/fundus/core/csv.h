@@ -12,12 +12,12 @@
 namespace fundus {
 
 struct CsvRow {
-  int line = 0;                     // 1-based line where the row starts (header is line 1)
+  int line = 0;  // 1-based line where the row starts (header is line 1)
   std::vector<std::string> fields;
 };
 
 struct CsvTable {
-  std::string source;               // file name for messages
+  std::string source;  // file name for messages
   std::vector<std::string> header;
   std::vector<CsvRow> rows;
 
@@ -41,6 +41,5 @@ CsvTable read_csv(const std::string& path, bool has_header = true);
 /// Quotes a field when it contains a comma, quote or newline.
 std::string csv_escape(const std::string& field);
 std::string csv_line(const std::vector<std::string>& fields);  // with trailing "\n"
-
 
 }  // namespace fundus

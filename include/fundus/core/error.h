@@ -50,18 +50,17 @@ struct MessageBuilder {
 
 }  // namespace fundus
 
-#define FUNDUS_THROW(msg) \
-  ::fundus::throw_error(__FILE__, __LINE__, (::fundus::detail::MessageBuilder{} << msg).str())
+#define FUNDUS_THROW(msg) ::fundus::throw_error(__FILE__, __LINE__, (::fundus::detail::MessageBuilder{} << msg).str())
 
 #define FUNDUS_THROW_INPUT(msg) \
   throw ::fundus::InputError((::fundus::detail::MessageBuilder{} << msg).str(), __FILE__, __LINE__)
 
-#define FUNDUS_CHECK_INPUT(cond, msg) \
-  do {                                \
+#define FUNDUS_CHECK_INPUT(cond, msg)     \
+  do {                                    \
     if (!(cond)) FUNDUS_THROW_INPUT(msg); \
   } while (0)
 
-#define FUNDUS_CHECK(cond, msg)  \
-  do {                           \
+#define FUNDUS_CHECK(cond, msg)     \
+  do {                              \
     if (!(cond)) FUNDUS_THROW(msg); \
   } while (0)

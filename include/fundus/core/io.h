@@ -22,16 +22,16 @@
 namespace fundus {
 
 // ---- plain files ---------------------------------------------------------------------------
-std::string read_file(const std::string& path);             // throws naming the path
-bool file_exists(const std::string& path);                   // regular file or directory
-void make_dirs(const std::string& dir);                      // mkdir -p; throws on failure
+std::string read_file(const std::string& path);  // throws naming the path
+bool file_exists(const std::string& path);       // regular file or directory
+void make_dirs(const std::string& dir);          // mkdir -p; throws on failure
 /// Atomically replaces `path` with `bytes` (temp file + fsync + rename + fsync of the directory).
 void write_file_atomic(const std::string& path, std::string_view bytes);
 /// Atomic write where the content is streamed by `write` into an ostream.
 void write_file_atomic(const std::string& path, const std::function<void(std::ostream&)>& write);
 /// A unique temporary path next to `path` (same filesystem, so rename is atomic).
 std::string temp_path_for(const std::string& path);
-std::string parent_dir(const std::string& path);             // "" for a bare file name
+std::string parent_dir(const std::string& path);  // "" for a bare file name
 std::string join_path(const std::string& dir, const std::string& name);
 
 // ---- framed files --------------------------------------------------------------------------
@@ -43,8 +43,7 @@ struct FramedInfo {
 
 /// `magic` must be exactly 8 characters, e.g. "FNDCKPT1". `what` names the kind of file in
 /// error messages ("checkpoint", "index").
-void write_framed_file(const std::string& path, std::string_view magic, uint32_t version,
-                       std::string_view payload);
+void write_framed_file(const std::string& path, std::string_view magic, uint32_t version, std::string_view payload);
 void write_framed_file(const std::string& path, std::string_view magic, uint32_t version,
                        const std::function<void(std::ostream&)>& write_payload);
 /// Checks magic, version <= max_version, length and checksum by streaming once over the file.

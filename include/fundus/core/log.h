@@ -13,9 +13,9 @@ void log_message(LogLevel level, const std::string& message);
 
 }  // namespace fundus
 
-#define FUNDUS_LOG(level, msg)                                                             \
-  do {                                                                                     \
-    if (::fundus::LogLevel::level >= ::fundus::log_level())                                \
+#define FUNDUS_LOG(level, msg)                                                                             \
+  do {                                                                                                     \
+    if (::fundus::LogLevel::level >= ::fundus::log_level())                                                \
       ::fundus::log_message(::fundus::LogLevel::level, (::fundus::detail::MessageBuilder{} << msg).str()); \
   } while (0)
 #define FUNDUS_INFO(msg) FUNDUS_LOG(info, msg)

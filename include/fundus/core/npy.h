@@ -12,9 +12,9 @@ void write_npy(const std::string& path, const float* data, const std::vector<int
 void write_npy(const std::string& path, const int64_t* data, const std::vector<int64_t>& shape);
 
 struct NpyArray {
-  std::string dtype;               // "<f4", "<f8", "<i8", "<i4"
+  std::string dtype;  // "<f4", "<f8", "<i8", "<i4"
   std::vector<int64_t> shape;
-  std::vector<char> bytes;         // raw little-endian data, C order
+  std::vector<char> bytes;              // raw little-endian data, C order
   std::vector<float> as_float() const;  // converts f4/f8/i4/i8 to float
 };
 NpyArray read_npy(const std::string& path);

@@ -36,7 +36,7 @@ class Rng {
   /// Serialisable state (for checkpoint/resume).
   std::array<uint64_t, 4> state() const { return s_; }
   void set_state(const std::array<uint64_t, 4>& s) { s_ = s; }
-  std::string state_string() const;          // "s0 s1 s2 s3" in hex
+  std::string state_string() const;  // "s0 s1 s2 s3" in hex
   void set_state_string(const std::string& text);
 
  private:

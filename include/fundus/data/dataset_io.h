@@ -55,11 +55,11 @@ struct DatasetLoadOptions {
 };
 
 struct LoadResult {
-  Dataset dataset;                      // the good rows, in file order (folders: sorted by grade, name)
+  Dataset dataset;                                    // the good rows, in file order (folders: sorted by grade, name)
   DatasetFormat format = DatasetFormat::auto_detect;  // the format actually read
-  std::string file;                     // the CSV read (the root folder for `folders`)
-  size_t rows = 0;                      // data rows seen (good + bad; blank rows not counted)
-  std::vector<DatasetProblem> problems;  // row-level problems, in file order
+  std::string file;                                   // the CSV read (the root folder for `folders`)
+  size_t rows = 0;                                    // data rows seen (good + bad; blank rows not counted)
+  std::vector<DatasetProblem> problems;               // row-level problems, in file order
 };
 
 /// The format `path` would be read as, and for a directory the CSV inside it (in `file`, else `path`).

@@ -11,13 +11,13 @@
 namespace fundus {
 
 enum class ProblemKind {
-  bad_field,      // empty image name, unknown eye or split value, a folder name that is not a grade
-  bad_grade,      // grade not a number or outside 0-4
-  missing_image,  // the image file does not exist (or several files match the name)
-  corrupt_image,  // empty, truncated, not an image, undecodable, or above the pixel cap (image_io.h)
+  bad_field,         // empty image name, unknown eye or split value, a folder name that is not a grade
+  bad_grade,         // grade not a number or outside 0-4
+  missing_image,     // the image file does not exist (or several files match the name)
+  corrupt_image,     // empty, truncated, not an image, undecodable, or above the pixel cap (image_io.h)
   no_field_of_view,  // decodes, but shows no fundus field of view: blank, uniform, a document (fov.h)
-  duplicate_id,   // an id seen on an earlier row
-  empty_dataset,  // no usable rows at all (never skippable)
+  duplicate_id,      // an id seen on an earlier row
+  empty_dataset,     // no usable rows at all (never skippable)
 };
 const char* problem_kind_name(ProblemKind kind);  // "bad_grade", ...
 

@@ -28,14 +28,14 @@ struct SizeStats {
 struct DatasetStats {
   int64_t images = 0;
   PerGrade<int64_t> grades{};
-  int64_t patients = 0;                // distinct patient keys (an image without patient counts as one)
+  int64_t patients = 0;  // distinct patient keys (an image without patient counts as one)
   int64_t images_without_patient = 0;
   int64_t patients_with_both_eyes = 0;
   int64_t left = 0, right = 0, eye_unknown = 0;
   std::map<std::string, int64_t> splits;  // split name ("" = none) -> images
   // Filled when StatsOptions::image_sizes:
   int64_t images_read = 0;
-  int64_t unreadable = 0;               // header could not be read (validate to see why)
+  int64_t unreadable = 0;  // header could not be read (validate to see why)
   SizeStats width, height;
   std::map<std::string, int64_t> formats;  // "jpeg" -> count
   // Rows of the file that are not in the counts above (an unknown split or eye, a bad grade, ...),

@@ -39,24 +39,24 @@ struct FovOptions {
   double min_area_fraction = 0.05;  // smaller components are not a field of view
   int work_size = 512;              // detection runs on a copy with longer side <= this
   // Not a fundus photograph (see above); rejections never change the pixels of accepted images.
-  int min_side = 16;                // px of the image given to detect_fov
-  double max_aspect = 4.0;          // longer / shorter side
-  double max_outline_error = 0.04;  // median |outline distance - radius| / radius (real fields: < 0.012)
+  int min_side = 16;                   // px of the image given to detect_fov
+  double max_aspect = 4.0;             // longer / shorter side
+  double max_outline_error = 0.04;     // median |outline distance - radius| / radius (real fields: < 0.012)
   double min_colour_dominance = 0.15;  // (largest - second) / largest mean channel (real retinas: > 0.26)
 };
 
 struct FovResult {
-  bool found = false;        // false: whole-image fallback, `note` says why
+  bool found = false;             // false: whole-image fallback, `note` says why
   bool no_field_of_view = false;  // true: not a fundus photograph at all (implies !found), `note` says why
-  std::string note;          // "" when found
-  cv::Mat mask;              // CV_8UC1, 255 inside the FOV (all 255 on fallback); input size, or input
-                             //   size / mask_step when detect_fov was asked for the coarse mask
-  int mask_step = 1;         // mask pixel (i, j) covers input pixels [i, i+1) * mask_step
-  cv::Rect bbox;             // bounding box of the mask, input pixel coordinates
-  cv::Point2d center;        // fitted circle, continuous pixel coordinates (pixel i covers [i, i+1))
-  double radius = 0;         //   may extend beyond the image when the field is clipped
-  double area_fraction = 0;  // mask pixels / image pixels
-  double outline_error = 0;  // median |outline distance to the circle| / radius (0 when no circle was fitted)
+  std::string note;               // "" when found
+  cv::Mat mask;                   // CV_8UC1, 255 inside the FOV (all 255 on fallback); input size, or input
+                                  //   size / mask_step when detect_fov was asked for the coarse mask
+  int mask_step = 1;              // mask pixel (i, j) covers input pixels [i, i+1) * mask_step
+  cv::Rect bbox;                  // bounding box of the mask, input pixel coordinates
+  cv::Point2d center;             // fitted circle, continuous pixel coordinates (pixel i covers [i, i+1))
+  double radius = 0;              //   may extend beyond the image when the field is clipped
+  double area_fraction = 0;       // mask pixels / image pixels
+  double outline_error = 0;       // median |outline distance to the circle| / radius (0 when no circle was fitted)
 };
 
 /// Detects the FOV of an RGB (or BGR: the channel max is order-free) CV_8UC3 or grey CV_8UC1 image.

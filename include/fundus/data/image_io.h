@@ -77,7 +77,7 @@ struct ImageLimits {
 
 struct ImageInfo {
   ImageFormat format = ImageFormat::unknown;
-  int width = 0;        // as displayed: EXIF orientations 5-8 (transposed) swap the stored sides
+  int width = 0;  // as displayed: EXIF orientations 5-8 (transposed) swap the stored sides
   int height = 0;
   int orientation = 1;  // EXIF orientation 1-8 (JPEG APP1, PNG eXIf), 1 when absent
 };

@@ -59,12 +59,12 @@ struct PreprocessOptions {
 };
 
 struct PreprocessResult {
-  cv::Mat image;          // RGB CV_8UC3, size x size
-  cv::Mat decoded;        // the decoded (possibly reduced) input, RGB; shares memory, no copy made
-  FovResult fov;          // in `decoded` pixel coordinates (multiply by `reduce` for the original)
-  int reduce = 1;         // decode reduction factor (1, 2, 4 or 8)
-  cv::Size original_size; // size of the image file
-  cv::Point2d out_center; // FOV circle in output coordinates
+  cv::Mat image;           // RGB CV_8UC3, size x size
+  cv::Mat decoded;         // the decoded (possibly reduced) input, RGB; shares memory, no copy made
+  FovResult fov;           // in `decoded` pixel coordinates (multiply by `reduce` for the original)
+  int reduce = 1;          // decode reduction factor (1, 2, 4 or 8)
+  cv::Size original_size;  // size of the image file
+  cv::Point2d out_center;  // FOV circle in output coordinates
   double out_radius = 0;
 };
 
@@ -73,8 +73,8 @@ PreprocessResult preprocess_fundus(const cv::Mat& rgb, const PreprocessOptions& 
 /// From encoded bytes (JPEG, PNG, TIFF, BMP); `source` names the image in errors. The image policy of
 /// image_io.h applies (structure, pixel cap from the header before decoding, corrupt data): failures
 /// throw ImageError.
-PreprocessResult preprocess_fundus_bytes(std::string_view bytes, const std::string& source, const PreprocessOptions& options,
-                                         const ImageLimits& limits = {});
+PreprocessResult preprocess_fundus_bytes(std::string_view bytes, const std::string& source,
+                                         const PreprocessOptions& options, const ImageLimits& limits = {});
 /// From a file (read_image_file: a directory or a missing file is an ImageError naming it).
 PreprocessResult preprocess_fundus_file(const std::string& path, const PreprocessOptions& options,
                                         const ImageLimits& limits = {});

@@ -40,8 +40,8 @@ struct SplitOptions {
 /// when CaseRecord::patient is set (unknown patients cannot leak by construction of patient_key).
 struct SplitLeakage {
   int64_t test_patients = 0;
-  int64_t test_patients_in_train = 0;     // test patients with an image in train
-  int64_t test_patients_in_gallery = 0;   // ... in train or val
+  int64_t test_patients_in_train = 0;    // test patients with an image in train
+  int64_t test_patients_in_gallery = 0;  // ... in train or val
   int64_t test_images = 0;
   int64_t test_images_patient_in_gallery = 0;  // test images whose patient has an image in train or val
 };
@@ -57,7 +57,7 @@ struct SplitSummary {
   SplitCounts train, val, test;
   SplitLeakage leakage;
   int64_t images_without_patient = 0;  // each is its own patient: leakage through them is invisible
-  std::string assignment_sha256;  // of the sorted "id,split" lines: the same value means the same split
+  std::string assignment_sha256;       // of the sorted "id,split" lines: the same value means the same split
 };
 
 /// Returns a copy of `dataset` with CaseRecord::split set on every record. Throws on fractions outside

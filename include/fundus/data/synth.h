@@ -51,11 +51,11 @@ struct SynthLesionCounts {
 
 /// Everything that determines one synthetic photograph.
 struct SynthCaseSpec {
-  int size = 512;             // output is size x size pixels, 64..4096
-  int grade = 0;              // 0..4
-  bool right_eye = false;     // false: left eye (disc on the left)
-  uint64_t layout_seed = 1;   // anatomy and camera: shared by both eyes of a patient
-  uint64_t eye_seed = 2;      // lesions and per-photo nuisance
+  int size = 512;            // output is size x size pixels, 64..4096
+  int grade = 0;             // 0..4
+  bool right_eye = false;    // false: left eye (disc on the left)
+  uint64_t layout_seed = 1;  // anatomy and camera: shared by both eyes of a patient
+  uint64_t eye_seed = 2;     // lesions and per-photo nuisance
 };
 
 /// One rendered case. Geometry is in continuous pixel coordinates of the output image (pixel (i, j)
@@ -77,7 +77,7 @@ struct SynthCase {
 SynthCase render_synthetic_fundus(const SynthCaseSpec& spec);
 
 struct SynthOptions {
-  int count = 200;                    // number of images
+  int count = 200;  // number of images
   int size = 512;
   uint64_t seed = 1;
   std::vector<double> grade_weights;  // empty: balanced; else kNumGrades non-negative weights
@@ -85,7 +85,7 @@ struct SynthOptions {
   int jpeg_quality_min = 80;          // per image, uniform in [min, max]
   int jpeg_quality_max = 95;
   std::string out_dir;
-  int threads = 0;                    // 0: all available cores; output does not depend on it
+  int threads = 0;  // 0: all available cores; output does not depend on it
 };
 
 /// "balanced" -> {} ; "0.5,0.2,0.2,0.05,0.05" -> five weights. Throws naming `what` (e.g. "--grades").

@@ -27,10 +27,10 @@ struct ValidateOptions {
 struct ValidationResult {
   Dataset dataset;  // the good records only, in source order
   DatasetFormat format = DatasetFormat::auto_detect;
-  std::string file;                       // the CSV (or folder) read
-  size_t rows = 0;                        // records seen, good and bad
-  size_t images_checked = 0;              // images read and decoded
-  std::vector<DatasetProblem> problems;   // every problem, by CSV line (folder layouts: scan order)
+  std::string file;                      // the CSV (or folder) read
+  size_t rows = 0;                       // records seen, good and bad
+  size_t images_checked = 0;             // images read and decoded
+  std::vector<DatasetProblem> problems;  // every problem, by CSV line (folder layouts: scan order)
   bool ok() const { return problems.empty(); }
 };
 

@@ -35,10 +35,10 @@ struct DescriptorHealth {
   double mean_cosine = 0;
   double dim_spread = 0;
   double relative_spread = 0;
-  int64_t nn_sample = 0;           // rows whose nearest neighbour was measured (0 = not measured)
+  int64_t nn_sample = 0;                      // rows whose nearest neighbour was measured (0 = not measured)
   double nn_p01 = 0, nn_p05 = 0, nn_p50 = 0;  // percentiles of their nearest-neighbour similarity
-  double nn_duplicate_share = 0;   // share of sampled rows with a neighbour at similarity >= 0.999999
-  std::string status = "too_few";  // ok | degenerate | collapsed | too_few
+  double nn_duplicate_share = 0;              // share of sampled rows with a neighbour at similarity >= 0.999999
+  std::string status = "too_few";             // ok | degenerate | collapsed | too_few
 
   bool flagged() const { return status == "degenerate" || status == "collapsed"; }
   /// One line for logs: "mean cosine 0.43, spread 0.015 (relative 0.76): ok".

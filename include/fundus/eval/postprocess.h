@@ -27,11 +27,11 @@ namespace fundus {
 
 struct PostprocessSpec {
   bool whiten = false;
-  int whiten_dims = 0;        // 0 = all the gallery spans
+  int whiten_dims = 0;  // 0 = all the gallery spans
   double whiten_shrink = 0.1;
-  int dba_n = 0;              // 0 = off
+  int dba_n = 0;  // 0 = off
   double dba_alpha = 3;
-  int aqe_n = 0;              // 0 = off
+  int aqe_n = 0;  // 0 = off
   double aqe_alpha = 3;
 
   bool is_identity() const { return !whiten && dba_n == 0 && aqe_n == 0; }

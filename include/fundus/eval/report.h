@@ -54,13 +54,13 @@ struct ReportFigure {
 
 struct HtmlReportInput {
   std::string title = "Fundus retrieval evaluation";
-  std::string subtitle;                // e.g. model and data paths
+  std::string subtitle;                     // e.g. model and data paths
   const RetrievalReport* report = nullptr;  // required
-  std::vector<LeakageRow> leakage;     // shown when non-empty
-  std::vector<ReportFigure> figures;   // e.g. query contact sheets
-  Json config = Json::object();        // resolved options, shown verbatim
-  std::string generated_at;            // shown in the header ("" = not shown)
-  std::vector<std::string> warnings;   // shown in a box above the numbers (e.g. collapsed descriptors)
+  std::vector<LeakageRow> leakage;          // shown when non-empty
+  std::vector<ReportFigure> figures;        // e.g. query contact sheets
+  Json config = Json::object();             // resolved options, shown verbatim
+  std::string generated_at;                 // shown in the header ("" = not shown)
+  std::vector<std::string> warnings;        // shown in a box above the numbers (e.g. collapsed descriptors)
 };
 
 std::string render_html_report(const HtmlReportInput& input);

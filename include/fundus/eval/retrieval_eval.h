@@ -26,10 +26,10 @@ struct EvalOptions {
   RelevanceRule relevance = RelevanceRule::same_grade;
   bool exclude_same_patient = false;
   int knn_k = 10;
-  int chance_rounds = 200;    // Monte Carlo rounds for the k-NN chance floor
-  uint64_t seed = 0x5eed;     // for that Monte Carlo estimate
-  int threads = 0;            // 0 = available_cores()
-  bool progress = true;       // fundus::Progress bar on stderr
+  int chance_rounds = 200;  // Monte Carlo rounds for the k-NN chance floor
+  uint64_t seed = 0x5eed;   // for that Monte Carlo estimate
+  int threads = 0;          // 0 = available_cores()
+  bool progress = true;     // fundus::Progress bar on stderr
 
   static EvalOptions from_json(const Json& eval, const std::string& context = "eval");
   Json to_json() const;
@@ -43,18 +43,18 @@ struct EvalSet {
 };
 
 struct QueryOutcome {
-  int64_t row = 0;       // query row
+  int64_t row = 0;  // query row
   int grade = 0;
-  int64_t eligible = 0;  // gallery items after exclusion
-  int64_t relevant = 0;  // R
-  GradeVote vote;        // k-NN estimate
+  int64_t eligible = 0;        // gallery items after exclusion
+  int64_t relevant = 0;        // R
+  GradeVote vote;              // k-NN estimate
   std::vector<double> values;  // RetrievalReport::metrics layout (ranking metrics, then kNN-acc)
   std::vector<double> chance;
 };
 
 struct GroupSummary {
-  std::string name;       // grade name, "micro" or "macro"
-  int grade = -1;         // 0..4 for grade groups, -1 for the aggregates
+  std::string name;  // grade name, "micro" or "macro"
+  int grade = -1;    // 0..4 for grade groups, -1 for the aggregates
   int64_t queries = 0;
   std::vector<double> values;  // NaN for a grade without queries
   std::vector<double> chance;
@@ -71,14 +71,14 @@ struct RetrievalReport {
   ConfusionMatrix confusion;               // k-NN estimate, [truth][predicted]
   double knn_accuracy = 0, knn_qwk = 0;
   double chance_knn_accuracy = 0, chance_knn_qwk = 0;  // Monte Carlo
-  std::vector<QueryOutcome> per_query;     // one per query row (eligible = 0 when left out)
+  std::vector<QueryOutcome> per_query;                 // one per query row (eligible = 0 when left out)
 
   const GroupSummary& group(const std::string& name) const;  // throws for an unknown name
   double value(const std::string& group, const std::string& metric) const;
   double chance(const std::string& group, const std::string& metric) const;
 
-  Json to_json() const;          // everything but per_query
-  std::string to_csv() const;    // group,grade,queries,metric,value,chance,chance_method
+  Json to_json() const;        // everything but per_query
+  std::string to_csv() const;  // group,grade,queries,metric,value,chance,chance_method
   std::string per_query_csv(const std::vector<CaseKey>& query_keys) const;
   std::string to_markdown() const;  // tables for people, chance beside each value
 };

@@ -38,9 +38,9 @@ class CaseAttributes {
  private:
   friend class CaseFilter;
   static constexpr uint8_t kAbsent = 0xFF;
-  std::vector<uint8_t> grade_;                     // by id; kAbsent = not a case
-  std::vector<uint32_t> patient_;                  // by id; 0 = no patient
-  std::vector<int64_t> by_grade_[kNumGrades];      // ids of each grade, ascending
+  std::vector<uint8_t> grade_;                 // by id; kAbsent = not a case
+  std::vector<uint32_t> patient_;              // by id; 0 = no patient
+  std::vector<int64_t> by_grade_[kNumGrades];  // ids of each grade, ascending
   std::unordered_map<std::string, uint32_t> patient_code_;
   std::unordered_map<uint32_t, std::vector<int64_t>> cases_of_patient_;
   int64_t size_ = 0;

@@ -41,8 +41,8 @@ class ExactIndex : public VectorIndex {
   void gemm_search(int64_t nq, const float* queries, int k, const IdFilter* filter, int64_t* out_ids,
                    float* out_scores) const;
 
-  std::vector<float> data_;         // [rows x dim]
-  std::vector<int64_t> row_ids_;    // id of each row
+  std::vector<float> data_;       // [rows x dim]
+  std::vector<int64_t> row_ids_;  // id of each row
   std::unordered_map<int64_t, int64_t> row_of_;
 };
 

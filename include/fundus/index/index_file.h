@@ -37,7 +37,7 @@ struct IndexFileInfo {
   std::string type, spec;
   int dim = 0;
   int64_t count = 0;
-  std::string ids_sha256;       // ids_checksum() of the ids
+  std::string ids_sha256;  // ids_checksum() of the ids
   IndexProvenance provenance;
   uint64_t file_bytes = 0;
 };

@@ -19,11 +19,11 @@
 namespace fundus {
 
 struct TrainedModel {
-  RetrievalNet net{nullptr};     // eval mode
-  RunConfig config;              // the resolved config the model was trained with
+  RetrievalNet net{nullptr};  // eval mode
+  RunConfig config;           // the resolved config the model was trained with
   std::string checkpoint_path;
   std::string checkpoint_sha256;
-  Json meta;                     // the checkpoint's meta (epoch, best metric, ...)
+  Json meta;  // the checkpoint's meta (epoch, best metric, ...)
 };
 
 /// Loads a checkpoint written by the trainer (or `fundus model export`); throws naming the file when
@@ -39,8 +39,8 @@ struct Embeddings {
 
 struct EmbedOptions {
   int64_t batch_size = 32;
-  int workers = 2;           // decode/preprocess threads overlapping inference (0 = all cores)
-  std::string cache_dir;     // preprocessed-image cache, "" = none
+  int workers = 2;        // decode/preprocess threads overlapping inference (0 = all cores)
+  std::string cache_dir;  // preprocessed-image cache, "" = none
   bool progress = true;
   std::string label = "embed";
 };

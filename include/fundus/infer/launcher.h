@@ -23,13 +23,13 @@ namespace fundus {
 /// This process's place in a run. world_size 1 = not distributed.
 struct DistributedOptions {
   int world_size = 1;
-  int rank = 0;                  // 0 .. world_size-1; rank 0 writes checkpoints, logs and progress
-  int local_rank = 0;            // rank among the workers of this machine
-  int local_world_size = 1;      // workers on this machine (compute threads are divided among them)
+  int rank = 0;                           // 0 .. world_size-1; rank 0 writes checkpoints, logs and progress
+  int local_rank = 0;                     // rank among the workers of this machine
+  int local_world_size = 1;               // workers on this machine (compute threads are divided among them)
   std::string master_addr = "127.0.0.1";  // rank 0's machine: it serves the c10d TCPStore
   int master_port = 29500;
-  int timeout_seconds = 1800;    // rendezvous and every collective: a silent peer fails after this
-  bool agent_store = false;      // torchrun's agent already serves the store at master_addr:master_port
+  int timeout_seconds = 1800;           // rendezvous and every collective: a silent peer fails after this
+  bool agent_store = false;             // torchrun's agent already serves the store at master_addr:master_port
   std::string store_prefix = "fundus";  // key namespace in the store (one per restart attempt)
 
   bool distributed() const { return world_size > 1; }
@@ -40,11 +40,11 @@ struct DistributedOptions {
 
 /// The command-line options of a distributed command (train, embed).
 struct LaunchOptions {
-  int nproc = 1;                 // workers to start on this machine
-  int nnodes = 1;                // machines
-  int node_rank = 0;             // this machine, 0 .. nnodes-1 (node 0 hosts rank 0 and the store)
-  std::string master_addr;       // "" = 127.0.0.1 (one machine); required with nnodes > 1
-  int master_port = 0;           // 0 = a free port (one machine) or 29500 (several)
+  int nproc = 1;            // workers to start on this machine
+  int nnodes = 1;           // machines
+  int node_rank = 0;        // this machine, 0 .. nnodes-1 (node 0 hosts rank 0 and the store)
+  std::string master_addr;  // "" = 127.0.0.1 (one machine); required with nnodes > 1
+  int master_port = 0;      // 0 = a free port (one machine) or 29500 (several)
   int timeout_seconds = 1800;
 };
 
@@ -56,8 +56,8 @@ enum class LaunchRole {
 
 struct LaunchPlan {
   LaunchRole role = LaunchRole::single;
-  DistributedOptions world;      // worker: this process; launcher: rank/local_rank of its first worker
-  int nproc = 1;                 // launcher: workers to start
+  DistributedOptions world;  // worker: this process; launcher: rank/local_rank of its first worker
+  int nproc = 1;             // launcher: workers to start
 };
 
 /// Decides the role from the options and the environment: FUNDUS_LAUNCHED=1 or torchrun's

@@ -40,23 +40,23 @@
 namespace fundus {
 
 struct Batch {
-  torch::Tensor images;              // [B,3,H,W] float32, normalised as LoaderOptions::normalization
-  torch::Tensor grades;              // [B] int64
-  std::vector<std::string> ids;      // CaseRecord::id of each row
-  std::vector<int64_t> indices;      // index into the Dataset of each row (this shard's rows only)
-  int64_t epoch = 0, batch = 0;      // position of this batch
+  torch::Tensor images;          // [B,3,H,W] float32, normalised as LoaderOptions::normalization
+  torch::Tensor grades;          // [B] int64
+  std::vector<std::string> ids;  // CaseRecord::id of each row
+  std::vector<int64_t> indices;  // index into the Dataset of each row (this shard's rows only)
+  int64_t epoch = 0, batch = 0;  // position of this batch
 };
 
 struct LoaderOptions {
-  SamplerOptions sampler;                                      // kind, batch_size, drop_last, P
+  SamplerOptions sampler;  // kind, batch_size, drop_last, P
   PreprocessOptions preprocess;
-  bool augment = false;                                        // train: true
-  AugmentOptions augmentation;                                 // used when augment is on
+  bool augment = false;         // train: true
+  AugmentOptions augmentation;  // used when augment is on
   Normalization normalization = Normalization::imagenet();
-  uint64_t seed = 1;                                           // sampler order and augmentation
-  int workers = 2;                                             // 0 = available_cores()
-  int prefetch_batches = 4;                                    // batches built ahead of next()
-  std::string cache_dir;                                       // "" = no disk cache
+  uint64_t seed = 1;         // sampler order and augmentation
+  int workers = 2;           // 0 = available_cores()
+  int prefetch_batches = 4;  // batches built ahead of next()
+  std::string cache_dir;     // "" = no disk cache
   // Data-parallel training (train/distributed.h): deliver only the rows shard_range(n, shard_index,
   // shard_count) of every planned batch of n rows, augmented exactly as the unsharded loader would
   // augment those rows (same positions in the epoch).

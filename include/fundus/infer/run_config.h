@@ -22,18 +22,18 @@
 namespace fundus {
 
 struct OptimConfig {
-  std::string name = "adam";        // adam | adamw | sgd
+  std::string name = "adam";  // adam | adamw | sgd
   double lr = 1e-3;
   double weight_decay = 1e-5;
   double beta1 = 0.9, beta2 = 0.999;  // adam/adamw
-  double momentum = 0.9;            // sgd (Nesterov off)
+  double momentum = 0.9;              // sgd (Nesterov off)
   std::string schedule = "constant";  // constant | step | cosine (cosine includes the warm-up)
-  double warmup_epochs = 0;         // linear warm-up from lr/100 (fractional epochs allowed)
-  int step_size = 10;               // step: multiply by step_gamma every step_size epochs
+  double warmup_epochs = 0;           // linear warm-up from lr/100 (fractional epochs allowed)
+  int step_size = 10;                 // step: multiply by step_gamma every step_size epochs
   double step_gamma = 0.1;
-  double min_lr = 0;                // cosine floor
-  double clip_grad_norm = 0;        // 0 = off
-  int freeze_backbone_epochs = 0;   // backbone parameters frozen for the first N epochs
+  double min_lr = 0;               // cosine floor
+  double clip_grad_norm = 0;       // 0 = off
+  int freeze_backbone_epochs = 0;  // backbone parameters frozen for the first N epochs
 
   static OptimConfig from_json(const Json& section, const std::string& context = "optim");
   Json to_json() const;
@@ -42,16 +42,16 @@ struct OptimConfig {
 };
 
 struct TrainSettings {
-  int epochs = 20;                  // 0 = no training: the initial model is saved (a baseline)
+  int epochs = 20;  // 0 = no training: the initial model is saved (a baseline)
   uint64_t seed = 1;
-  int threads = 0;                  // compute threads, 0 = all cores
-  int workers = 2;                  // data-loader threads
+  int threads = 0;  // compute threads, 0 = all cores
+  int workers = 2;  // data-loader threads
   int prefetch_batches = 4;
-  bool augment = true;              // use the "augment" section on the training split
+  bool augment = true;  // use the "augment" section on the training split
   // best checkpoint by: val_P@10 | val_mAP@10 | val_macro_P@10 | train_loss | last (the final epoch,
   // no validation split needed: for fixed recipes chosen by cross-validation)
   std::string select = "val_mAP@10";
-  int val_every = 1;                // validate every N epochs (and after the last)
+  int val_every = 1;  // validate every N epochs (and after the last)
   int val_batch_size = 32;
   std::string cache_dir;            // preprocessed-image cache ("" = RUN/../cache is not assumed: none)
   int64_t stop_after_steps = 0;     // testing aid: behave as if interrupted after this global step
@@ -66,7 +66,7 @@ struct TrainSettings {
   // training image is computed once and kept in memory (train/feature_cache.h); epoch e uses copy
   // e % copies. 0 = off (every step runs the whole network on freshly augmented images).
   int feature_cache = 0;
-  std::string feature_cache_dir;    // "" = memory only; else entries are stored and reused (feature_cache.h)
+  std::string feature_cache_dir;  // "" = memory only; else entries are stored and reused (feature_cache.h)
 
   static TrainSettings from_json(const Json& section, const std::string& context = "train");
   Json to_json() const;
@@ -75,7 +75,7 @@ struct TrainSettings {
 struct RunConfig {
   std::string preset;  // informational: the preset the config started from
   ModelConfig model;
-  Json loss;           // validated by the trainer's LossConfig (kept as JSON to stay torch-free)
+  Json loss;  // validated by the trainer's LossConfig (kept as JSON to stay torch-free)
   OptimConfig optim;
   TrainSettings train;
   SamplerOptions sampler;

@@ -15,8 +15,7 @@ namespace fundus {
 /// Batch-hard triplet (Hermans et al. 2017) on cosine distance d = 1 - s: for every anchor with at
 /// least one positive (same grade, other sample) and one negative, relu(max_pos d - min_neg d + margin);
 /// mean over those anchors.
-torch::Tensor batch_hard_triplet_loss(const torch::Tensor& descriptors, const torch::Tensor& grades,
-                                      double margin);
+torch::Tensor batch_hard_triplet_loss(const torch::Tensor& descriptors, const torch::Tensor& grades, double margin);
 
 /// Contrastive on cosine similarity over pairs i<j: positives are pulled to s = 1, negatives pushed
 /// below `margin`: mean_P (1 - s_ij) + mean_Q relu(s_ij - margin); an empty set contributes 0.

@@ -50,8 +50,8 @@ torch::Tensor cosine_matrix(const torch::Tensor& x);
 double ftl_label_blind_reference(int64_t positives, int64_t negatives, const FtlOptions& options = {});
 
 /// descriptors [B, dim] floating; relevance [B] (ignored, may be undefined, for Degree::none;
-/// detached and clamped at 1e-6 here); grades [B] int64. One device sync (the empty-set test). Returns a scalar of the descriptors' dtype. Throws fundus::Error on bad shapes,
-/// dtypes or options (margin outside [0, 1), gamma <= 0).
+/// detached and clamped at 1e-6 here); grades [B] int64. One device sync (the empty-set test). Returns a scalar of the
+/// descriptors' dtype. Throws fundus::Error on bad shapes, dtypes or options (margin outside [0, 1), gamma <= 0).
 torch::Tensor fine_triplet_loss(const torch::Tensor& descriptors, const torch::Tensor& relevance,
                                 const torch::Tensor& grades, const FtlOptions& options = {});
 

@@ -43,14 +43,14 @@ struct LossInputs {
 };
 
 struct LossResult {
-  torch::Tensor total;                   // scalar, attached to the graph
-  std::map<std::string, double> parts;   // unweighted value of every active loss ("ftl", "batch_hard",
-                                         // "contrastive", "ce", "bce"), "total", "relevance_mean"
-                                         // when the relevance degree was computed, and two collapse
-                                         // guards: "mean_cos" (mean cosine of the distinct pairs of
-                                         // the batch; -> 1 when every descriptor is the same) and,
-                                         // with FTL, "ftl_blind" (ftl_label_blind_reference of the
-                                         // batch: what FTL is without using the grades)
+  torch::Tensor total;                  // scalar, attached to the graph
+  std::map<std::string, double> parts;  // unweighted value of every active loss ("ftl", "batch_hard",
+                                        // "contrastive", "ce", "bce"), "total", "relevance_mean"
+                                        // when the relevance degree was computed, and two collapse
+                                        // guards: "mean_cos" (mean cosine of the distinct pairs of
+                                        // the batch; -> 1 when every descriptor is the same) and,
+                                        // with FTL, "ftl_blind" (ftl_label_blind_reference of the
+                                        // batch: what FTL is without using the grades)
 };
 
 /// Throws fundus::Error when an active loss lacks its input (ce/bce without logits, FTL with a

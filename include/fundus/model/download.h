@@ -24,18 +24,18 @@
 namespace fundus {
 
 struct DownloadOptions {
-  std::string sha256_prefix;   // lowercase hex the file's SHA-256 must start with; "" = no check
-  std::string label;           // progress-bar label; "" = the file name of dest
+  std::string sha256_prefix;  // lowercase hex the file's SHA-256 must start with; "" = no check
+  std::string label;          // progress-bar label; "" = the file name of dest
   bool progress = true;
   long connect_timeout_s = 20;
-  long stall_timeout_s = 60;   // abort when under 1 byte/s for this long
+  long stall_timeout_s = 60;  // abort when under 1 byte/s for this long
 };
 
 struct DownloadResult {
-  std::string path;            // == dest
-  int64_t bytes = 0;           // size of the finished file
-  int64_t resumed_from = 0;    // bytes already in the partial file that were kept (0: from scratch)
-  std::string sha256;          // of the finished file
+  std::string path;          // == dest
+  int64_t bytes = 0;         // size of the finished file
+  int64_t resumed_from = 0;  // bytes already in the partial file that were kept (0: from scratch)
+  std::string sha256;        // of the finished file
 };
 
 /// Downloads `url` (http, https or file) to `dest` (its folder is created). Throws fundus::Error.

@@ -25,14 +25,14 @@ enum class BackboneKind { mobilenet_v2, resnet18, resnet34, resnet50, densenet12
 enum class AttentionKind { none, mirror, self };
 enum class Aggregation { literal, standard };  // mirror attention's softmax (model/attention.h)
 enum class PoolingKind { gem, avg, max, rmac };
-enum class Combine { concat, sum };            // of the two mirror branches
+enum class Combine { concat, sum };  // of the two mirror branches
 
 /// The spellings: "mobilenet_v2", "resnet18", "resnet34", "resnet50", "densenet121", "convnet4".
 const Choices<BackboneKind>& backbone_choices();
-const Choices<AttentionKind>& attention_choices();      // "none", "mirror", "self"
-const Choices<Aggregation>& aggregation_choices();      // "literal", "standard"
-const Choices<PoolingKind>& pooling_choices();          // "gem", "avg", "max", "rmac"
-const Choices<Combine>& combine_choices();              // "concat", "sum"
+const Choices<AttentionKind>& attention_choices();  // "none", "mirror", "self"
+const Choices<Aggregation>& aggregation_choices();  // "literal", "standard"
+const Choices<PoolingKind>& pooling_choices();      // "gem", "avg", "max", "rmac"
+const Choices<Combine>& combine_choices();          // "concat", "sum"
 /// The JSON/CLI spelling of a choice (what to_json writes and messages print).
 const char* backbone_name(BackboneKind kind);
 const char* attention_name(AttentionKind kind);
@@ -46,16 +46,16 @@ constexpr int kMaxHeadClasses = 1000;
 
 struct ModelConfig {
   BackboneKind backbone = BackboneKind::densenet121;
-  std::string pretrained;                // backbone weights: a .pth, "imagenet" or a weights name (weights_hub.h), or ""
-  int input_size = 256;                  // side of the square network input (used by the data pipeline)
-  bool spatial_attention = true;         // input spatial attention (method 2.2)
+  std::string pretrained;         // backbone weights: a .pth, "imagenet" or a weights name (weights_hub.h), or ""
+  int input_size = 256;           // side of the square network input (used by the data pipeline)
+  bool spatial_attention = true;  // input spatial attention (method 2.2)
   AttentionKind attention = AttentionKind::mirror;
   Aggregation aggregation = Aggregation::literal;  // mirror attention only
-  int reduction = 2;                     // C' = C / reduction in the attention blocks
+  int reduction = 2;                               // C' = C / reduction in the attention blocks
   PoolingKind pooling = PoolingKind::gem;
-  double gem_p = 3.0;                    // initial GeM exponent (learnable)
-  Combine combine = Combine::concat;     // mirror attention only
-  int head_classes = 0;                  // grade classifier on the descriptor; 0 = none, at most kMaxHeadClasses
+  double gem_p = 3.0;                 // initial GeM exponent (learnable)
+  Combine combine = Combine::concat;  // mirror attention only
+  int head_classes = 0;               // grade classifier on the descriptor; 0 = none, at most kMaxHeadClasses
   bool imagenet_normalize = true;
   // The first N backbone stages (backbone.h) are frozen: no gradients, BatchNorm in eval mode with
   // the pretrained statistics. Training is then cheaper (no backward through them; with

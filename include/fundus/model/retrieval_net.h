@@ -39,10 +39,10 @@
 namespace fundus {
 
 struct ModelOutput {
-  torch::Tensor descriptor;              // [B,D], unit L2 norm
-  torch::Tensor pooled;                  // [B,D] the descriptor before L2 normalisation (what the head reads)
-  torch::Tensor branch_h, branch_v;      // [B,C] pooled branch descriptors d_h, d_v (not normalised)
-  torch::Tensor logits;                  // [B,classes], undefined without a head
+  torch::Tensor descriptor;                // [B,D], unit L2 norm
+  torch::Tensor pooled;                    // [B,D] the descriptor before L2 normalisation (what the head reads)
+  torch::Tensor branch_h, branch_v;        // [B,C] pooled branch descriptors d_h, d_v (not normalised)
+  torch::Tensor logits;                    // [B,classes], undefined without a head
   torch::Tensor attention_h, attention_v;  // [B,H',W'] with attention_maps and attention mirror/self
   // [B,C,H',W'] the backbone's output for the original view (not the mirrored ones), the very tensor
   // the attention block and pooling read: gradients of any output with respect to it can be taken

@@ -56,14 +56,14 @@ struct LoadOptions {
 };
 
 struct LoadReport {
-  std::vector<std::string> loaded;      // module names filled from the file
-  std::vector<std::string> missing;     // module names absent from the file (not allowed)
+  std::vector<std::string> loaded;   // module names filled from the file
+  std::vector<std::string> missing;  // module names absent from the file (not allowed)
   std::vector<std::string> allowed_missing;
   std::vector<std::string> unexpected;  // file names with no module entry (not ignored)
   std::vector<std::string> ignored;     // file names unused by allowance
   std::vector<std::string> mismatched;  // "name: file [a,b] vs module [c,d]"
   bool ok() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
-  std::string summary() const;          // one readable paragraph
+  std::string summary() const;  // one readable paragraph
 };
 
 /// Copies tensors into the module's parameters and buffers by name (values converted to the

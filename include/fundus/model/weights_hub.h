@@ -25,10 +25,10 @@
 namespace fundus {
 
 struct KnownWeights {
-  std::string backbone;    // "mobilenet_v2"
-  std::string version;     // "IMAGENET1K_V1"
-  std::string file;        // "mobilenet_v2-b0353104.pth" (torchvision's name, also in the cache)
-  bool is_default = false; // torchvision's DEFAULT for this backbone
+  std::string backbone;      // "mobilenet_v2"
+  std::string version;       // "IMAGENET1K_V1"
+  std::string file;          // "mobilenet_v2-b0353104.pth" (torchvision's name, also in the cache)
+  bool is_default = false;   // torchvision's DEFAULT for this backbone
   double imagenet_top1 = 0;  // torchvision's reported ImageNet-1k accuracy (%)
   int64_t num_params = 0;    // of the full torchvision model (the file is about 4 bytes each)
 
@@ -67,15 +67,15 @@ const KnownWeights* find_cached_weights(const std::string& backbone, const std::
 std::string resolve_pretrained(const std::string& spec, const std::string& backbone);
 
 struct FetchOptions {
-  std::string dir;        // "" = hub_checkpoint_dir()
-  std::string base_url;   // "" = weights_base_url()
+  std::string dir;       // "" = hub_checkpoint_dir()
+  std::string base_url;  // "" = weights_base_url()
   bool progress = true;
-  bool force = false;     // download even when a verified file is already cached
+  bool force = false;  // download even when a verified file is already cached
 };
 
 struct FetchResult {
   std::string path;
-  bool downloaded = false;   // false: a cached file verified and was kept
+  bool downloaded = false;  // false: a cached file verified and was kept
   int64_t bytes = 0;
   int64_t resumed_from = 0;  // bytes of an earlier partial download that were reused
 };

@@ -16,18 +16,18 @@
 namespace fundus {
 
 struct SheetTile {
-  cv::Mat image;          // RGB CV_8UC3 (any size: fitted into the square thumbnail, aspect kept)
-  std::string title;      // first caption line
-  std::string subtitle;   // second caption line
-  int grade = -1;         // frame colour; -1 = none (grey)
+  cv::Mat image;         // RGB CV_8UC3 (any size: fitted into the square thumbnail, aspect kept)
+  std::string title;     // first caption line
+  std::string subtitle;  // second caption line
+  int grade = -1;        // frame colour; -1 = none (grey)
 };
 
 struct ContactSheetOptions {
-  int thumb = 160;           // thumbnail side in pixels, 32..1024
-  int columns = 6;           // tiles per row (including the query), >= 1
-  int frame = 4;             // coloured frame width
-  int gap = 8;               // space between tiles
-  int caption_height = 34;   // two text lines under each tile
+  int thumb = 160;          // thumbnail side in pixels, 32..1024
+  int columns = 6;          // tiles per row (including the query), >= 1
+  int frame = 4;            // coloured frame width
+  int gap = 8;              // space between tiles
+  int caption_height = 34;  // two text lines under each tile
 };
 
 /// Size of the sheet for `tiles` tiles (query included).

@@ -32,47 +32,47 @@ int64_t register_model(CaseStore& store, const ModelRunner& model);
 std::string default_index_path(const std::string& store_path, int64_t model_id);
 
 struct EmbedStoreOptions {
-  std::string splits;            // comma-separated split filter ("train,val"); "" = every case
+  std::string splits;  // comma-separated split filter ("train,val"); "" = every case
   int64_t batch_size = 32;
-  int workers = 2;               // decode/preprocess threads (0 = all cores)
-  std::string cache_dir;         // preprocessed-image cache, "" = none
-  int64_t commit_every = 256;    // images per transaction (rounded up to whole batches)
-  int64_t limit = 0;             // stop after this many images (0 = all): partial runs and tests
+  int workers = 2;             // decode/preprocess threads (0 = all cores)
+  std::string cache_dir;       // preprocessed-image cache, "" = none
+  int64_t commit_every = 256;  // images per transaction (rounded up to whole batches)
+  int64_t limit = 0;           // stop after this many images (0 = all): partial runs and tests
   bool progress = true;
-  bool build_index = true;       // refresh the index file afterwards
-  std::string index_path;        // "" = default_index_path
+  bool build_index = true;  // refresh the index file afterwards
+  std::string index_path;   // "" = default_index_path
   std::string index_spec = "exact";
-  int threads = 0;               // index build threads (0 = all cores)
+  int threads = 0;                 // index build threads (0 = all cores)
   std::string precision = "fp32";  // fp32 | bf16 | fp16: CUDA autocast for inference (model/device.h)
 };
 
 struct EmbedStoreResult {
   int64_t model_id = 0;
-  int64_t embedded = 0;          // vectors written by this run
-  int64_t already = 0;           // selected cases that had a vector before
-  int64_t remaining = 0;         // selected cases still without one (limit reached)
-  double seconds = 0;            // embedding time
+  int64_t embedded = 0;   // vectors written by this run
+  int64_t already = 0;    // selected cases that had a vector before
+  int64_t remaining = 0;  // selected cases still without one (limit reached)
+  double seconds = 0;     // embedding time
   double images_per_second = 0;
-  std::string index_path;        // "" when build_index is off
-  std::string index_spec;        // describe() of the index
+  std::string index_path;  // "" when build_index is off
+  std::string index_spec;  // describe() of the index
   int64_t index_size = 0;
   bool index_rebuilt = false;
-  DescriptorHealth health;       // of all the model's vectors, recorded in the store (gallery_health.h)
+  DescriptorHealth health;  // of all the model's vectors, recorded in the store (gallery_health.h)
 
   Json to_json() const;
-  std::string summary() const;   // one readable line
+  std::string summary() const;  // one readable line
 };
 
 EmbedStoreResult embed_store(CaseStore& store, ModelRunner& model, const EmbedStoreOptions& options = {});
 
 /// embed_store() by the ranks of a distributed run (`fundus embed --nproc N`, or several machines,
-/// infer/launcher.h; `world` is this process's place, the process group is made here): rank 0 alone opens the store at `store_path` and selects the cases; every rank
-/// embeds a contiguous share; rank 0 receives all vectors and writes them (commit_every rows per
-/// transaction, one writer: one consistent store, also across machines), then refreshes the index.
-/// Only rank 0's machine needs the store; every machine needs the checkpoint and the images at the
-/// same paths. Returns the run's result on rank 0 and this rank's share (embedded, seconds) elsewhere.
-/// Every rank must call it with the same options. A rank that fails makes the others fail (no hang);
-/// what rank 0 committed stays, and running the command again embeds the rest.
+/// infer/launcher.h; `world` is this process's place, the process group is made here): rank 0 alone opens the store at
+/// `store_path` and selects the cases; every rank embeds a contiguous share; rank 0 receives all vectors and writes
+/// them (commit_every rows per transaction, one writer: one consistent store, also across machines), then refreshes the
+/// index. Only rank 0's machine needs the store; every machine needs the checkpoint and the images at the same paths.
+/// Returns the run's result on rank 0 and this rank's share (embedded, seconds) elsewhere. Every rank must call it with
+/// the same options. A rank that fails makes the others fail (no hang); what rank 0 committed stays, and running the
+/// command again embeds the rest.
 EmbedStoreResult embed_store_distributed(const std::string& store_path, ModelRunner& model,
                                          const DistributedOptions& world, const EmbedStoreOptions& options = {});
 

@@ -31,40 +31,40 @@ namespace fundus {
 class ModelRunner;
 
 struct EvalRunOptions {
-  std::string data;                     // manifest (or any dataset load_dataset reads) with a split column
-  std::string queries = "test";         // comma-separated splits
+  std::string data;              // manifest (or any dataset load_dataset reads) with a split column
+  std::string queries = "test";  // comma-separated splits
   std::string gallery = "train,val";
-  std::string out_dir;                  // "" = compute only, write nothing
-  std::string cache_dir;                // preprocessed-image cache, "" = none
+  std::string out_dir;    // "" = compute only, write nothing
+  std::string cache_dir;  // preprocessed-image cache, "" = none
   bool exclude_same_patient = false;
-  std::string relevance = "grade";      // grade | referable
+  std::string relevance = "grade";  // grade | referable
   std::vector<int> ks = {1, 5, 10, 20, 50};
   int knn_k = 10;
   int64_t batch_size = 32;
-  int workers = 2;                      // decode/preprocess threads
-  int threads = 0;                      // evaluation threads (0 = all cores)
+  int workers = 2;  // decode/preprocess threads
+  int threads = 0;  // evaluation threads (0 = all cores)
   bool progress = true;
-  int example_queries = 5;              // contact sheets in report.html (one per grade first)
-  int example_k = 8;                    // hits per contact sheet
-  std::string postprocess = "none";     // eval/postprocess.h spec applied before evaluating (pcaw, aqe, ...)
+  int example_queries = 5;           // contact sheets in report.html (one per grade first)
+  int example_k = 8;                 // hits per contact sheet
+  std::string postprocess = "none";  // eval/postprocess.h spec applied before evaluating (pcaw, aqe, ...)
 
   Json to_json() const;
 };
 
 struct EvalRunResult {
-  RetrievalReport report;               // the requested same-patient setting
-  RetrievalReport other;                // the other setting
+  RetrievalReport report;  // the requested same-patient setting
+  RetrievalReport other;   // the other setting
   std::vector<LeakageRow> leakage;
-  std::string markdown;                 // eval.md
-  Json json;                            // eval.json
-  Json config;                          // config.json
-  std::vector<std::string> files;       // written paths
+  std::string markdown;            // eval.md
+  Json json;                       // eval.json
+  Json config;                     // config.json
+  std::vector<std::string> files;  // written paths
   Dataset queries, gallery;
   int64_t dim = 0;
   std::vector<float> query_vectors, gallery_vectors;  // row-major, in the order of queries / gallery
                                                       // (after post-processing; dim likewise)
-  Json health;                          // descriptor health of "gallery" and "queries" (also in eval.json)
-  std::vector<std::string> warnings;    // flagged descriptors (also in eval.md, report.html, the log)
+  Json health;                        // descriptor health of "gallery" and "queries" (also in eval.json)
+  std::vector<std::string> warnings;  // flagged descriptors (also in eval.md, report.html, the log)
 };
 
 EvalRunResult run_evaluation(ModelRunner& model, const EvalRunOptions& options);

@@ -44,7 +44,8 @@ struct LocalisationScore {
 
 /// heat: CV_32FC1 >= 0; lesion: CV_32FC1 coverage in [0,1] (or CV_8UC1, > 0 = lesion); fov: CV_8UC1,
 /// non-zero inside (empty = the whole image). Same sizes. Throws when the FOV has no lesion pixel.
-LocalisationScore localisation_score(const cv::Mat& heat, const cv::Mat& lesion, const cv::Mat& fov, double tolerance_px);
+LocalisationScore localisation_score(const cv::Mat& heat, const cv::Mat& lesion, const cv::Mat& fov,
+                                     double tolerance_px);
 
 /// Maps an image aligned with the photograph (any resolution proportional to it: the original, the
 /// decoded image, the coarse FOV mask) through preprocess_fundus's geometry for `result` (crop to the
@@ -53,12 +54,12 @@ LocalisationScore localisation_score(const cv::Mat& heat, const cv::Mat& lesion,
 cv::Mat map_to_preprocessed(const cv::Mat& aligned, const PreprocessResult& result, const PreprocessOptions& options);
 
 struct LocalisationOptions {
-  std::string data;            // manifest or labels CSV (anything load_dataset reads)
-  std::string splits = "test"; // comma-separated; "" = every record
-  std::string masks_dir;       // <masks_dir>/<case id>.png, CV_8UC1, the photograph's size, 0 = no lesion
-  double tolerance_px = 8;     // pointing-game tolerance in preprocessed-image pixels
-  ExplainOptions explain;      // method auto|attention|gradcam
-  int64_t limit = 0;           // evaluate at most this many images with lesions (0 = all)
+  std::string data;             // manifest or labels CSV (anything load_dataset reads)
+  std::string splits = "test";  // comma-separated; "" = every record
+  std::string masks_dir;        // <masks_dir>/<case id>.png, CV_8UC1, the photograph's size, 0 = no lesion
+  double tolerance_px = 8;      // pointing-game tolerance in preprocessed-image pixels
+  ExplainOptions explain;       // method auto|attention|gradcam
+  int64_t limit = 0;            // evaluate at most this many images with lesions (0 = all)
   bool progress = true;
 };
 
@@ -69,20 +70,20 @@ struct LocalisationImage {
 };
 
 struct LocalisationReport {
-  std::string method;          // Explanation::method
+  std::string method;  // Explanation::method
   int input_size = 0;
   double tolerance_px = 0;
-  int64_t images = 0;          // records considered
-  int64_t without_lesions = 0; // skipped: no lesion pixel inside the FOV after mapping
+  int64_t images = 0;           // records considered
+  int64_t without_lesions = 0;  // skipped: no lesion pixel inside the FOV after mapping
   double mean_attention_in_lesion = 0, mean_lesion_share = 0;
   double mean_ratio = 0, median_ratio = 0;
-  double ratio_of_means = 0;   // mean_attention_in_lesion / mean_lesion_share
+  double ratio_of_means = 0;  // mean_attention_in_lesion / mean_lesion_share
   double pointing_hit_rate = 0, pointing_chance = 0;
   std::vector<LocalisationImage> per_image;
 
   int64_t evaluated() const { return int64_t(per_image.size()); }
-  Json to_json() const;        // aggregates + per_image
-  std::string to_text() const; // readable summary
+  Json to_json() const;         // aggregates + per_image
+  std::string to_text() const;  // readable summary
 };
 
 LocalisationReport evaluate_localisation(ModelRunner& model, const LocalisationOptions& options);

@@ -30,7 +30,8 @@
 // trust warnings (retrieval/query_trust.h: a collapsed model or tied similarities withhold the
 // estimate; a distant best match is noted). The gallery's descriptor health
 // (eval/descriptor_health.h) is measured once at construction and logged. add_case with an empty
-// record id derives the id from the content hash ("img-<16 hex>"); adding the same image and grade again then returns the existing case.
+// record id derives the id from the content hash ("img-<16 hex>"); adding the same image and grade again then returns
+// the existing case.
 //
 // Thread safety: every public method may be called concurrently. Queries run in parallel (up to
 // `inference_replicas` model copies; further queries wait), adds and removes are serialised and
@@ -62,24 +63,24 @@ struct StoredCase;
 struct EngineOptions {
   std::string store_path;
   std::string checkpoint_path;
-  std::string index_path;              // "" = <store_path>.model<id>.index
-  std::string index_spec = "exact";    // "exact", "hnsw:M=32,efc=200,ef=64", "ivfpq:..."
-  std::string image_dir;               // where added images are kept; "" = <store dir>/images
-  std::string cache_dir;               // preprocessed-image cache for embedding, "" = none
-  int threads = 0;                     // compute threads, 0 = all cores
-  std::string device = "cpu";          // where the model runs: cpu | cuda | auto
-  int inference_replicas = 1;          // model copies for concurrent queries
+  std::string index_path;                             // "" = <store_path>.model<id>.index
+  std::string index_spec = "exact";                   // "exact", "hnsw:M=32,efc=200,ef=64", "ivfpq:..."
+  std::string image_dir;                              // where added images are kept; "" = <store dir>/images
+  std::string cache_dir;                              // preprocessed-image cache for embedding, "" = none
+  int threads = 0;                                    // compute threads, 0 = all cores
+  std::string device = "cpu";                         // where the model runs: cpu | cuda | auto
+  int inference_replicas = 1;                         // model copies for concurrent queries
   int64_t max_image_pixels = kDefaultMaxImagePixels;  // larger images are refused from the header (ImageError)
-  bool embed_missing = true;           // embed cases without a vector at start-up (writes the store)
-  bool read_only = false;              // open the store read-only (implies embed_missing = false)
+  bool embed_missing = true;                          // embed cases without a vector at start-up (writes the store)
+  bool read_only = false;                             // open the store read-only (implies embed_missing = false)
   bool progress = true;
-  bool create_store = true;            // false: a missing store file is an error
+  bool create_store = true;  // false: a missing store file is an error
 };
 
 /// A stored case as callers see it (core/case.h explains the three case types): the StoredCase
 /// fields with the invariants an answer relies on checked and meta parsed. Made by case_info() only.
 struct CaseInfo {
-  int64_t id = 0;            // store id
+  int64_t id = 0;  // store id
   std::string external_id;
   std::string image_path;
   int grade = -1;
@@ -94,32 +95,32 @@ CaseInfo case_info(const StoredCase& stored, const std::string& store_path);
 
 struct SearchHit {
   CaseInfo info;
-  float similarity = 0;      // cosine, in [-1, 1]
-  int rank = 0;              // 1-based
+  float similarity = 0;  // cosine, in [-1, 1]
+  int rank = 0;          // 1-based
 };
 
 struct GradeEstimate {
-  int grade = -1;                             // similarity-weighted k-NN vote; -1 without hits or withheld
-  double confidence = 0;                      // winning share of the vote
-  PerGrade<double> votes{};                  // share per grade, sums to 1 (all 0 when withheld)
-  bool withheld = false;                      // the result does not support an estimate (query_trust.h)
+  int grade = -1;            // similarity-weighted k-NN vote; -1 without hits or withheld
+  double confidence = 0;     // winning share of the vote
+  PerGrade<double> votes{};  // share per grade, sums to 1 (all 0 when withheld)
+  bool withheld = false;     // the result does not support an estimate (query_trust.h)
   std::string withheld_reason;
 };
 
 struct QueryOptions {
-  int k = 10;                        // 1..1000
-  std::string exclude_patient;       // drop hits of this patient (fellow-eye leakage off)
-  std::vector<int> grades;           // keep only hits of these grades; empty = all
-  bool with_attention = false;       // fill QueryResult::attention_overlay
+  int k = 10;                   // 1..1000
+  std::string exclude_patient;  // drop hits of this patient (fellow-eye leakage off)
+  std::vector<int> grades;      // keep only hits of these grades; empty = all
+  bool with_attention = false;  // fill QueryResult::attention_overlay
 };
 
 struct QueryResult {
-  std::vector<SearchHit> hits;       // sorted by similarity, descending
+  std::vector<SearchHit> hits;  // sorted by similarity, descending
   GradeEstimate estimate;
   std::vector<QueryWarning> warnings;  // what makes this result untrustworthy (retrieval/query_trust.h)
-  cv::Mat preprocessed;              // RGB CV_8UC3, the network's input (FOV crop)
-  cv::Mat attention_overlay;         // RGB heat-map overlay, empty unless with_attention
-  Json timing_ms = Json::object();   // decode, embed, search, total
+  cv::Mat preprocessed;                // RGB CV_8UC3, the network's input (FOV crop)
+  cv::Mat attention_overlay;           // RGB heat-map overlay, empty unless with_attention
+  Json timing_ms = Json::object();     // decode, embed, search, total
 };
 
 class SearchEngine {
@@ -154,7 +155,7 @@ class SearchEngine {
   /// The model's preprocessing (input size, FOV crop, ...): how QueryResult::preprocessed was made.
   const PreprocessOptions& preprocess_options() const;
 
-  Json stats() const;    // store stats + index description + model
+  Json stats() const;  // store stats + index description + model
   /// {"status": "ok" | "degraded", "model_id", "indexed", "descriptors": DescriptorHealth of the
   /// gallery (measured at start-up)}; "degraded" when the model's descriptors are collapsed.
   Json health() const;

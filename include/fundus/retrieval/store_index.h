@@ -35,8 +35,8 @@ struct IndexLoadReport {
 /// build-time parameters as `spec`; otherwise (missing, truncated, corrupt, stale, other spec) logs
 /// why, rebuilds from the store and saves it to `path` (a failed save is logged, not thrown). The
 /// search-time parameters of `spec` (ef, nprobe) are applied either way.
-std::unique_ptr<VectorIndex> load_or_rebuild_index(const CaseStore& store, int64_t model_id,
-                                                   const std::string& path, const std::string& spec,
-                                                   IndexLoadReport* report = nullptr, int threads = 0);
+std::unique_ptr<VectorIndex> load_or_rebuild_index(const CaseStore& store, int64_t model_id, const std::string& path,
+                                                   const std::string& spec, IndexLoadReport* report = nullptr,
+                                                   int threads = 0);
 
 }  // namespace fundus

@@ -32,20 +32,20 @@ namespace fundus {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;                           // 0 = any free port (see Server::port())
-  std::string token;                         // "" = writes need no token
-  int workers = 8;                           // HTTP worker threads (a keep-alive connection holds one)
-  size_t max_upload_bytes = 20u << 20;       // larger request bodies -> 413
-  int64_t max_pixels = 40000000;             // larger images -> 413, from the header before decoding
+  int port = 8080;                      // 0 = any free port (see Server::port())
+  std::string token;                    // "" = writes need no token
+  int workers = 8;                      // HTTP worker threads (a keep-alive connection holds one)
+  size_t max_upload_bytes = 20u << 20;  // larger request bodies -> 413
+  int64_t max_pixels = 40000000;        // larger images -> 413, from the header before decoding
   int max_k = 100;
-  size_t query_cache_size = 64;              // artefacts (preprocessed image, attention) of the last N queries
-  std::string access_log;                    // file to append to; "" = stderr
+  size_t query_cache_size = 64;  // artefacts (preprocessed image, attention) of the last N queries
+  std::string access_log;        // file to append to; "" = stderr
   bool access_log_enabled = true;
-  int keep_alive_timeout_s = 2;              // idle keep-alive connections are closed after this
-  int header_timeout_s = 10;                 // a request's headers must arrive within this (else 408)
-  int max_connections_per_client = 128;      // open connections from one address (more: 503)
-  int max_connections = 512;                 // open connections in all (more: 503; also kept under the fd limit)
-  int thumbnail_size = 256;                  // longer side of /api/cases/{id}/image?size=thumb
+  int keep_alive_timeout_s = 2;          // idle keep-alive connections are closed after this
+  int header_timeout_s = 10;             // a request's headers must arrive within this (else 408)
+  int max_connections_per_client = 128;  // open connections from one address (more: 503)
+  int max_connections = 512;             // open connections in all (more: 503; also kept under the fd limit)
+  int thumbnail_size = 256;              // longer side of /api/cases/{id}/image?size=thumb
 };
 
 class Server {

@@ -97,8 +97,8 @@ struct StoredCase {
   std::string content_hash;  // sha256 hex of the image bytes
   int grade = -1;            // 0..4 (-1 when the stored value is not an integer in int range)
   std::string patient, eye, split;
-  std::string meta = "{}";   // free JSON text
-  std::string added_at;      // UTC, ISO 8601
+  std::string meta = "{}";  // free JSON text
+  std::string added_at;     // UTC, ISO 8601
 
   /// As a dataset record (id = external_id).
   CaseRecord to_record() const;
@@ -117,14 +117,14 @@ struct ModelInfo {
   std::string preprocessing = "{}";  // JSON text (input size, normalisation, ...)
   int descriptor_dim = 0;
   std::string created_at;
-  int64_t embeddings_version = 0;    // bumped by every write that changes this model's embeddings
+  int64_t embeddings_version = 0;  // bumped by every write that changes this model's embeddings
 };
 
 struct StoreStats {
   int64_t cases = 0;
   PerGrade<int64_t> per_grade{};
   std::map<std::string, int64_t> per_split;  // "" = no split
-  int64_t patients = 0;                       // distinct patient keys (an unknown patient counts per case)
+  int64_t patients = 0;                      // distinct patient keys (an unknown patient counts per case)
   int64_t models = 0;
   std::map<int64_t, int64_t> embeddings_per_model;  // model id -> vectors (models without any: 0)
   std::map<int64_t, std::string> health_per_model;  // model id -> current health record (JSON text)
@@ -155,13 +155,13 @@ struct StoreCheck {
 struct AddCasesResult {
   std::vector<int64_t> ids;  // store id for each input record, in input order (existing id when skipped)
   int64_t added = 0;
-  int64_t skipped = 0;       // identical duplicates already in the store
+  int64_t skipped = 0;  // identical duplicates already in the store
 };
 
 struct StoreOptions {
-  bool create = true;        // create the file (and schema) when missing; false: error if missing
-  bool read_only = false;    // never write (implies create = false); writing calls then throw
-  bool check = false;        // run check() at open and throw listing the problems
+  bool create = true;      // create the file (and schema) when missing; false: error if missing
+  bool read_only = false;  // never write (implies create = false); writing calls then throw
+  bool check = false;      // run check() at open and throw listing the problems
   int busy_timeout_ms = 10000;
 };
 

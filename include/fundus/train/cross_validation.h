@@ -30,15 +30,15 @@
 namespace fundus {
 
 struct CvOptions {
-  RunConfig config;                       // the recipe; train.seed is replaced by each seed
-  std::string data;                       // labelled dataset (its split column, if any, is ignored)
+  RunConfig config;  // the recipe; train.seed is replaced by each seed
+  std::string data;  // labelled dataset (its split column, if any, is ignored)
   std::string out_dir;
   int folds = 5;
-  uint64_t fold_seed = 11;                // the fold assignment: keep it fixed when comparing recipes
+  uint64_t fold_seed = 11;  // the fold assignment: keep it fixed when comparing recipes
   std::vector<uint64_t> seeds = {1};
   std::vector<std::string> postprocess = {"none"};  // eval/postprocess.h specs, each evaluated
-  double inner_val_fraction = 0.15;       // when the recipe selects on validation: a patient-disjoint
-                                          // share of the training folds becomes its validation split
+  double inner_val_fraction = 0.15;                 // when the recipe selects on validation: a patient-disjoint
+                                                    // share of the training folds becomes its validation split
   bool keep_checkpoints = false;
   bool progress = true;
 
@@ -52,16 +52,16 @@ struct CvRun {
   uint64_t seed = 0;
   int fold = 0;
   std::string postprocess;
-  Json values;   // metric name -> value
-  Json chance;   // metric name -> chance floor
-  Json health;   // descriptor health of the fold's gallery (eval/descriptor_health.h)
+  Json values;  // metric name -> value
+  Json chance;  // metric name -> chance floor
+  Json health;  // descriptor health of the fold's gallery (eval/descriptor_health.h)
   double train_seconds = 0;
 };
 
 struct CvResult {
   std::vector<CvRun> runs;
-  Json summary;        // per post-processing: metric -> {mean, std, min, max, chance, seed_std}
-  std::string table;   // the Markdown summary (also cv.md)
+  Json summary;       // per post-processing: metric -> {mean, std, min, max, chance, seed_std}
+  std::string table;  // the Markdown summary (also cv.md)
 };
 
 /// Runs (or resumes) the cross-validation. Throws fundus::Error for bad data (listed), too few

@@ -60,8 +60,7 @@ class DataParallel {
   /// `bucket_bytes`; parameters without a gradient are skipped: the same on every rank, as the
   /// graphs are the same). `stop_vote`: this rank wants to stop (Ctrl-C); returns whether any
   /// rank voted, the same answer everywhere (the vote rides in the last bucket).
-  bool reduce_gradients(const std::vector<torch::Tensor>& params, bool stop_vote,
-                        int64_t bucket_bytes = 25 << 20);
+  bool reduce_gradients(const std::vector<torch::Tensor>& params, bool stop_vote, int64_t bucket_bytes = 25 << 20);
 
   /// While alive, BatchNorm uses local statistics (rank-local forward passes in training mode,
   /// e.g. the BatchNorm recalibration that rank 0 runs alone).

@@ -30,9 +30,9 @@ namespace fundus {
 
 struct TrainRequest {
   RunConfig config;
-  std::string data;              // manifest (any format load_dataset reads) with a split column
+  std::string data;  // manifest (any format load_dataset reads) with a split column
   std::string out_dir;
-  bool resume = false;           // continue from out_dir/checkpoints/last.ckpt
+  bool resume = false;  // continue from out_dir/checkpoints/last.ckpt
   std::string train_split = "train";
   std::string val_split = "val";
   DistributedOptions distributed;  // world_size > 1: this process is one rank of a distributed run
@@ -41,10 +41,10 @@ struct TrainRequest {
 };
 
 struct TrainSummary {
-  int64_t steps = 0;             // global steps done (including those before a resume)
+  int64_t steps = 0;  // global steps done (including those before a resume)
   int epochs_completed = 0;
-  bool interrupted = false;      // Ctrl-C or train.stop_after_steps
-  std::string select;            // the selection metric
+  bool interrupted = false;  // Ctrl-C or train.stop_after_steps
+  std::string select;        // the selection metric
   double best_value = 0;
   int best_epoch = -1;
   double images_per_second = 0;  // training throughput (all processes together when distributed)
