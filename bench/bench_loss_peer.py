@@ -31,13 +31,18 @@ def median_ms(fn, reps=200):
         t0 = time.perf_counter(); fn(); t.append((time.perf_counter() - t0) * 1e3)
     return sorted(t)[len(t) // 2]
 
-ap = argparse.ArgumentParser(); ap.add_argument('--threads', type=int, default=2); ap.add_argument('--dim', type=int, default=2560)
-a = ap.parse_args(); torch.set_num_threads(a.threads); torch.manual_seed(0)
-print('python losses (forward + backward, float32, dim %d, %d threads), median ms' % (a.dim, a.threads))
-for B in (16, 32, 64):
-    x = F.normalize(torch.randn(B, a.dim), dim=1); g = torch.randint(0, 5, (B,)); r = torch.rand(B) * 0.8 + 0.2
-    def run_ftl():
-        xi = x.clone().requires_grad_(True); ftl(xi, r, g).backward()
-    def run_bh():
-        xi = x.clone().requires_grad_(True); batch_hard(xi, g).backward()
-    print('  B=%-3d FTL %.3f  batch-hard %.3f' % (B, median_ms(run_ftl), median_ms(run_bh)))
+def main():
+    ap = argparse.ArgumentParser(); ap.add_argument('--threads', type=int, default=2); ap.add_argument('--dim', type=int, default=2560)
+    a = ap.parse_args(); torch.set_num_threads(a.threads); torch.manual_seed(0)
+    print('python losses (forward + backward, float32, dim %d, %d threads), median ms' % (a.dim, a.threads))
+    for B in (16, 32, 64):
+        x = F.normalize(torch.randn(B, a.dim), dim=1); g = torch.randint(0, 5, (B,)); r = torch.rand(B) * 0.8 + 0.2
+        def run_ftl():
+            xi = x.clone().requires_grad_(True); ftl(xi, r, g).backward()
+        def run_bh():
+            xi = x.clone().requires_grad_(True); batch_hard(xi, g).backward()
+        print('  B=%-3d FTL %.3f  batch-hard %.3f' % (B, median_ms(run_ftl), median_ms(run_bh)))
+
+
+if __name__ == '__main__':
+    main()

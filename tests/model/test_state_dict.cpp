@@ -275,7 +275,9 @@ TEST(StateDictHostile, AbsurdSizesAreRefusedBeforeAllocating) {
       {tensor_pickle(4, 0, std::vector<int64_t>(100, 1), std::vector<int64_t>(100, 1)),
        "tensor with 100 dimensions (at most 32)"},
   };
-  for (const auto& [pickle, expected] : cases) {
+  for (const auto& entry : cases) {
+    const auto& pickle = entry.first;  // a structured binding cannot be captured in C++17 (clang)
+    const auto& expected = entry.second;
     std::string e = error_of([&] { parse_state_dict(archive(pickle), "hostile.pth"); });
     EXPECT_NE(e.find(expected), std::string::npos) << e;
     EXPECT_EQ(e.rfind("hostile.pth: ", 0), 0u) << e;

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# fundus against the plain PyTorch peer (bench/peer_pipeline.py) on the same JPEGs, same threads:
+# training (cpu preset network, FTL, batch 20) and embedding (batch 32), run alternately REPS times,
+# plus the network's own forward speed on ready tensors (bench_model), so that
+# "embed from JPEG files / forward on tensors" can be read off. Prints one JSON line per run, then
+# medians and ratios. Usage:
+#   bench/run_bench_peer.sh [BUILD_DIR] [REPS=3] [EPOCHS=1]
+# Data: FUNDUS_BENCH_LABELS (default ../shared/data/rahim-dr/labels.csv); weights: FUNDUS_BENCH_WEIGHTS
+# (default ../shared/models/mobilenet_v2_imagenet1k.pth), loaded by both sides.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+build="$(cd "${1:-$here/build}" && pwd)"
+reps="${2:-3}"
+epochs="${3:-1}"
+labels="${FUNDUS_BENCH_LABELS:-$here/../shared/data/rahim-dr/labels.csv}"
+weights="${FUNDUS_BENCH_WEIGHTS:-$here/../shared/models/mobilenet_v2_imagenet1k.pth}"
+py="${FUNDUS_PYTHON:-/usr/bin/python3}"
+fundus="$build/bin/fundus"
+for f in "$fundus" "$build/bench/bench_model" "$labels" "$weights"; do
+  [ -e "$f" ] || { echo "run_bench_peer.sh: missing $f" >&2; exit 1; }
+done
+[ -x /usr/bin/time ] || { echo "run_bench_peer.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
+# Both sides: 2 compute threads, passive OpenMP waiting, 2 decode workers.
+export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+out="$work/runs.jsonl"
+"$fundus" dataset split "$labels" --quick --out "$work/split" >/dev/null
+"$fundus" store add --store "$work/pristine.db" --data "$work/split/manifest.csv" --quick >/dev/null
+
+timed() {  # label command...: runs it under /usr/bin/time, appends {"wall_s","peak_rss_mb"} to $work/t
+  /usr/bin/time -f '{"wall_s": %e, "peak_rss_kb": %M}' -o "$work/t" "$@"
+}
+for rep in $(seq 1 "$reps"); do
+  timed "$py" "$here/bench/peer_pipeline.py" train --manifest "$work/split/manifest.csv" --split train \
+    --epochs "$epochs" --weights "$weights" --threads 2 --workers 2 >"$work/p.json"
+  "$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); t=json.load(open(sys.argv[2])); r.update(rep=int(sys.argv[3]), wall_s=t["wall_s"], peak_rss_mb=t["peak_rss_kb"]/1024); print(json.dumps(r))' "$work/p.json" "$work/t" "$rep" >>"$out"
+  rm -rf "$work/run"
+  timed "$fundus" train --preset cpu --pretrained "$weights" --epochs "$epochs" --threads 2 \
+    --data "$work/split/manifest.csv" --out "$work/run" >/dev/null 2>&1
+  "$py" -c 'import json,sys; s=json.load(open(sys.argv[1])); t=json.load(open(sys.argv[2])); print(json.dumps(dict(side="fundus", mode="train", rep=int(sys.argv[3]), images_per_s=s["images_per_second"], wall_s=t["wall_s"], peak_rss_mb=t["peak_rss_kb"]/1024)))' "$work/run/summary.json" "$work/t" "$rep" >>"$out"
+  timed "$py" "$here/bench/peer_pipeline.py" embed --manifest "$work/split/manifest.csv" --weights "$weights" \
+    --threads 2 --workers 2 >"$work/p.json"
+  "$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); t=json.load(open(sys.argv[2])); r.update(rep=int(sys.argv[3]), wall_s=t["wall_s"], peak_rss_mb=t["peak_rss_kb"]/1024); print(json.dumps(r))' "$work/p.json" "$work/t" "$rep" >>"$out"
+  cp "$work/pristine.db" "$work/store.db"
+  timed "$fundus" embed --model "$work/run/checkpoints/last.ckpt" --store "$work/store.db" --threads 2 \
+    --workers 2 --json >"$work/e.json" 2>/dev/null
+  "$py" -c 'import json,sys; txt=open(sys.argv[1]).read(); s=json.loads(txt[txt.index("{"):]); t=json.load(open(sys.argv[2])); print(json.dumps(dict(side="fundus", mode="embed", rep=int(sys.argv[3]), images_per_s=s["images_per_second"], wall_s=t["wall_s"], peak_rss_mb=t["peak_rss_kb"]/1024)))' "$work/e.json" "$work/t" "$rep" >>"$out"
+  "$build/bench/bench_model" --model cpu --mode infer --iters 6 --warmup 2 --threads 2 \
+    | "$py" -c 'import json,sys; r=json.loads([l for l in sys.stdin if l.startswith("{")][-1]); r.update(side="fundus", mode="forward", rep=int(sys.argv[1]), images_per_s=r["img_per_s"]); print(json.dumps(r))' "$rep" >>"$out"
+done
+cat "$out"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); $(date -u +%Y-%m-%dT%H:%MZ); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$py" - "$out" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def med(side, mode, key):
+    v = [r[key] for r in rows if r["side"] == side and r["mode"] == mode and key in r]
+    return statistics.median(v) if v else float("nan")
+print(f"{'':8} {'':8} {'img/s':>8} {'wall s':>8} {'peak MB':>8}   (medians of {max(r['rep'] for r in rows)} runs)")
+for mode in ("train", "embed"):
+    for side in ("pytorch", "fundus"):
+        print(f"{mode:8} {side:8} {med(side, mode, 'images_per_s'):8.2f} {med(side, mode, 'wall_s'):8.1f} {med(side, mode, 'peak_rss_mb'):8.0f}")
+    print(f"{mode:8} {'ratio':8} {med('fundus', mode, 'images_per_s') / med('pytorch', mode, 'images_per_s'):7.2f}x "
+          f"{med('pytorch', mode, 'wall_s') / med('fundus', mode, 'wall_s'):7.2f}x {med('fundus', mode, 'peak_rss_mb') / med('pytorch', mode, 'peak_rss_mb'):7.2f}x"
+          "   (fundus/pytorch rate, pytorch/fundus wall, fundus/pytorch memory)")
+fwd = med("fundus", "forward", "images_per_s")
+print(f"forward on ready tensors (bench_model): {fwd:.2f} img/s; embed from JPEGs takes "
+      f"{fwd / med('fundus', 'embed', 'images_per_s'):.2f}x the forward time per image (target <= 1.2)")
+PY
