@@ -156,7 +156,9 @@ TEST_F(EngineServerTest, QueryAddDeleteWithTheRealEngine) {
   EXPECT_EQ(del->status, 204);
   auto q2 = c.Post("/api/query", form(extra, {{"k", "3"}}));
   ASSERT_TRUE(q2);
-  for (const Json& hit : body_json(q2)["results"]) EXPECT_NE(hit["id"], id);
+  // Keep the parsed body alive: a range-for over a member of a temporary reads freed memory (ASan).
+  const Json after_delete = body_json(q2);
+  for (const Json& hit : after_delete["results"]) EXPECT_NE(hit["id"], id);
 
   auto stats = c.Get("/api/stats");
   ASSERT_TRUE(stats);
