@@ -31,21 +31,28 @@ out="$work/runs.jsonl"
 timed() {  # label command...: runs it under /usr/bin/time, appends {"wall_s","peak_rss_mb"} to $work/t
   /usr/bin/time -f '{"wall_s": %e, "peak_rss_kb": %M}' -o "$work/t" "$@"
 }
+record() {  # side mode result.json rate_key: one line of $out from a run's JSON result and its timing
+  "$py" -c 'import json, sys
+txt = open(sys.argv[3]).read(); r = json.loads(txt[txt.index("{"):]); t = json.load(open(sys.argv[5]))
+r.update(side=sys.argv[1], mode=sys.argv[2], images_per_s=r[sys.argv[4]], rep=int(sys.argv[6]),
+         wall_s=t["wall_s"], peak_rss_mb=t["peak_rss_kb"] / 1024)
+print(json.dumps(r))' "$1" "$2" "$3" "$4" "$work/t" "$rep" >>"$out"
+}
 for rep in $(seq 1 "$reps"); do
   timed "$py" "$here/bench/peer_pipeline.py" train --manifest "$work/split/manifest.csv" --split train \
     --epochs "$epochs" --weights "$weights" --threads 2 --workers 2 >"$work/p.json"
-  "$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); t=json.load(open(sys.argv[2])); r.update(rep=int(sys.argv[3]), wall_s=t["wall_s"], peak_rss_mb=t["peak_rss_kb"]/1024); print(json.dumps(r))' "$work/p.json" "$work/t" "$rep" >>"$out"
+  record pytorch train "$work/p.json" images_per_s
   rm -rf "$work/run"
   timed "$fundus" train --preset cpu --pretrained "$weights" --epochs "$epochs" --threads 2 \
     --data "$work/split/manifest.csv" --out "$work/run" >/dev/null 2>&1
-  "$py" -c 'import json,sys; s=json.load(open(sys.argv[1])); t=json.load(open(sys.argv[2])); print(json.dumps(dict(side="fundus", mode="train", rep=int(sys.argv[3]), images_per_s=s["images_per_second"], wall_s=t["wall_s"], peak_rss_mb=t["peak_rss_kb"]/1024)))' "$work/run/summary.json" "$work/t" "$rep" >>"$out"
+  record fundus train "$work/run/summary.json" images_per_second
   timed "$py" "$here/bench/peer_pipeline.py" embed --manifest "$work/split/manifest.csv" --weights "$weights" \
     --threads 2 --workers 2 >"$work/p.json"
-  "$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); t=json.load(open(sys.argv[2])); r.update(rep=int(sys.argv[3]), wall_s=t["wall_s"], peak_rss_mb=t["peak_rss_kb"]/1024); print(json.dumps(r))' "$work/p.json" "$work/t" "$rep" >>"$out"
+  record pytorch embed "$work/p.json" images_per_s
   cp "$work/pristine.db" "$work/store.db"
   timed "$fundus" embed --model "$work/run/checkpoints/last.ckpt" --store "$work/store.db" --threads 2 \
     --workers 2 --json >"$work/e.json" 2>/dev/null
-  "$py" -c 'import json,sys; txt=open(sys.argv[1]).read(); s=json.loads(txt[txt.index("{"):]); t=json.load(open(sys.argv[2])); print(json.dumps(dict(side="fundus", mode="embed", rep=int(sys.argv[3]), images_per_s=s["images_per_second"], wall_s=t["wall_s"], peak_rss_mb=t["peak_rss_kb"]/1024)))' "$work/e.json" "$work/t" "$rep" >>"$out"
+  record fundus embed "$work/e.json" images_per_second
   # The forward in embed's own settings: batch 32 (fundus embed --batch), channels-last (train.channels_last).
   "$build/bench/bench_model" --model cpu --mode infer --iters 6 --warmup 2 --threads 2 --batch 32 --channels-last \
     | "$py" -c 'import json,sys; r=json.loads([l for l in sys.stdin if l.startswith("{")][-1]); r.update(side="fundus", mode="forward", rep=int(sys.argv[1]), images_per_s=r["img_per_s"]); print(json.dumps(r))' "$rep" >>"$out"
