@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # fundus against the plain PyTorch peer (bench/peer_pipeline.py) on the same JPEGs, same threads:
-# training (cpu preset network, FTL, batch 20) and embedding (batch 32), run alternately REPS times,
+# training (cpu preset network, FTL, batch 20) and embedding (batch EMBED_BATCH, default 8 = fundus's
+# default, on both sides), run alternately REPS times,
 # plus the network's own forward speed on ready tensors (bench_model), so that
 # "embed from JPEG files / forward on tensors" can be read off. Prints one JSON line per run, then
 # medians and ratios. Usage:
@@ -15,6 +16,7 @@ epochs="${3:-1}"
 labels="${FUNDUS_BENCH_LABELS:-$here/../shared/data/rahim-dr/labels.csv}"
 weights="${FUNDUS_BENCH_WEIGHTS:-$here/../shared/models/mobilenet_v2_imagenet1k.pth}"
 py="${FUNDUS_PYTHON:-/usr/bin/python3}"
+embed_batch="${EMBED_BATCH:-8}"
 fundus="$build/bin/fundus"
 for f in "$fundus" "$build/bench/bench_model" "$labels" "$weights"; do
   [ -e "$f" ] || { echo "run_bench_peer.sh: missing $f" >&2; exit 1; }
@@ -47,19 +49,19 @@ for rep in $(seq 1 "$reps"); do
     --data "$work/split/manifest.csv" --out "$work/run" >/dev/null 2>&1
   record fundus train "$work/run/summary.json" images_per_second
   timed "$py" "$here/bench/peer_pipeline.py" embed --manifest "$work/split/manifest.csv" --weights "$weights" \
-    --threads 2 --workers 2 >"$work/p.json"
+    --threads 2 --workers 2 --batch "$embed_batch" >"$work/p.json"
   record pytorch embed "$work/p.json" images_per_s
   cp "$work/pristine.db" "$work/store.db"
   timed "$fundus" embed --model "$work/run/checkpoints/last.ckpt" --store "$work/store.db" --threads 2 \
-    --workers 2 --json >"$work/e.json" 2>/dev/null
+    --workers 2 --batch "$embed_batch" --json >"$work/e.json" 2>/dev/null
   record fundus embed "$work/e.json" images_per_second
-  # The forward in embed's own settings: batch 32 (fundus embed --batch), channels-last (train.channels_last).
-  "$build/bench/bench_model" --model cpu --mode infer --iters 6 --warmup 2 --threads 2 --batch 32 --channels-last \
+  # The forward in embed's own settings: the same batch, channels-last (train.channels_last).
+  "$build/bench/bench_model" --model cpu --mode infer --iters 6 --warmup 2 --threads 2 --batch "$embed_batch" --channels-last \
     | "$py" -c 'import json,sys; r=json.loads([l for l in sys.stdin if l.startswith("{")][-1]); r.update(side="fundus", mode="forward", rep=int(sys.argv[1]), images_per_s=r["img_per_s"]); print(json.dumps(r))' "$rep" >>"$out"
 done
 cat "$out"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); $(date -u +%Y-%m-%dT%H:%MZ); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$py" - "$out" <<'PY'
+"$py" - "$out" "$embed_batch" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def med(side, mode, key):
@@ -73,6 +75,6 @@ for mode in ("train", "embed"):
           f"{med('pytorch', mode, 'wall_s') / med('fundus', mode, 'wall_s'):7.2f}x {med('fundus', mode, 'peak_rss_mb') / med('pytorch', mode, 'peak_rss_mb'):7.2f}x"
           "   (fundus/pytorch rate, pytorch/fundus wall, fundus/pytorch memory)")
 fwd = med("fundus", "forward", "images_per_s")
-print(f"forward on ready tensors (bench_model, batch 32, channels-last): {fwd:.2f} img/s; embed from JPEGs takes "
+print(f"forward on ready tensors (bench_model, batch {sys.argv[2]}, channels-last): {fwd:.2f} img/s; embed from JPEGs takes "
       f"{fwd / med('fundus', 'embed', 'images_per_s'):.2f}x the forward time per image (target <= 1.2)")
 PY

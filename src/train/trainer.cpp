@@ -455,6 +455,7 @@ class Training {
     const auto timing_before = dp_ ? dp_->timing() : DataParallel::Timing{};
     const double lr = cfg_.optim.lr_at(epoch + double(b) / double(per_epoch_), cfg_.train.epochs);
     auto t0 = std::chrono::steady_clock::now();
+    double data_wait = 0;  // seconds this step waited for the loader (0 when it kept ahead)
     ModelOutput out;
     torch::Tensor grades;
     {
@@ -467,7 +468,9 @@ class Training {
       if (!feature_cache_) {
         auto batch = loader_->next();
         if (!batch) return Step::end_of_data;
-        t0 = std::chrono::steady_clock::now();  // waiting for data is not training time
+        const auto t_data = std::chrono::steady_clock::now();  // waiting for data is not training time
+        data_wait = std::chrono::duration<double>(t_data - t0).count();
+        t0 = t_data;
         grades = batch->grades.to(device_, /*non_blocking=*/true);
         out = net_->forward(batch->images.to(device_, /*non_blocking=*/true));
       }
@@ -483,7 +486,7 @@ class Training {
     if (cfg_.optim.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(net_->parameters(), cfg_.optim.clip_grad_norm);
     optimizer_->step();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    record_step(epoch, b, lr, seconds, inputs.grades.size(0), loss, timing_before);
+    record_step(epoch, b, lr, seconds, data_wait, inputs.grades.size(0), loss, timing_before);
     const bool stop_requested = cfg_.train.stop_after_steps > 0 && st_.step >= cfg_.train.stop_after_steps;
     if (!stop_vote && !stop_requested) return Step::done;
     batchnorm_record_ = recalibrate();
@@ -710,8 +713,8 @@ class Training {
   }
 
   // Position, running sums, the step's log row and the progress line.
-  void record_step(int epoch, int64_t b, double lr, double seconds, int64_t n, const LossResult& loss,
-                   const DataParallel::Timing& timing_before) {
+  void record_step(int epoch, int64_t b, double lr, double seconds, double data_wait, int64_t n,
+                   const LossResult& loss, const DataParallel::Timing& timing_before) {
     train_seconds_ += seconds;
     images_seen_ += n;
     ++st_.step;
@@ -726,7 +729,8 @@ class Training {
       ++st_.guard_count;
     }
     Json row = {{"kind", "step"}, {"epoch", epoch + 1},          {"step", st_.step},  {"lr", lr},
-                {"loss", total},  {"images_per_s", n / seconds}, {"seconds", seconds}};
+                {"loss", total},  {"images_per_s", n / seconds}, {"seconds", seconds},
+                {"data_wait_ms", 1e3 * data_wait}};
     for (const auto& [k, v] : loss.parts)
       if (k != "total") row[k] = v;
     if (dp_) {  // communication time of this step (milliseconds)

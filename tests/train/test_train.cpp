@@ -261,14 +261,21 @@ TEST(Trainer, FromScratchDescriptorsAreNotCollapsedAfterBatchNormRecalibration) 
   std::ifstream in(dir.file("recal/metrics.jsonl"));
   std::string line;
   bool seen = false;
+  int steps = 0;
   while (std::getline(in, line)) {
     Json j = Json::parse(line);
+    if (j["kind"] == "step") {  // each step says how long it waited for the loader, apart from its compute time
+      ++steps;
+      EXPECT_GE(j.at("data_wait_ms").get<double>(), 0.0);
+      EXPECT_GT(j.at("seconds").get<double>(), 0.0);
+    }
     if (j["kind"] != "epoch") continue;
     seen = true;
     EXPECT_GT(j["train_ftl_blind"].get<double>(), 0);
     EXPECT_GT(j["train_mean_cos"].get<double>(), -1);
   }
   EXPECT_TRUE(seen);
+  EXPECT_GT(steps, 0);
 }
 
 TEST(Trainer, FeatureCacheTrainsTheUnfrozenStagesAndResumesExactly) {

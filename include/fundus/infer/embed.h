@@ -38,7 +38,7 @@ struct Embeddings {
 };
 
 struct EmbedOptions {
-  int64_t batch_size = 32;
+  int64_t batch_size = kInferenceBatch;
   int workers = 2;        // decode/preprocess threads overlapping inference (0 = all cores)
   std::string cache_dir;  // preprocessed-image cache, "" = none
   bool progress = true;

@@ -20,6 +20,14 @@
 #include "fundus/model/model_config.h"
 
 namespace fundus {
+/// Images per inference forward pass (embed, eval, validation) unless configured. Small on purpose:
+/// each image is three backbone passes (mirror attention), and a CPU forward is no faster at 32 than
+/// at 8 while holding 2.7x the memory (embed peak 1.97 GB vs 0.74 GB, docs/benchmarks.md); glibc
+/// returns tensors above 32 MB to the kernel, so large batches also pay page faults every batch.
+inline constexpr int64_t kInferenceBatch = 8;
+}  // namespace fundus
+
+namespace fundus {
 
 struct OptimConfig {
   std::string name = "adam";  // adam | adamw | sgd
@@ -52,7 +60,7 @@ struct TrainSettings {
   // no validation split needed: for fixed recipes chosen by cross-validation)
   std::string select = "val_mAP@10";
   int val_every = 1;  // validate every N epochs (and after the last)
-  int val_batch_size = 32;
+  int val_batch_size = kInferenceBatch;
   std::string cache_dir;            // preprocessed-image cache ("" = RUN/../cache is not assumed: none)
   int64_t stop_after_steps = 0;     // testing aid: behave as if interrupted after this global step
   int64_t max_steps_per_epoch = 0;  // 0 = the whole epoch

@@ -17,6 +17,7 @@
 #include "fundus/core/json.h"
 #include "fundus/eval/descriptor_health.h"
 #include "fundus/infer/launcher.h"
+#include "fundus/infer/run_config.h"
 #include "fundus/store/case_store.h"
 
 namespace fundus {
@@ -33,7 +34,7 @@ std::string default_index_path(const std::string& store_path, int64_t model_id);
 
 struct EmbedStoreOptions {
   std::string splits;  // comma-separated split filter ("train,val"); "" = every case
-  int64_t batch_size = 32;
+  int64_t batch_size = kInferenceBatch;
   int workers = 2;             // decode/preprocess threads (0 = all cores)
   std::string cache_dir;       // preprocessed-image cache, "" = none
   int64_t commit_every = 256;  // images per transaction (rounded up to whole batches)

@@ -25,6 +25,7 @@
 #include "fundus/core/json.h"
 #include "fundus/eval/report.h"
 #include "fundus/eval/retrieval_eval.h"
+#include "fundus/infer/run_config.h"
 
 namespace fundus {
 
@@ -40,7 +41,7 @@ struct EvalRunOptions {
   std::string relevance = "grade";  // grade | referable
   std::vector<int> ks = {1, 5, 10, 20, 50};
   int knn_k = 10;
-  int64_t batch_size = 32;
+  int64_t batch_size = kInferenceBatch;
   int workers = 2;  // decode/preprocess threads
   int threads = 0;  // evaluation threads (0 = all cores)
   bool progress = true;
