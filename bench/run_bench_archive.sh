@@ -22,7 +22,7 @@ build=${BUILD:-"$here/../build"}
 bench="$build/bench/bench_archive"
 cli="$build/bin/fundus"
 hnsw=${HNSW:-"hnsw:M=16,efc=100,ef=64"}
-ivf=${IVF:-"ivfpq:nlist=1024,m=64,nprobe=16,rerank=100"}
+ivf=${IVF:-"ivfpq:nlist=1024,m=64,nprobe=16,rerank=500"}
 hnsw_sweep=${HNSW_SWEEP:-"ef=32;ef=64;ef=96;ef=128;ef=256"}
 ivf_sweep=${IVF_SWEEP:-"rerank=0;rerank=100;rerank=200;rerank=500;nprobe=32,rerank=200;nprobe=32,rerank=500;nprobe=64,rerank=1000"}
 compressed_n=${COMPRESSED_N:-10000000}
@@ -63,10 +63,30 @@ if [ -n "${CKPT:-}" ] && [ -n "$image" ]; then
       server=$!
       for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/api/health" >/dev/null && break; sleep 1; done
       rss=$(grep -E 'VmRSS|RssAnon|RssFile' "/proc/$server/status" | tr -s ' ' | tr '\n' ' ')
-      hits=$(curl -sf -F image=@"$image" -F k=10 -F grades=4 -F attention=false "http://127.0.0.1:$port/api/query" |
-        grep -o '"grade":4' | wc -l)
-      echo "{\"phase\":\"serve\",\"index\":\"$which\",\"n\":$n,\"memory\":\"$rss\",\"grade4_hits_of_10\":$hits,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" |
-        tee -a "$dir/results.jsonl"
+      # 20 HTTP queries each unfiltered, grade 4 only (1% of cases) and without the patient of the
+      # unfiltered top hit: latency through the server (upload, embed, search, answer) and whether
+      # every answer has k hits that obey the filter.
+      top=$(curl -sf -F image=@"$image" -F k=1 -F attention=false "http://127.0.0.1:$port/api/query" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["results"][0]["patient"])')
+      for filter in none grades=4 "exclude_patient=$top"; do
+        form=(-F image=@"$image" -F k=10 -F attention=false)
+        [ "$filter" != none ] && form+=(-F "$filter")
+        for _ in $(seq 20); do
+          curl -sf -o "$dir/answer.json" -w '%{time_total}\n' "${form[@]}" "http://127.0.0.1:$port/api/query" >>"$dir/times.txt"
+          python3 -c 'import json, sys
+r = json.load(open(sys.argv[1]))["results"]; f = sys.argv[2]
+ok = len(r) == 10 and all(h["grade"] == 4 for h in r) if f == "grades=4" else len(r) == 10
+ok = ok and not (f.startswith("exclude") and any(h["patient"] == f.split("=")[1] for h in r))
+print(int(ok))' "$dir/answer.json" "$filter" >>"$dir/ok.txt"
+        done
+        python3 -c 'import json, statistics, sys
+t = sorted(1e3 * float(x) for x in open(sys.argv[1])); ok = [int(x) for x in open(sys.argv[2])]
+print(json.dumps(dict(phase="serve", index=sys.argv[3], n=int(sys.argv[4]), filter=sys.argv[5], memory=sys.argv[6],
+      http_p50_ms=statistics.median(t), http_max_ms=t[-1], answers=len(ok), answers_with_k_valid_hits=sum(ok),
+      loadavg=open("/proc/loadavg").read().split()[:3])))' "$dir/times.txt" "$dir/ok.txt" "$which" "$n" "$filter" "$rss" |
+          tee -a "$dir/results.jsonl"
+        rm -f "$dir/times.txt" "$dir/ok.txt" "$dir/answer.json"
+      done
       kill "$server"
       wait "$server" || true
     done

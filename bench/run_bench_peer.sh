@@ -40,6 +40,19 @@ r.update(side=sys.argv[1], mode=sys.argv[2], images_per_s=r[sys.argv[4]], rep=in
          wall_s=t["wall_s"], peak_rss_mb=t["peak_rss_kb"] / 1024)
 print(json.dumps(r))' "$1" "$2" "$3" "$4" "$work/t" "$rep" >>"$out"
 }
+# DenseNet-121 at 256 px (the `paper` network, as bench_model builds it): embedding from files
+# against its forward on tensors. Speed does not depend on the weights: one training step of batch 4
+# from random initialisation makes the checkpoint. DENSENET=0 skips it.
+densenet="${DENSENET:-1}"
+if [ "$densenet" = 1 ]; then
+  "$fundus" train --preset paper --set model.pretrained= --set sampler.batch_size=4 \
+    --set train.stop_after_steps=1 --set train.bn_recalibration_images=0 --epochs 1 --threads 2 \
+    --data "$work/split/manifest.csv" --out "$work/dense" >/dev/null 2>&1
+fi
+forward() {  # model mode: bench_model in embed's own settings (the same batch, channels-last as train.channels_last)
+  "$build/bench/bench_model" --model "$1" --mode infer --iters 6 --warmup 2 --threads 2 --batch "$embed_batch" --channels-last \
+    | "$py" -c 'import json,sys; r=json.loads([l for l in sys.stdin if l.startswith("{")][-1]); r.update(side="fundus", mode=sys.argv[2], rep=int(sys.argv[1]), images_per_s=r["img_per_s"]); print(json.dumps(r))' "$rep" "$2" >>"$out"
+}
 for rep in $(seq 1 "$reps"); do
   timed "$py" "$here/bench/peer_pipeline.py" train --manifest "$work/split/manifest.csv" --split train \
     --epochs "$epochs" --weights "$weights" --threads 2 --workers 2 >"$work/p.json"
@@ -48,6 +61,12 @@ for rep in $(seq 1 "$reps"); do
   timed "$fundus" train --preset cpu --pretrained "$weights" --epochs "$epochs" --threads 2 \
     --data "$work/split/manifest.csv" --out "$work/run" >/dev/null 2>&1
   record fundus train "$work/run/summary.json" images_per_second
+  # How much of the training loop waited for data (the loader should stay ahead of the network).
+  "$py" -c 'import json, sys
+s = [json.loads(l) for l in open(sys.argv[1]) if "\"kind\":\"step\"" in l]
+wait = sum(r["data_wait_ms"] for r in s) / 1e3; busy = sum(r["seconds"] for r in s)
+print(json.dumps(dict(side="fundus", mode="train_data_wait", rep=int(sys.argv[2]), share=wait / (wait + busy))))' \
+    "$work/run/metrics.jsonl" "$rep" >>"$out"
   timed "$py" "$here/bench/peer_pipeline.py" embed --manifest "$work/split/manifest.csv" --weights "$weights" \
     --threads 2 --workers 2 --batch "$embed_batch" >"$work/p.json"
   record pytorch embed "$work/p.json" images_per_s
@@ -55,9 +74,14 @@ for rep in $(seq 1 "$reps"); do
   timed "$fundus" embed --model "$work/run/checkpoints/last.ckpt" --store "$work/store.db" --threads 2 \
     --workers 2 --batch "$embed_batch" --json >"$work/e.json" 2>/dev/null
   record fundus embed "$work/e.json" images_per_second
-  # The forward in embed's own settings: the same batch, channels-last (train.channels_last).
-  "$build/bench/bench_model" --model cpu --mode infer --iters 6 --warmup 2 --threads 2 --batch "$embed_batch" --channels-last \
-    | "$py" -c 'import json,sys; r=json.loads([l for l in sys.stdin if l.startswith("{")][-1]); r.update(side="fundus", mode="forward", rep=int(sys.argv[1]), images_per_s=r["img_per_s"]); print(json.dumps(r))' "$rep" >>"$out"
+  forward cpu forward
+  if [ "$densenet" = 1 ]; then
+    cp "$work/pristine.db" "$work/store.db"
+    timed "$fundus" embed --model "$work/dense/checkpoints/last.ckpt" --store "$work/store.db" --threads 2 \
+      --workers 2 --batch "$embed_batch" --json >"$work/e.json" 2>/dev/null
+    record fundus embed_densenet "$work/e.json" images_per_second
+    forward densenet forward_densenet
+  fi
 done
 cat "$out"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); $(date -u +%Y-%m-%dT%H:%MZ); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -77,4 +101,9 @@ for mode in ("train", "embed"):
 fwd = med("fundus", "forward", "images_per_s")
 print(f"forward on ready tensors (bench_model, batch {sys.argv[2]}, channels-last): {fwd:.2f} img/s; embed from JPEGs takes "
       f"{fwd / med('fundus', 'embed', 'images_per_s'):.2f}x the forward time per image (target <= 1.2)")
+print(f"training waited for data {100 * med('fundus', 'train_data_wait', 'share'):.1f}% of its step loop")
+fwd = med("fundus", "forward_densenet", "images_per_s")
+if fwd == fwd:
+    print(f"DenseNet-121 256 px: forward {fwd:.2f} img/s, embed from JPEGs {med('fundus', 'embed_densenet', 'images_per_s'):.2f} img/s "
+          f"({med('fundus', 'embed_densenet', 'peak_rss_mb'):.0f} MB peak): {fwd / med('fundus', 'embed_densenet', 'images_per_s'):.2f}x the forward time")
 PY

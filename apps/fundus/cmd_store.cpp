@@ -159,7 +159,7 @@ void add_index_build(CLI::App& parent) {
   add_store_option(cmd, *a);
   cmd->add_option("--model", *model, "Model id (see `fundus store stats`)")->required();
   cmd->add_option("--type", *type,
-                  "exact | hnsw[:M=32,efc=200,ef=64] | ivfpq[:nlist=1024,m=64,nbits=8,nprobe=16,rerank=100]")
+                  "exact | hnsw[:M=32,efc=200,ef=64] | ivfpq[:nlist=1024,m=64,nbits=8,nprobe=16,rerank=500]")
       ->capture_default_str();
   cmd->add_option("--out", *out, "Index file to write")->required();
   add_threads_option(*cmd, *threads);

@@ -173,7 +173,7 @@ TEST(IndexSpec, ParsesCanonicalisesAndRejects) {
   EXPECT_EQ(canonical_index_spec(parse_index_spec("hnsw:M=8")).str(), "hnsw:M=8,ef=64,efc=200");
   EXPECT_EQ(canonical_index_spec(parse_index_spec("exact")).str(), "exact");
   EXPECT_EQ(canonical_index_spec(parse_index_spec("ivfpq:nlist=4")).str(),
-            "ivfpq:m=64,nbits=8,nlist=4,nprobe=16,rerank=100,seed=1,train=65536,vectors=1");
+            "ivfpq:m=64,nbits=8,nlist=4,nprobe=16,rerank=500,seed=1,train=65536,vectors=1");
   // Without the exact vectors the default re-rank depth is 0, and asking for one is an error.
   EXPECT_EQ(canonical_index_spec(parse_index_spec("ivfpq:vectors=0")).get("rerank", -1), 0);
   EXPECT_NE(error_of([] { make_index("ivfpq:vectors=0,rerank=50", 64); }).find("needs the exact vectors"),

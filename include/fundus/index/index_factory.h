@@ -2,7 +2,7 @@
 // {"type": "hnsw", "M": 32, ...}. Unknown types or keys are errors; missing keys take defaults.
 //   exact
 //   hnsw:M=16,efc=200,ef=64              M links per node, efc = ef_construction, ef = search beam
-//   ivfpq:nlist=1024,m=64,nbits=8,nprobe=16,train=65536,seed=1,vectors=1,rerank=100
+//   ivfpq:nlist=1024,m=64,nbits=8,nprobe=16,train=65536,seed=1,vectors=1,rerank=500
 //                                        nlist lists, m sub-quantizers (dim % m == 0), nbits per
 //                                        code, nprobe lists searched, train = max training sample,
 //                                        vectors = keep the exact vectors in a file beside the index
