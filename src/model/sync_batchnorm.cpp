@@ -40,9 +40,9 @@ struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> 
     // Local sum(dy * x_hat) and sum(dy): the weight and bias gradients of a training-mode BatchNorm
     // whose saved statistics are the global ones.
     const torch::Tensor w = weight.defined() ? weight : torch::ones({c}, x.options());
-    auto [unused_dx, sum_dy_xhat, sum_dy] = at::native_batch_norm_backward(
-        dy, x, w, /*running_mean=*/{}, /*running_var=*/{}, mean, invstd, /*train=*/true,
-        ctx->saved_data["eps"].toDouble(), {false, true, true});
+    auto [unused_dx, sum_dy_xhat, sum_dy] =
+        at::native_batch_norm_backward(dy, x, w, /*running_mean=*/{}, /*running_var=*/{}, mean, invstd, /*train=*/true,
+                                       ctx->saved_data["eps"].toDouble(), {false, true, true});
     (void)unused_dx;
     torch::Tensor global = torch::cat({sum_dy, sum_dy_xhat});
     sync->all_reduce_sum(global);

@@ -713,8 +713,8 @@ class Training {
   }
 
   // Position, running sums, the step's log row and the progress line.
-  void record_step(int epoch, int64_t b, double lr, double seconds, double data_wait, int64_t n,
-                   const LossResult& loss, const DataParallel::Timing& timing_before) {
+  void record_step(int epoch, int64_t b, double lr, double seconds, double data_wait, int64_t n, const LossResult& loss,
+                   const DataParallel::Timing& timing_before) {
     train_seconds_ += seconds;
     images_seen_ += n;
     ++st_.step;
@@ -728,9 +728,9 @@ class Training {
       st_.blind_sum += loss.parts.count("ftl_blind") ? loss.parts.at("ftl_blind") : 0.0;
       ++st_.guard_count;
     }
-    Json row = {{"kind", "step"}, {"epoch", epoch + 1},          {"step", st_.step},  {"lr", lr},
-                {"loss", total},  {"images_per_s", n / seconds}, {"seconds", seconds},
-                {"data_wait_ms", 1e3 * data_wait}};
+    Json row = {
+        {"kind", "step"}, {"epoch", epoch + 1},          {"step", st_.step},   {"lr", lr},
+        {"loss", total},  {"images_per_s", n / seconds}, {"seconds", seconds}, {"data_wait_ms", 1e3 * data_wait}};
     for (const auto& [k, v] : loss.parts)
       if (k != "total") row[k] = v;
     if (dp_) {  // communication time of this step (milliseconds)
