@@ -20,14 +20,12 @@
 #include "fundus/model/model_config.h"
 
 namespace fundus {
+
 /// Images per inference forward pass (embed, eval, validation) unless configured. Small on purpose:
 /// each image is three backbone passes (mirror attention), and a CPU forward is no faster at 32 than
 /// at 8 while holding 2.7x the memory (embed peak 1.97 GB vs 0.74 GB, docs/benchmarks.md); glibc
 /// returns tensors above 32 MB to the kernel, so large batches also pay page faults every batch.
 inline constexpr int64_t kInferenceBatch = 8;
-}  // namespace fundus
-
-namespace fundus {
 
 struct OptimConfig {
   std::string name = "adam";  // adam | adamw | sgd
