@@ -49,6 +49,12 @@ if [ "$densenet" = 1 ]; then
     --set train.stop_after_steps=1 --set train.bn_recalibration_images=0 --epochs 1 --threads 2 \
     --data "$work/split/manifest.csv" --out "$work/dense" >/dev/null 2>&1
 fi
+embed() {  # checkpoint mode: `fundus embed` of every case into a fresh copy of the store
+  cp "$work/pristine.db" "$work/store.db"
+  timed "$fundus" embed --model "$1" --store "$work/store.db" --threads 2 \
+    --workers 2 --batch "$embed_batch" --json >"$work/e.json" 2>/dev/null
+  record fundus "$2" "$work/e.json" images_per_second
+}
 forward() {  # model mode: bench_model in embed's own settings (the same batch, channels-last as train.channels_last)
   "$build/bench/bench_model" --model "$1" --mode infer --iters 6 --warmup 2 --threads 2 --batch "$embed_batch" --channels-last \
     | "$py" -c 'import json,sys; r=json.loads([l for l in sys.stdin if l.startswith("{")][-1]); r.update(side="fundus", mode=sys.argv[2], rep=int(sys.argv[1]), images_per_s=r["img_per_s"]); print(json.dumps(r))' "$rep" "$2" >>"$out"
@@ -70,16 +76,10 @@ print(json.dumps(dict(side="fundus", mode="train_data_wait", rep=int(sys.argv[2]
   timed "$py" "$here/bench/peer_pipeline.py" embed --manifest "$work/split/manifest.csv" --weights "$weights" \
     --threads 2 --workers 2 --batch "$embed_batch" >"$work/p.json"
   record pytorch embed "$work/p.json" images_per_s
-  cp "$work/pristine.db" "$work/store.db"
-  timed "$fundus" embed --model "$work/run/checkpoints/last.ckpt" --store "$work/store.db" --threads 2 \
-    --workers 2 --batch "$embed_batch" --json >"$work/e.json" 2>/dev/null
-  record fundus embed "$work/e.json" images_per_second
+  embed "$work/run/checkpoints/last.ckpt" embed
   forward cpu forward
   if [ "$densenet" = 1 ]; then
-    cp "$work/pristine.db" "$work/store.db"
-    timed "$fundus" embed --model "$work/dense/checkpoints/last.ckpt" --store "$work/store.db" --threads 2 \
-      --workers 2 --batch "$embed_batch" --json >"$work/e.json" 2>/dev/null
-    record fundus embed_densenet "$work/e.json" images_per_second
+    embed "$work/dense/checkpoints/last.ckpt" embed_densenet
     forward densenet forward_densenet
   fi
 done

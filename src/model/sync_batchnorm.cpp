@@ -40,15 +40,15 @@ struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> 
     // Local sum(dy * x_hat) and sum(dy): the weight and bias gradients of a training-mode BatchNorm
     // whose saved statistics are the global ones.
     const torch::Tensor w = weight.defined() ? weight : torch::ones({c}, x.options());
-    auto [unused_dx, sum_dy_xhat, sum_dy] =
+    const auto sums =
         at::native_batch_norm_backward(dy, x, w, /*running_mean=*/{}, /*running_var=*/{}, mean, invstd, /*train=*/true,
                                        ctx->saved_data["eps"].toDouble(), {false, true, true});
-    (void)unused_dx;
+    const torch::Tensor &sum_dy_xhat = std::get<1>(sums), &sum_dy = std::get<2>(sums);
     torch::Tensor global = torch::cat({sum_dy, sum_dy_xhat});
     sync->all_reduce_sum(global);
     const torch::Tensor mean_dy = global.slice(0, 0, c) / count, mean_dy_xhat = global.slice(0, c, 2 * c) / count;
     // dx = (dy - mean_dy - x_hat * mean_dy_xhat) * invstd * weight = dy * a + x * b + k per channel.
-    const torch::Tensor a = weight.defined() ? invstd * weight : invstd;
+    const torch::Tensor a = invstd * w;
     const torch::Tensor b = -a * invstd * mean_dy_xhat;
     const torch::Tensor k = a * (mean * invstd * mean_dy_xhat - mean_dy);
     torch::Tensor dx = torch::addcmul(per_channel(k), x, per_channel(b));
