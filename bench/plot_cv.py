@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Summarises `fundus cv` results for docs/results.md: a Markdown table and an SVG bar chart.
 
-usage: bench/plot_cv.py OUT.svg LABEL=path/to/cv.json [LABEL=...]  > table.md
+usage: bench/plot_cv.py [--metrics M1,M2,...] OUT.svg LABEL=path/to/cv.json [LABEL=...]  > table.md
+
+--metrics: the table's columns (cv.md's metric names; default P@10, macro_P@10, mAP@10, MAP@R,
+P@10 Mild, kNN_QWK). OUT.svg "-" writes no plot.
 
 Bars: mean micro and macro P@10 over all runs (folds x seeds) of the "none" post-processing, with
 +-1 std whiskers; dashed lines: the chance floors. Standard library only (no matplotlib here).
@@ -20,14 +23,19 @@ def cell(m):
 
 
 def main():
-    out, runs = sys.argv[1], [a.split("=", 1) for a in sys.argv[2:]]
-    rows = [(label, load(path)) for label, path in runs]
+    args = sys.argv[1:]
     metrics = ["P@10", "macro_P@10", "mAP@10", "MAP@R", "P@10 Mild", "kNN_QWK"]
+    if args[:1] == ["--metrics"]:
+        metrics, args = args[1].split(","), args[2:]
+    out, runs = args[0], [a.split("=", 1) for a in args[1:]]
+    rows = [(label, load(path)) for label, path in runs]
     print("| recipe | runs | " + " | ".join(metrics) + " |")
     print("|---|---|" + "---|" * len(metrics))
     for label, s in rows:
         print(f"| {label} | {s['P@10']['runs']} | " + " | ".join(cell(s.get(m)) for m in metrics) + " |")
 
+    if out == "-":
+        return
     w, h, left, top, bottom = max(460, 120 + 110 * len(rows)), 330, 50, 30, 100
     plot_h = h - top - bottom
     y = lambda v: top + plot_h * (1 - v)  # P@10 in [0, 1]

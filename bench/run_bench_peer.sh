@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fundus against the plain PyTorch peer (bench/peer_pipeline.py) on the same JPEGs, same threads:
-# training (cpu preset network, FTL, batch 20) and embedding (batch EMBED_BATCH, default 8 = fundus's
-# default, on both sides), run alternately REPS times,
+# training (cpu-finetune preset: the whole cpu network trains, FTL, batch 20) and embedding (batch
+# EMBED_BATCH, default 8 = fundus's default, on both sides), run alternately REPS times,
 # plus the network's own forward speed on ready tensors (bench_model), so that
 # "embed from JPEG files / forward on tensors" can be read off. Prints one JSON line per run, then
 # medians and ratios. Usage:
@@ -64,7 +64,7 @@ for rep in $(seq 1 "$reps"); do
     --epochs "$epochs" --weights "$weights" --threads 2 --workers 2 >"$work/p.json"
   record pytorch train "$work/p.json" images_per_s
   rm -rf "$work/run"
-  timed "$fundus" train --preset cpu --pretrained "$weights" --epochs "$epochs" --threads 2 \
+  timed "$fundus" train --preset cpu-finetune --pretrained "$weights" --epochs "$epochs" --threads 2 \
     --data "$work/split/manifest.csv" --out "$work/run" >/dev/null 2>&1
   record fundus train "$work/run/summary.json" images_per_second
   # How much of the training loop waited for data (the loader should stay ahead of the network).

@@ -9,7 +9,7 @@ namespace fundus::cli {
 
 void add_cv_command(CLI::App& app) {
   struct Options {
-    std::string preset, config, data, out, seeds = "1", post = "none";
+    std::string preset, config, data, out, pretrained, seeds = "1", post = "none";
     std::vector<std::string> overrides;
     int folds = 5, threads = -1;
     uint64_t fold_seed = 11;
@@ -22,6 +22,8 @@ void add_cv_command(CLI::App& app) {
   cmd->add_option("--preset", opt->preset, "Start from a preset (default cpu)");
   cmd->add_option("--config", opt->config, "JSON run configuration merged over the preset");
   cmd->add_option("--set", opt->overrides, "Override a config value, e.g. --set optim.lr=1e-4 (repeatable)");
+  cmd->add_option("--pretrained", opt->pretrained,
+                  "Backbone weights (sets model.pretrained): a .pth, imagenet or a weights name (as for train)");
   cmd->add_option("--data", opt->data, "Labelled dataset (CSV, manifest or folder); any split column is ignored")
       ->required();
   cmd->add_option("--out", opt->out, "Output folder (resumable; cv.md / cv.json / cv.csv)")->required();
@@ -38,6 +40,7 @@ void add_cv_command(CLI::App& app) {
   cmd->add_flag("--keep-checkpoints", opt->keep, "Keep every fold's checkpoints (default: deleted after embedding)");
   cmd->callback([opt] {
     std::vector<std::string> overrides = opt->overrides;
+    if (!opt->pretrained.empty()) overrides.push_back("model.pretrained=" + opt->pretrained);
     if (opt->threads >= 0) overrides.push_back("train.threads=" + std::to_string(opt->threads));
     CvOptions o;
     o.config =

@@ -17,7 +17,8 @@ void add_train_commands(CLI::App& app) {
   };
   auto opt = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("train", "Train a retrieval model (checkpoints, exact --resume, Ctrl-C saves)");
-  cmd->add_option("--preset", opt->preset, "Start from a preset: paper, cpu, baseline-gem, self-attention, tiny");
+  cmd->add_option("--preset", opt->preset,
+                  "Start from a preset: paper, cpu, cpu-finetune, baseline-gem, self-attention, scratch, tiny");
   cmd->add_option("--config", opt->config, "JSON run configuration merged over the preset");
   cmd->add_option("--set", opt->overrides, "Override a config value, e.g. --set optim.lr=1e-4 (repeatable)");
   cmd->add_option("--pretrained", opt->pretrained,
@@ -78,7 +79,9 @@ void add_train_commands(CLI::App& app) {
       std::cout << " (" << world->world_size << " processes, communication " << strprintf("%.1f", s.comm_ms_per_step)
                 << " ms/step)";
     std::cout << "\n";
-    if (s.best_epoch > 0)
+    if (s.best_epoch > 0 && s.select == "last")
+      std::cout << "kept the last epoch (" << s.best_epoch << ") -> " << s.best_checkpoint << "\n";
+    else if (s.best_epoch > 0)
       std::cout << "best " << s.select << " = " << strprintf("%.4f", s.best_value) << " at epoch " << s.best_epoch
                 << " -> " << s.best_checkpoint << "\n";
     if (s.interrupted) std::cout << "resume with: fundus train --out " << opt->out << " --resume ...\n";

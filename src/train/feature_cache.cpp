@@ -75,8 +75,10 @@ void write_entry(const std::string& path, const torch::Tensor& f) {
 }  // namespace
 
 FeatureCache::FeatureCache(RetrievalNetImpl& net, const Dataset& dataset, const RunConfig& c, bool progress) {
-  const int copies = c.train.augment ? c.train.feature_cache : 1;  // un-augmented copies are identical
-  FUNDUS_CHECK(copies >= 1, "train.feature_cache: " << c.train.feature_cache << " copies; must be >= 1");
+  FUNDUS_CHECK(c.train.feature_cache >= 1, "train.feature_cache: " << c.train.feature_cache << " copies; must be >= 1");
+  // Un-augmented copies are identical, and epoch e reads copy e % copies: more copies than epochs
+  // would never be read.
+  const int copies = c.train.augment ? std::min(c.train.feature_cache, std::max(1, c.train.epochs)) : 1;
   FUNDUS_CHECK(net.frozen_stages() > 0, "train.feature_cache needs model.frozen_stages > 0 (nothing to cache)");
   const int64_t n = int64_t(dataset.size());
   FUNDUS_CHECK(n > 0, "feature cache: no images");

@@ -588,6 +588,10 @@ class Training {
     quiet_ = std::make_unique<QuietUnlessMain>(main_rank_);
     // Missing pretrained weights ("imagenet" not fetched) fail now, not after the data preparation.
     if (!req_.resume && main_rank_) resolve_pretrained(cfg_.model.pretrained, backbone_name(cfg_.model.backbone));
+    if (cfg_.model.frozen_stages > 0 && cfg_.model.pretrained.empty())
+      FUNDUS_WARN("model.frozen_stages " << cfg_.model.frozen_stages
+                                         << " without pretrained weights: those stages stay at their random "
+                                            "initialisation; give --pretrained, or set model.frozen_stages=0");
     splits_ = prepare_data(req_);
     if (comm_)
       comm_->check_same_everywhere("the training data (" + req_.data + ": ids, grades, splits)",

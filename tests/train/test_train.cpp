@@ -84,9 +84,22 @@ TEST(RunConfig, PresetsResolveAndValidate) {
   EXPECT_EQ(paper.train.epochs, 20);
   EXPECT_DOUBLE_EQ(paper.optim.lr, 1e-3);
   EXPECT_EQ(paper.train.select, "train_loss");
+  // cpu: the cross-validated recipe (docs/results.md); baseline-gem: the same without attention, batch-hard.
+  RunConfig cpu = RunConfig::from_json(run_preset("cpu"));
+  EXPECT_EQ(cpu.model.attention, AttentionKind::mirror);
+  EXPECT_EQ(cpu.model.frozen_stages, 14);
+  EXPECT_FALSE(cpu.model.spatial_attention);
+  EXPECT_EQ(cpu.train.feature_cache, 8);
+  EXPECT_EQ(cpu.train.select, "last");
+  EXPECT_EQ(cpu.sampler.kind, SamplerKind::shuffled);
+  EXPECT_EQ(cpu.sampler.batch_size, 16);
+  EXPECT_DOUBLE_EQ(cpu.optim.lr, 1e-4);
   RunConfig base = RunConfig::from_json(run_preset("baseline-gem"));
   EXPECT_EQ(base.model.attention, AttentionKind::none);
   EXPECT_GT(base.loss["batch_hard"]["weight"].get<double>(), 0);
+  EXPECT_EQ(base.model.frozen_stages, cpu.model.frozen_stages);
+  EXPECT_EQ(base.sampler.to_json(), cpu.sampler.to_json());
+  EXPECT_EQ(RunConfig::from_json(run_preset("cpu-finetune")).model.frozen_stages, 0);
   EXPECT_THROW(run_preset("nope"), Error);
   RunConfig o = resolve_run_config("cpu", "", {"optim.lr=0.01", "model.input_size=160"});
   EXPECT_DOUBLE_EQ(o.optim.lr, 0.01);
@@ -314,6 +327,18 @@ TEST(Trainer, FeatureCacheTrainsTheUnfrozenStagesAndResumesExactly) {
   EXPECT_EQ(step_losses(dir.file("disk1")), step_losses(dir.file("disk2")));
   EXPECT_EQ(step_losses(dir.file("disk1")), expected) << "the folder changes nothing but the cost";
   EXPECT_FALSE(std::filesystem::is_empty(dir.file("features")));
+  // More copies than epochs: only as many as the epochs read are built.
+  std::vector<std::string> more = o;  // a later override wins
+  more.push_back("train.feature_cache=5");
+  more.push_back("train.feature_cache_dir=\"" + dir.file("features5") + "\"");
+  train_model(tiny_request(dir.file("more"), more));
+  std::set<std::string> copies_built;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir.file("features5")))
+    if (e.is_regular_file()) {
+      const std::string stem = e.path().stem().string();  // <image hash>_<copy>
+      copies_built.insert(stem.substr(stem.rfind('_')));
+    }
+  EXPECT_EQ(copies_built, (std::set<std::string>{"_0", "_1", "_2"})) << "3 epochs read copies 0, 1, 2";
   // A cache without frozen stages is a configuration error.
   EXPECT_THROW(resolve_run_config("tiny", "", {"train.feature_cache=2"}), Error);
 }

@@ -92,7 +92,8 @@ struct RunConfig {
   Json to_json() const;
 };
 
-/// "paper", "cpu", "baseline-gem", "self-attention", "tiny": complete run configurations.
+/// "paper", "cpu", "cpu-finetune", "baseline-gem", "self-attention", "scratch", "tiny": complete run
+/// configurations (run_preset_names()).
 Json run_preset(const std::string& name);
 const std::vector<std::string>& run_preset_names();
 

@@ -6,12 +6,13 @@
 // Copy m of an image is its preprocessed pixels augmented (train.augment / the "augment" section)
 // with Rng(derive(derive(seed, m), content hash of the file)): a pure function of the image, so the
 // same image gets the same copies in every fold of a cross-validation and in every run with the same
-// seed. Epoch e of training uses copy e % copies. With a cache folder (train.feature_cache_dir) every
-// (image, copy) entry is also stored on disk, keyed by the frozen stages' weights, the preprocessing,
-// the augmentation, the seed and the image bytes (framed files: magic, version, checksum; a damaged
-// entry is recomputed), so recipes that share the frozen part, and the folds of `fundus cv`, compute
-// it once. Memory: copies x images x views x C x h x w floats (MobileNetV2 at 224 px frozen through
-// stage 14: 3 x 160 x 7 x 7 x 4 B = 94 kB per image and copy).
+// seed. Epoch e of training uses copy e % copies, and no more copies than epochs are built. With a
+// cache folder (train.feature_cache_dir) every (image, copy) entry is also stored on disk, keyed by
+// the frozen stages' weights, the preprocessing, the augmentation, the seed and the image bytes
+// (framed files: magic, version, checksum; a damaged entry is recomputed), so recipes that share
+// the frozen part, and the folds of `fundus cv`, compute it once. Memory: copies x images x views x
+// C x h x w floats (MobileNetV2 at 224 px frozen through stage 14: 3 x 160 x 7 x 7 x 4 B = 94 kB per
+// image and copy).
 // Distributed training: every rank builds the cache of the whole training set (each epoch's global
 // batches touch every row, and a rank's slices of them differ from epoch to epoch).
 // The cache lives in CPU memory whatever the model's device; batch() is copied to it per step.
