@@ -2,6 +2,7 @@
 
 #include "fundus/core/error.h"
 #include "fundus/core/strings.h"
+#include "fundus/train/trainer.h"
 
 namespace fundus::cli {
 
@@ -29,6 +30,17 @@ void require_decimal_numbers(CLI::App& app) {
 
 void add_threads_option(CLI::App& cmd, int& threads) {
   cmd.add_option("--threads", threads, "Compute threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+}
+
+void add_pretrained_option(CLI::App& cmd, std::string& pretrained) {
+  cmd.add_option("--pretrained", pretrained,
+                 "Backbone weights (sets model.pretrained): a .pth, imagenet (torch.hub's cache; see `fundus model "
+                 "fetch`) or a weights name like mobilenet_v2:IMAGENET1K_V1");
+}
+
+std::string describe_selection(const TrainSummary& s) {
+  if (s.select == "last") return strprintf("kept the last epoch (%d)", s.best_epoch);
+  return strprintf("best %s = %.4f at epoch %d", s.select.c_str(), s.best_value, s.best_epoch);
 }
 
 void add_device_option(CLI::App& cmd, std::string& device) {

@@ -22,8 +22,7 @@ void add_cv_command(CLI::App& app) {
   cmd->add_option("--preset", opt->preset, "Start from a preset (default cpu)");
   cmd->add_option("--config", opt->config, "JSON run configuration merged over the preset");
   cmd->add_option("--set", opt->overrides, "Override a config value, e.g. --set optim.lr=1e-4 (repeatable)");
-  cmd->add_option("--pretrained", opt->pretrained,
-                  "Backbone weights (sets model.pretrained): a .pth, imagenet or a weights name (as for train)");
+  add_pretrained_option(*cmd, opt->pretrained);
   cmd->add_option("--data", opt->data, "Labelled dataset (CSV, manifest or folder); any split column is ignored")
       ->required();
   cmd->add_option("--out", opt->out, "Output folder (resumable; cv.md / cv.json / cv.csv)")->required();

@@ -21,9 +21,7 @@ void add_train_commands(CLI::App& app) {
                   "Start from a preset: paper, cpu, cpu-finetune, baseline-gem, self-attention, scratch, tiny");
   cmd->add_option("--config", opt->config, "JSON run configuration merged over the preset");
   cmd->add_option("--set", opt->overrides, "Override a config value, e.g. --set optim.lr=1e-4 (repeatable)");
-  cmd->add_option("--pretrained", opt->pretrained,
-                  "Backbone weights (sets model.pretrained): a .pth, imagenet (torch.hub's cache; see `fundus model "
-                  "fetch`) or a weights name like mobilenet_v2:IMAGENET1K_V1");
+  add_pretrained_option(*cmd, opt->pretrained);
   cmd->add_option("--epochs", opt->epochs, "Shortcut for --set train.epochs=N");
   cmd->add_option("--threads", opt->threads, "Compute threads (0 = all cores)");
   cmd->add_option("--data", opt->data, "Manifest with a split column (fundus dataset split)");
@@ -79,11 +77,7 @@ void add_train_commands(CLI::App& app) {
       std::cout << " (" << world->world_size << " processes, communication " << strprintf("%.1f", s.comm_ms_per_step)
                 << " ms/step)";
     std::cout << "\n";
-    if (s.best_epoch > 0 && s.select == "last")
-      std::cout << "kept the last epoch (" << s.best_epoch << ") -> " << s.best_checkpoint << "\n";
-    else if (s.best_epoch > 0)
-      std::cout << "best " << s.select << " = " << strprintf("%.4f", s.best_value) << " at epoch " << s.best_epoch
-                << " -> " << s.best_checkpoint << "\n";
+    if (s.best_epoch > 0) std::cout << describe_selection(s) << " -> " << s.best_checkpoint << "\n";
     if (s.interrupted) std::cout << "resume with: fundus train --out " << opt->out << " --resume ...\n";
   });
 }

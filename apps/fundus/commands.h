@@ -10,6 +10,10 @@
 
 #include "fundus/infer/launcher.h"
 
+namespace fundus {
+struct TrainSummary;  // train/trainer.h
+}
+
 namespace fundus::cli {
 
 void add_dataset_commands(CLI::App& app);  // dataset validate|stats|split
@@ -29,6 +33,10 @@ void require_decimal_numbers(CLI::App& app);
 
 /// Shared option: compute threads (0 = all cores). Applies to torch, OpenMP and our pools.
 void add_threads_option(CLI::App& cmd, int& threads);
+/// Shared option: --pretrained, backbone weights (sets model.pretrained) of train and cv.
+void add_pretrained_option(CLI::App& cmd, std::string& pretrained);
+/// Which epoch a finished run kept: "kept the last epoch (8)" or "best val_mAP@10 = 0.4210 at epoch 5".
+std::string describe_selection(const TrainSummary& summary);
 /// Shared option: --device cpu|cuda|auto (where the model runs; model/runtime.h resolve_device).
 void add_device_option(CLI::App& cmd, std::string& device);
 /// Shared options of distributed commands: --nproc, --nnodes, --node-rank, --master-addr,

@@ -1,4 +1,5 @@
 #include "demo_steps.h"
+#include "commands.h"
 
 #include <chrono>
 #include <cstdlib>
@@ -116,9 +117,7 @@ void run_demo(const DemoOptions& o) {
   std::filesystem::remove_all(run_dir);  // the demo always trains afresh
   TrainSummary ts = train_model(tr);
   std::cout << strprintf("trained %lld steps at %.1f img/s; ", (long long)ts.steps, ts.images_per_second)
-            << (ts.select == "last"
-                    ? strprintf("kept the last epoch (%d)\n", ts.best_epoch)
-                    : strprintf("best %s %.3f at epoch %d\n", ts.select.c_str(), ts.best_value, ts.best_epoch));
+            << describe_selection(ts) << "\n";
   if (ts.last_validation.is_object())
     std::cout << strprintf("validation P@10 %.3f (chance %.3f), macro P@10 %.3f (chance %.3f)\n",
                            ts.last_validation.value("val_P@10", 0.0), ts.last_validation.value("chance_P@10", 0.0),
