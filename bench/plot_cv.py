@@ -3,6 +3,9 @@
 
 usage: bench/plot_cv.py [--metrics M1,M2,...] OUT.svg LABEL=path/to/cv.json [LABEL=...]  > table.md
 
+Each run is a `fundus cv` output: its cv.json, or its cv.md report (the summary table is parsed, so
+the tables and the plot can be rebuilt from the reports committed in docs/results/).
+
 --metrics: the table's columns (cv.md's metric names; default P@10, macro_P@10, mAP@10, MAP@R,
 P@10 Mild, kNN_QWK). OUT.svg "-" writes no plot.
 
@@ -10,10 +13,34 @@ Bars: mean micro and macro P@10 over all runs (folds x seeds) of the "none" post
 +-1 std whiskers; dashed lines: the chance floors. Standard library only (no matplotlib here).
 """
 import json
+import re
 import sys
 
 
+def load_report(path):
+    """The "none" column (else the first) of a cv.md report's summary table, as cv.json holds it."""
+    text = open(path).read()
+    runs = re.search(r"over (\d+) runs", text)
+    if not runs:
+        sys.exit(f"{path}: not a fundus cv report (no 'over N runs' line)")
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    column = header.index("none") if "none" in header else 1
+    summary = {}
+    for ln in lines[2:]:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        if len(cells) != len(header):
+            break  # the per-run table follows the summary
+        m = re.fullmatch(r"(-?[\d.]+) ± ([\d.]+) \((-?[\d.]+)\)", cells[column])
+        if not m:
+            sys.exit(f"{path}: summary cell '{cells[column]}' of '{cells[0]}' is not 'mean ± std (chance)'")
+        summary[cells[0]] = {"mean": float(m[1]), "std": float(m[2]), "chance": float(m[3]), "runs": int(runs[1])}
+    return summary
+
+
 def load(path):
+    if path.endswith(".md"):
+        return load_report(path)
     summary = json.load(open(path))["summary"]
     return summary.get("none") or next(iter(summary.values()))
 
