@@ -91,7 +91,7 @@ int main(int argc, char** argv) try {
 
   // 4. A run configuration: a preset (JSON) plus `key=value` overrides, as `fundus train --preset
   //    tiny --set train.epochs=1` takes them. "tiny" is a small random-init network at 64 px for smoke
-  //    runs ("cpu" is the real recipe: ImageNet MobileNetV2 at 224 px, 14 stages frozen, 8 epochs).
+  //    runs ("cpu" is the real recipe: ImageNet MobileNetV2 at 224 px, 10 stages frozen, 8 epochs).
   //    From scratch and for one epoch a ResNet-18 keeps its descriptors apart better than
   //    MobileNetV2, whose ReLU6 activations saturate early.
   fundus::TrainRequest request;

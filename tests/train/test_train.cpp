@@ -87,7 +87,7 @@ TEST(RunConfig, PresetsResolveAndValidate) {
   // cpu: the cross-validated recipe (docs/results.md); baseline-gem: the same without attention, batch-hard.
   RunConfig cpu = RunConfig::from_json(run_preset("cpu"));
   EXPECT_EQ(cpu.model.attention, AttentionKind::mirror);
-  EXPECT_EQ(cpu.model.frozen_stages, 14);
+  EXPECT_EQ(cpu.model.frozen_stages, 10);
   EXPECT_FALSE(cpu.model.spatial_attention);
   EXPECT_EQ(cpu.train.feature_cache, 8);
   EXPECT_EQ(cpu.train.select, "last");
