@@ -354,7 +354,8 @@ std::string epoch_guards(const RunState& st, const LossConfig& loss_cfg, int epo
     text = strprintf(", FTL %.4f (label-blind %.4f)", ftl, blind) + text;
     if (blind > 0 && ftl > 0.99 * blind)
       FUNDUS_WARN("epoch " << epoch << ": the fine triplet loss " << strprintf("%.4f", ftl)
-                           << " is within 1% of its label-blind value " << strprintf("%.4f", blind)
+                           << (ftl > blind ? " is above" : " is less than 1% below") << " its label-blind value "
+                           << strprintf("%.4f (%+.1f%%)", blind, 100.0 * (ftl / blind - 1.0))
                            << ": the embedding is not (yet) using the grades (loss/fine_triplet.h)");
   }
   if (cos > 0.99)
