@@ -11,7 +11,7 @@ was trained on changes. For each seed, fraction and fold:
   1. keep `fraction` of the fold's training patients, stratified by the patient's highest grade
      (Python's random.Random(seed), the same subset for every recipe);
   2. `fundus train TRAIN ARGS --data subset.csv --set train.seed=SEED` (fraction 0: no training at all,
-     train.epochs=0, i.e. the pretrained features);
+     train.epochs=0, i.e. the pretrained features, computed once under the first seed);
   3. `fundus eval` of the test photographs against all training photographs of the fold.
 Finished points are kept (OUT/s{seed}/f{fraction}/fold{k}/eval/eval.json), so a run can be resumed or
 extended. Writes OUT/learning_curve.json and prints a Markdown table (mean ± std over folds x seeds,
@@ -85,10 +85,10 @@ def run(cmd, log):
 
 
 def point(args, train_args, seed, fraction, fold, manifest):
+    """The folder of one finished point (eval/eval.json, train.csv), trained and evaluated if missing."""
     d = os.path.join(args.out, f"s{seed}", f"f{fraction}", f"fold{fold}")
-    result = os.path.join(d, "eval", "eval.json")
-    if os.path.exists(result):
-        return result
+    if os.path.exists(os.path.join(d, "eval", "eval.json")):
+        return d
     os.makedirs(d, exist_ok=True)
     rows = read_manifest(manifest)
     write_manifest(os.path.join(d, "all.csv"), rows)
@@ -107,7 +107,7 @@ def point(args, train_args, seed, fraction, fold, manifest):
         os.path.join(d, "eval.log"))
     shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
     print(f"done seed {seed} fraction {fraction} fold {fold}: {len(subset)} training photographs", flush=True)
-    return result
+    return d
 
 
 def values_of(eval_json):
@@ -188,9 +188,10 @@ def main():
         per_run, photographs = [], []
         for seed in seeds:
             for name, manifest in sorted(folds.items()):
-                result = point(args, train_args, seed, fraction, int(name[4:]), manifest)
-                per_run.append(values_of(result))
-                with open(os.path.join(os.path.dirname(os.path.dirname(result)), "train.csv")) as f:
+                # Untrained features do not depend on the seed: every seed's curve starts from the first's.
+                d = point(args, train_args, seeds[0] if fraction == 0 else seed, fraction, int(name[4:]), manifest)
+                per_run.append(values_of(os.path.join(d, "eval", "eval.json")))
+                with open(os.path.join(d, "train.csv")) as f:
                     photographs.append(0 if fraction == 0 else sum(1 for _ in csv.DictReader(f)))
         entry = {"fraction": fraction, "runs": len(per_run), "train_photographs": statistics.mean(photographs)}
         for label, _, _ in METRICS:
