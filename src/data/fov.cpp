@@ -99,6 +99,36 @@ double colour_dominance(const cv::Mat& img) {
   std::sort(v, v + 3);
   return v[2] > 0 ? (v[2] - v[1]) / v[2] : 0;
 }
+
+// Vessel-scale structure of `img` inside `region` (CV_8UC1, 255 = retina) for a field of `radius`
+// pixels: RMS of (fine blur - coarse blur) / coarse blur in the green (middle) channel, away from the
+// region's edge (3 coarse sigmas), where the rim itself would count as structure. -1 when too little
+// of the region is left to judge.
+double field_detail(const cv::Mat& img, const cv::Mat& region, double radius) {
+  const double fine = std::max(0.7, radius / 200), coarse = std::max(radius / 25, 3 * fine);
+  const int rim = int(std::ceil(3 * coarse));
+  cv::Mat inner;
+  cv::erode(region, inner, cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(2 * rim + 1, 2 * rim + 1)), {-1, -1},
+            1, cv::BORDER_CONSTANT, cv::Scalar(0));
+  if (cv::countNonZero(inner) < 64) return -1;
+  cv::Mat green, sharp, local;
+  if (img.channels() == 3) cv::extractChannel(img, green, 1);
+  else green = img;
+  green.convertTo(green, CV_32F);
+  cv::GaussianBlur(green, sharp, cv::Size(), fine);
+  cv::GaussianBlur(green, local, cv::Size(), coarse);
+  // The floor keeps a few grey levels of noise in a black region from counting as contrast.
+  cv::Mat relative = (sharp - local) / cv::max(local, 4.0);
+  return std::sqrt(cv::mean(relative.mul(relative), inner)[0]);
+}
+
+// The no-FOV verdict for a field without detail, or nothing.
+bool featureless(double detail, const FovOptions& o) { return detail >= 0 && detail < o.min_detail; }
+std::string featureless_note(double detail, const FovOptions& o) {
+  return strprintf("the field is featureless: its vessel-scale contrast is %.2f%%, photographs show 1%% or more "
+                   "(limit %.1f%%)",
+                   100 * detail, 100 * o.min_detail);
+}
 }  // namespace
 
 FovResult whole_image_fov(cv::Size size, const std::string& note) {
@@ -183,9 +213,18 @@ FovResult detect_fov(const cv::Mat& image, const FovOptions& o, bool full_mask) 
   // Without a dark surround, a retina-coloured image is a photograph cropped inside the field (the
   // whole image is used); a colourless one is not a fundus photograph.
   const bool retina_coloured = colour_dominance(small) >= o.min_colour_dominance;
+  // A retina-coloured image used whole must still show a retina's structure.
+  auto whole = [&](const std::string& note) {
+    const double detail =
+        field_detail(small, cv::Mat(small.size(), CV_8UC1, cv::Scalar(255)), std::min(small.cols, small.rows) / 2.0);
+    if (featureless(detail, o)) return no_fov(full, featureless_note(detail, o));
+    FovResult w = whole_image_fov(full, note);
+    w.detail = detail;
+    return w;
+  };
   if (area > 0.995) {
     if (!retina_coloured) return no_fov(full, "no dark surround, and the colours are not a retina's");
-    return whole_image_fov(full, "no dark surround: the bright region fills the image, using the whole image");
+    return whole("no dark surround: the bright region fills the image, using the whole image");
   }
   FovResult r;
   r.found = true;
@@ -231,8 +270,10 @@ FovResult detect_fov(const cv::Mat& image, const FovOptions& o, bool full_mask) 
                                           "from a circle, and its colours are not a retina's",
                                           100 * outline_error)
                               : "the bright region has no circular rim, and its colours are not a retina's");
-    return whole_image_fov(full, "no disc-shaped field of view, using the whole image");
+    return whole("no disc-shaped field of view, using the whole image");
   }
+  r.detail = field_detail(small, filled, c.r);
+  if (featureless(r.detail, o)) return no_fov(full, featureless_note(r.detail, o));
   r.outline_error = outline_error;
   // Outline pixel centres lie half a pixel inside the edge.
   r.center = cv::Point2d(c.cx * sx, c.cy * sy);

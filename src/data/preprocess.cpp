@@ -205,7 +205,8 @@ Json fov_to_json(const PreprocessResult& r) {
               {"center", {round2(f.center.x * sx), round2(f.center.y * sy)}},
               {"radius", round2(f.radius * (sx + sy) / 2)},
               {"area_fraction", std::round(f.area_fraction * 1e4) / 1e4},
-              {"outline_error", std::round(f.outline_error * 1e4) / 1e4}};
+              {"outline_error", std::round(f.outline_error * 1e4) / 1e4},
+              {"detail", f.detail < 0 ? Json(nullptr) : Json(std::round(f.detail * 1e4) / 1e4)}};
 }
 
 cv::Mat preprocess_comparison(const PreprocessResult& r) {
@@ -277,8 +278,8 @@ Json write_preprocess_inspection(const std::vector<InspectionInput>& inputs, con
 }
 
 std::string format_inspection_table(const Json& images) {
-  std::string out = strprintf("%-24s %-10s %-6s %-5s %-16s %-8s %s\n", "image", "original", "reduce", "fov", "centre",
-                              "radius", "bbox x,y,w,h");
+  std::string out = strprintf("%-24s %-10s %-6s %-5s %-16s %-8s %-7s %s\n", "image", "original", "reduce", "fov",
+                              "centre", "radius", "detail", "bbox x,y,w,h");
   for (const Json& row : images) {
     std::string name = row.value("name", std::string());
     if (row.contains("error")) {
@@ -286,11 +287,14 @@ std::string format_inspection_table(const Json& images) {
       continue;
     }
     const Json& b = row["bbox"];
-    out += strprintf("%-24s %-10s %-6d %-5s %-16s %-8.1f %d,%d,%d,%d%s\n", name.c_str(),
+    const Json detail = row.value("detail", Json());
+    out += strprintf("%-24s %-10s %-6d %-5s %-16s %-8.1f %-7s %d,%d,%d,%d%s\n", name.c_str(),
                      strprintf("%dx%d", row["width"].get<int>(), row["height"].get<int>()).c_str(),
                      row["reduce"].get<int>(), row["found"].get<bool>() ? "yes" : "no",
                      strprintf("%.1f,%.1f", row["center"][0].get<double>(), row["center"][1].get<double>()).c_str(),
-                     row["radius"].get<double>(), b[0].get<int>(), b[1].get<int>(), b[2].get<int>(), b[3].get<int>(),
+                     row["radius"].get<double>(),
+                     detail.is_number() ? strprintf("%.4f", detail.get<double>()).c_str() : "-", b[0].get<int>(),
+                     b[1].get<int>(), b[2].get<int>(), b[3].get<int>(),
                      row["found"].get<bool>() ? "" : ("  (" + row["note"].get<std::string>() + ")").c_str());
   }
   return out;

@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "fundus/core/concurrency.h"
@@ -228,6 +229,23 @@ TEST(Fov, NonFundusInputsHaveNoFieldOfView) {
   for (int y = 150; y < 780; y += 30) cv::line(tilted, {380, y}, {840, y + 20}, cv::Scalar::all(40), 2);
   cv::Mat gradient(480, 640, CV_8UC3);
   for (int y = 0; y < 480; ++y) gradient.row(y).setTo(cv::Scalar::all(y * 255 / 479));
+  // Discs of a retina's colour and shape but without any structure: drawn, or exposed/blurred to nothing.
+  auto flat_disc = [](cv::Scalar rgb) {
+    cv::Mat disc = cv::Mat::zeros(480, 640, CV_8UC3);
+    cv::circle(disc, {320, 240}, 210, rgb, cv::FILLED, cv::LINE_AA);
+    return disc;
+  };
+  cv::Mat jpeg_disc;
+  {
+    std::vector<uchar> buf;
+    cv::imencode(".jpg", flat_disc(cv::Scalar(200, 90, 30)), buf, {cv::IMWRITE_JPEG_QUALITY, 75});
+    jpeg_disc = cv::imdecode(buf, cv::IMREAD_COLOR);
+  }
+  cv::Mat shaded(480, 640, CV_8UC3);  // retina-coloured, no rim, smooth shading only
+  for (int y = 0; y < 480; ++y) shaded.row(y).setTo(cv::Scalar(200, 90, 30) * (0.75 + 0.25 * y / 479.0));
+  cv::Mat washed_out;
+  cv::GaussianBlur(synthetic_field({640, 480}, {320, 240}, 210), washed_out, cv::Size(), 60);
+  washed_out.setTo(cv::Scalar::all(0), ~disc_mask({640, 480}, {320, 240}, 210));
   const std::vector<std::tuple<std::string, cv::Mat, std::string>> cases = {
       {"black", cv::Mat::zeros(480, 640, CV_8UC3), "practically uniform: brightness 0 to 0"},
       {"white", cv::Mat(480, 640, CV_8UC3, cv::Scalar::all(255)), "practically uniform: brightness 255 to 255"},
@@ -241,6 +259,12 @@ TEST(Fov, NonFundusInputsHaveNoFieldOfView) {
       {"page on a desk", table, "not a disc"},
       {"tilted page", tilted, "not a disc"},
       {"gradient", gradient, "not a disc"},
+      {"flat orange disc", flat_disc(cv::Scalar(200, 90, 30)), "the field is featureless"},
+      {"flat dark disc", flat_disc(cv::Scalar(25, 12, 5)), "the field is featureless"},
+      {"flat white disc", flat_disc(cv::Scalar::all(255)), "the field is featureless"},
+      {"flat disc through JPEG", jpeg_disc, "the field is featureless"},
+      {"field blurred to nothing", washed_out, "the field is featureless"},
+      {"shaded retina-coloured image", shaded, "the field is featureless"},
   };
   for (const auto& [what, img, reason] : cases) {
     FovResult f = detect_fov(img);
@@ -291,6 +315,43 @@ TEST(Fov, NoPhotographIsRefused) {
     }
   }
   if (paths.empty()) GTEST_SKIP() << "shared datasets absent: only synthetic photographs were checked";
+}
+
+// The detail check refuses blank discs (above) but no photograph: vessels survive defocus by 2% of
+// the radius, shrinking to 48 px and a 5x underexposure. Checked on synthetic fields and, when the
+// shared set is here, on the real rahim-dr-tiny photographs.
+TEST(Fov, DefocusedSmallAndDarkPhotographsKeepTheirField) {
+  std::vector<std::pair<std::string, cv::Mat>> photos;
+  for (int i = 0; i < 3; ++i)
+    photos.emplace_back("synthetic " + std::to_string(i),
+                        synthetic_field({400, 300}, {200, 150}, 125 + 5 * i, 1.0, uint64_t(7 + i)));
+  const std::string dir = test::shared_dataset("rahim-dr-tiny");
+  if (!dir.empty()) {
+    CsvTable labels = read_csv(dir + "/labels.csv");
+    const size_t col = labels.require_column("image");
+    for (const CsvRow& row : labels.rows) {
+      const std::string path = dir + "/images/" + labels.field(row, col);
+      photos.emplace_back(path, decode_image_rgb(path));
+    }
+  }
+  for (const auto& [name, photo] : photos) {
+    SCOPED_TRACE(name);
+    const FovResult plain = detect_fov(photo);
+    ASSERT_TRUE(plain.found) << plain.note;
+    EXPECT_GT(plain.detail, 0.012);
+    cv::Mat defocused, small, dark;
+    cv::GaussianBlur(photo, defocused, cv::Size(), 0.02 * plain.radius);
+    const double shrink = 48.0 / std::max(photo.cols, photo.rows);
+    cv::resize(photo, small, cv::Size(), shrink, shrink, cv::INTER_AREA);
+    photo.convertTo(dark, -1, 0.2);
+    for (const auto& [what, img] : {std::pair<const char*, cv::Mat>{"defocused", defocused}, {"48 px", small},
+                                    {"underexposed", dark}}) {
+      const FovResult f = detect_fov(img);
+      EXPECT_TRUE(f.found) << what << ": " << f.note;
+      EXPECT_GT(f.detail, 2 * FovOptions{}.min_detail) << what;
+    }
+  }
+  if (dir.empty()) GTEST_SKIP() << "rahim-dr-tiny absent: only synthetic fields were checked";
 }
 
 TEST(Fov, RejectsWrongImageTypes) {

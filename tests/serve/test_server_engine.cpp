@@ -242,12 +242,15 @@ TEST_F(EngineServerTest, NonFundusUploadsAreRefusedWithNoFieldOfView) {
   cv::Mat page(600, 450, CV_8UC3, cv::Scalar::all(240));
   for (int y = 40; y < 560; y += 26)
     cv::putText(page, "The quick brown fox jumps", {12, y}, cv::FONT_HERSHEY_SIMPLEX, 0.6, cv::Scalar::all(20));
+  cv::Mat disc = cv::Mat::zeros(480, 640, CV_8UC3);  // a retina's shape and colour (BGR), nothing in it
+  cv::circle(disc, {320, 240}, 200, cv::Scalar(30, 90, 200), cv::FILLED, cv::LINE_AA);
   const std::vector<std::tuple<std::string, std::string, std::string>> uploads = {
       {"black.jpg", encoded(cv::Mat::zeros(480, 640, CV_8UC3), ".jpg"), "practically uniform"},
       {"white.png", encoded(cv::Mat(480, 640, CV_8UC3, cv::Scalar::all(255)), ".png"), "practically uniform"},
       {"dot.png", encoded(cv::Mat(1, 1, CV_8UC3, cv::Scalar(40, 90, 200)), ".png"), "too small"},
       {"strip.png", encoded(cv::Mat(10000, 2, CV_8UC3, cv::Scalar(40, 90, 200)), ".png"), "too small"},
       {"letter.jpg", encoded(page, ".jpg"), "not a retina's"},
+      {"disc.jpg", encoded(disc, ".jpg"), "the field is featureless"},
   };
   for (const auto& [name, bytes, reason] : uploads) {
     auto r = c.Post("/api/query", form(bytes, {}, name));

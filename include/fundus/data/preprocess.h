@@ -80,7 +80,7 @@ PreprocessResult preprocess_fundus_file(const std::string& path, const Preproces
                                         const ImageLimits& limits = {});
 
 /// The FOV in original-image coordinates as JSON: {found, note, width, height, reduce, bbox:[x,y,w,h],
-/// center:[x,y], radius, area_fraction, outline_error}.
+/// center:[x,y], radius, area_fraction, outline_error, detail (null when not measured)}.
 Json fov_to_json(const PreprocessResult& result);
 
 /// Side-by-side inspection image: the decoded input scaled to the output height with the FOV circle
