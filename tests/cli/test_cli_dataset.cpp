@@ -25,9 +25,11 @@ std::string png_image(int w, int h, int seed) {
   std::string raw;
   for (int y = 0; y < h; ++y) {
     raw += '\0';  // filter: none
-    // Red-dominant, as a retina is: the image policy refuses what has no field of view (data/fov.h).
+    // Red-dominant and textured in green, as a retina is: the image policy refuses what has no field
+    // of view, and a field without vessel-scale structure (data/fov.h).
     for (int x = 0; x < w; ++x)
-      raw += {char(150 + (x * 2 + seed * 7) % 60), char(60 + y), char(20 + ((x ^ y) + seed) % 20)};
+      raw += {char(150 + (x * 2 + seed * 7) % 60), char(60 + y + (x * 3 + y * 5 + seed) % 16),
+              char(20 + ((x ^ y) + seed) % 20)};
   }
   std::string z = "\x78\x01";
   uint32_t a = 1, b = 0;
