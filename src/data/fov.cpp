@@ -125,9 +125,10 @@ double field_detail(const cv::Mat& img, const cv::Mat& region, double radius) {
 // The no-FOV verdict for a field without detail, or nothing.
 bool featureless(double detail, const FovOptions& o) { return detail >= 0 && detail < o.min_detail; }
 std::string featureless_note(double detail, const FovOptions& o) {
-  return strprintf("the field is featureless: its vessel-scale contrast is %.2f%%, photographs show 1%% or more "
-                   "(limit %.1f%%)",
-                   100 * detail, 100 * o.min_detail);
+  return strprintf(
+      "the field is featureless: its vessel-scale contrast is %.2f%%, photographs show 1%% or more "
+      "(limit %.1f%%)",
+      100 * detail, 100 * o.min_detail);
 }
 }  // namespace
 

@@ -344,8 +344,8 @@ TEST(Fov, DefocusedSmallAndDarkPhotographsKeepTheirField) {
     const double shrink = 48.0 / std::max(photo.cols, photo.rows);
     cv::resize(photo, small, cv::Size(), shrink, shrink, cv::INTER_AREA);
     photo.convertTo(dark, -1, 0.2);
-    for (const auto& [what, img] : {std::pair<const char*, cv::Mat>{"defocused", defocused}, {"48 px", small},
-                                    {"underexposed", dark}}) {
+    for (const auto& [what, img] :
+         {std::pair<const char*, cv::Mat>{"defocused", defocused}, {"48 px", small}, {"underexposed", dark}}) {
       const FovResult f = detect_fov(img);
       EXPECT_TRUE(f.found) << what << ": " << f.note;
       EXPECT_GT(f.detail, 2 * FovOptions{}.min_detail) << what;
