@@ -122,7 +122,7 @@ double field_detail(const cv::Mat& img, const cv::Mat& region, double radius) {
   return std::sqrt(cv::mean(relative.mul(relative), inner)[0]);
 }
 
-// The no-FOV verdict for a field without detail, or nothing.
+// Whether a measured field is featureless, and the note that says so.
 bool featureless(double detail, const FovOptions& o) { return detail >= 0 && detail < o.min_detail; }
 std::string featureless_note(double detail, const FovOptions& o) {
   return strprintf(
